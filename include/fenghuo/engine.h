@@ -1,0 +1,147 @@
+/* The rule engine: readings in, alert events out, time given by the caller.
+ *
+ * It owns the rule set, the registry, one window store per (sensor, field)
+ * and the alert state of every (rule, sensor) pair. It does no I/O and reads
+ * no clock, so `replay`, the daemon and the tests all drive the same code and
+ * a replay of history is exactly what the daemon would have done live.
+ *
+ * Not thread-safe: one engine belongs to one thread (the daemon's loop). */
+#ifndef FENGHUO_ENGINE_H
+#define FENGHUO_ENGINE_H
+
+#include "fenghuo/common.h"
+#include "fenghuo/diag.h"
+#include "fenghuo/reading.h"
+#include "fenghuo/registry.h"
+#include "fenghuo/rules.h"
+#include "fenghuo/buf.h"
+
+typedef enum fh_event {
+        FH_EVENT_RAISED,
+        FH_EVENT_ESCALATED,
+        FH_EVENT_DEESCALATED,
+        FH_EVENT_CLEARED,
+        FH_EVENT__MAX
+} fh_event;
+
+const char *fh_event_name(fh_event e);
+
+/* One level change of one (rule, sensor) pair (SPEC §4). Pointers are valid
+ * for the duration of the callback only. */
+typedef struct fh_alert {
+        fh_event event;
+        const fh_rule *rule;
+        const fh_station *station;
+        fh_level level;
+        fh_level previous;
+        int64_t ts_ms;         /* evaluation time */
+        int64_t raised_ms;     /* part of alert_id, the same until cleared */
+        double value;          /* report value; NaN -> null */
+} fh_alert;
+
+typedef void (*fh_alert_fn)(void *userdata, const fh_alert *alert);
+
+typedef enum fh_clock_mode {
+        /* replay: the clock is the largest accepted timestamp; a reading
+         * that moves it runs the tick boundaries first (SPEC §3.2). */
+        FH_CLOCK_EVENT,
+        /* daemon: the clock only moves through fh_engine_tick(wall time). */
+        FH_CLOCK_EXTERNAL,
+} fh_clock_mode;
+
+typedef struct fh_engine_config {
+        int64_t lateness_ms;       /* default 1h */
+        int64_t tick_ms;           /* default 60s */
+        int tz_offset_min;         /* offset of alert timestamps, default +480 */
+        fh_clock_mode clock;
+        /* Upper bound of tick boundaries one clock move evaluates; a jump
+         * over more (a gauge stamped in year 9999) evaluates the first and
+         * last half of them and counts the rest as skipped, instead of
+         * hanging. Default 1,000,000. */
+        uint64_t max_ticks_per_advance;
+} fh_engine_config;
+
+#define FH_ENGINE_CONFIG_DEFAULT { 3600000, 60000, 480, FH_CLOCK_EVENT, 1000000 }
+
+/* What happened to one reading. Positive codes, expected outcomes. */
+typedef enum fh_outcome {
+        FH_OUTCOME_ACCEPTED = 0,
+        FH_OUTCOME_LATE,           /* accepted, older than the sensor's latest */
+        FH_OUTCOME_DUPLICATE,      /* ignored: timestamp already held */
+        FH_OUTCOME_DROPPED,        /* ignored: older than lateness */
+        FH_OUTCOME_UNKNOWN_SENSOR, /* rejected */
+        FH_OUTCOME__MAX
+} fh_outcome;
+
+typedef struct fh_engine_stats {
+        uint64_t accepted;         /* includes late */
+        uint64_t late;
+        uint64_t duplicates;
+        uint64_t dropped;
+        uint64_t rejected[FH_REJECT__MAX];  /* the engine counts UNKNOWN_SENSOR;
+                                               callers add parser rejects with
+                                               fh_engine_count_reject() */
+        uint64_t events[FH_EVENT__MAX];
+        uint64_t evaluations;
+        uint64_t ticks_skipped;
+} fh_engine_stats;
+
+typedef struct fh_engine fh_engine;
+
+/* Takes ownership of rules and stations, also on failure. Binds rules to
+ * stations (match), lays out window stores. Warnings (a rule that applies to
+ * no station, a station column a rule reads that the registry lacks) go to
+ * diags. 0, -ENOMEM, or -EINVAL with diags. */
+int fh_engine_new(fh_engine **ret, fh_ruleset *rules, fh_registry *stations,
+                  const fh_engine_config *cfg, fh_diags *diags);
+fh_engine *fh_engine_free(fh_engine *e);
+
+/* Alerts are delivered synchronously, from inside ingest/tick, in order. */
+void fh_engine_set_alert_cb(fh_engine *e, fh_alert_fn fn, void *userdata);
+
+/* Applies one parsed reading. Returns the outcome (never negative). */
+fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r);
+
+/* FH_CLOCK_EXTERNAL: evaluates age() rules at every tick boundary in
+ * (clock, now_ms] and moves the clock to now_ms. Ignored when now_ms is not
+ * ahead of the clock. */
+void fh_engine_tick(fh_engine *e, int64_t now_ms);
+
+int64_t fh_engine_clock(const fh_engine *e);   /* FH_TIME_NONE before the first */
+void fh_engine_count_reject(fh_engine *e, fh_reject why);
+const fh_engine_stats *fh_engine_stats_get(const fh_engine *e);
+const fh_ruleset *fh_engine_rules(const fh_engine *e);
+const fh_registry *fh_engine_registry(const fh_engine *e);
+const fh_engine_config *fh_engine_config_get(const fh_engine *e);
+
+/* Stations each rule applies to, for `check`. */
+size_t fh_engine_rule_stations(const fh_engine *e, size_t rule_index, const fh_station ***ret);
+
+/* Alert JSON (SPEC §4), one object without newline, appended to out. */
+void fh_alert_to_json(const fh_engine *e, const fh_alert *a, fh_buf *out);
+/* The rendered message alone (also used inside the JSON). */
+void fh_alert_message(const fh_engine *e, const fh_alert *a, fh_buf *out);
+
+/* State snapshots. The state of the sensors for which filter returns true
+ * (all when filter is NULL) is appended to out in a versioned binary format:
+ * the raw readings in each window, the duplicate-detection horizon, and each
+ * (rule, sensor) pair's level, runs and wait, tagged with the rule's hash.
+ * Restore accepts a snapshot of an engine with other rules: windows are
+ * rebuilt from the raw readings (trimmed to what the new rules need), and
+ * pair state is restored only for rules with the same id and hash. Sensors
+ * not in the registry are skipped. Returns 0 or -EBADMSG (nothing changed). */
+typedef bool (*fh_sensor_filter)(void *userdata, const fh_station *s);
+void fh_engine_snapshot(const fh_engine *e, fh_sensor_filter filter, void *userdata, fh_buf *out);
+int fh_engine_restore(fh_engine *e, const void *data, size_t len);
+/* Forget the state of the filtered sensors (partition revoked). */
+void fh_engine_forget(fh_engine *e, fh_sensor_filter filter, void *userdata);
+
+/* Bytes of state held for sensors (windows, pairs), for benchmarks and
+ * metrics. */
+size_t fh_engine_memory(const fh_engine *e);
+
+/* Active alerts now, for operator views: calls fn for each pair whose level
+ * is not none, in rule then sensor order. */
+void fh_engine_foreach_active(const fh_engine *e, fh_alert_fn fn, void *userdata);
+
+#endif

@@ -1,0 +1,29 @@
+/* The command line: each subcommand is a function main() dispatches to.
+ * This is the edge where errors are printed, once. */
+#ifndef FENGHUO_CLI_H
+#define FENGHUO_CLI_H
+
+#include "fenghuo/diag.h"
+#include "fenghuo/engine.h"
+
+int fh_cmd_check(int argc, char **argv);
+int fh_cmd_replay(int argc, char **argv);
+int fh_cmd_simulate(int argc, char **argv);
+int fh_cmd_run(int argc, char **argv);
+
+/* Reads a whole file ("-" is standard input). 0, or a negative errno. */
+#define FH_RULE_FILE_MAX    (4u << 20)
+#define FH_STATION_FILE_MAX (512u << 20)
+int fh_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
+
+/* Every *.yaml in dir, in name order. Problems go to diags. */
+int fh_load_rules(const char *dir, fh_ruleset **ret, fh_diags *diags);
+int fh_load_registry(const char *path, fh_registry **ret, fh_diags *diags);
+/* Rules + registry + engine; on error diags say why. */
+int fh_load_engine(const char *rules_dir, const char *stations, const fh_engine_config *cfg,
+                   fh_engine **ret, fh_diags *diags);
+
+/* "prog: " prefixed lines on stderr, errors then warnings, sorted. */
+void fh_print_diags(const fh_diags *diags);
+
+#endif

@@ -1,0 +1,255 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fenghuo/buf.h"
+#include "fenghuo/reading.h"
+#include "fenghuo/timeutil.h"
+#include "cli.h"
+
+#define CHUNK (1u << 20)
+
+typedef struct replay_out {
+        const fh_engine *e;
+        fh_buf line;
+        FILE *f;
+} replay_out;
+
+static void on_alert(void *userdata, const fh_alert *a) {
+        replay_out *o = userdata;
+
+        fh_buf_reset(&o->line);
+        fh_alert_to_json(o->e, a, &o->line);
+        fh_buf_putc(&o->line, '\n');
+        fwrite(o->line.data, 1, o->line.len, o->f);
+}
+
+/* Reads lines of any length without holding more than one chunk plus the
+ * longest acceptable line: a 1 GiB line costs no memory, it is reported as
+ * too long and skipped. */
+typedef struct line_reader {
+        int fd;
+        char *buf;
+        size_t cap, start, end;
+        bool eof;
+        int err;
+} line_reader;
+
+/* Returns 1 with a line (without '\n'), 0 at the end, -errno on read error.
+ * *ret_too_long is set for a line over the cap (its bytes are not returned). */
+static int next_line(line_reader *lr, const char **ret, size_t *ret_len, bool *ret_too_long) {
+        bool too_long = false;
+
+        for (;;) {
+                char *nl = memchr(lr->buf + lr->start, '\n', lr->end - lr->start);
+                if (nl) {
+                        *ret = lr->buf + lr->start;
+                        *ret_len = (size_t) (nl - (lr->buf + lr->start));
+                        lr->start = (size_t) (nl - lr->buf) + 1;
+                        *ret_too_long = too_long;
+                        return 1;
+                }
+                if (lr->end - lr->start > FH_READING_BYTES_MAX + 1) {
+                        /* Keep a byte so the line still counts once. */
+                        too_long = true;
+                        lr->start = lr->end - 1;
+                }
+                if (lr->eof) {
+                        if (lr->end > lr->start) {
+                                *ret = lr->buf + lr->start;
+                                *ret_len = lr->end - lr->start;
+                                lr->start = lr->end;
+                                *ret_too_long = too_long;
+                                return 1;
+                        }
+                        return 0;
+                }
+                if (lr->start > 0) {
+                        memmove(lr->buf, lr->buf + lr->start, lr->end - lr->start);
+                        lr->end -= lr->start;
+                        lr->start = 0;
+                }
+                ssize_t n = read(lr->fd, lr->buf + lr->end, lr->cap - lr->end);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        lr->eof = true;
+                lr->end += (size_t) n;
+        }
+}
+
+static void usage(FILE *f) {
+        fputs("usage: fenghuo replay --rules DIR --stations FILE [--tick 60s] [--lateness 1h]\n"
+              "                      [--tz +08:00] [FILE|-]\n"
+              "Reads readings as JSON Lines and writes the alert events they cause, one\n"
+              "JSON object per line, to standard output. Rejected lines are reported on\n"
+              "standard error with their line number; a summary ends the run.\n", f);
+}
+
+static void print_summary(const fh_engine *e, unsigned long long lines) {
+        const fh_engine_stats *s = fh_engine_stats_get(e);
+        unsigned long long rejected = 0;
+        fh_buf b = FH_BUF_NULL;
+
+        for (int i = 1; i < FH_REJECT__MAX; i++)
+                rejected += s->rejected[i];
+        fh_buf_printf(&b, "summary: %llu lines, %llu accepted (%llu late), %llu rejected",
+                      lines, (unsigned long long) s->accepted, (unsigned long long) s->late, rejected);
+        if (rejected) {
+                const char *sep = " (";
+                for (int i = 1; i < FH_REJECT__MAX; i++)
+                        if (s->rejected[i]) {
+                                fh_buf_printf(&b, "%s%s %llu", sep, fh_reject_name((fh_reject) i),
+                                              (unsigned long long) s->rejected[i]);
+                                sep = ", ";
+                        }
+                fh_buf_putc(&b, ')');
+        }
+        fh_buf_printf(&b, ", %llu duplicates, %llu dropped; alerts: %llu raised, %llu escalated, "
+                      "%llu deescalated, %llu cleared",
+                      (unsigned long long) s->duplicates, (unsigned long long) s->dropped,
+                      (unsigned long long) s->events[FH_EVENT_RAISED],
+                      (unsigned long long) s->events[FH_EVENT_ESCALATED],
+                      (unsigned long long) s->events[FH_EVENT_DEESCALATED],
+                      (unsigned long long) s->events[FH_EVENT_CLEARED]);
+        if (s->ticks_skipped)
+                fh_buf_printf(&b, "; %llu tick boundaries skipped after a clock jump",
+                              (unsigned long long) s->ticks_skipped);
+        fprintf(stderr, "%s\n", b.data);
+        fh_buf_free(&b);
+}
+
+int fh_cmd_replay(int argc, char **argv) {
+        static const struct option opts[] = {
+                { "rules", required_argument, NULL, 'r' },
+                { "stations", required_argument, NULL, 's' },
+                { "tick", required_argument, NULL, 't' },
+                { "lateness", required_argument, NULL, 'l' },
+                { "tz", required_argument, NULL, 'z' },
+                { "help", no_argument, NULL, 'h' },
+                {}
+        };
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        const char *rules = NULL, *stations = NULL, *input = "-";
+        fh_diags diags = FH_DIAGS_NULL;
+        fh_engine *e = NULL;
+        int c, r;
+
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+                switch (c) {
+                case 'r': rules = optarg; break;
+                case 's': stations = optarg; break;
+                case 't':
+                        if (fh_duration_parse(optarg, strlen(optarg), &cfg.tick_ms) < 0 || cfg.tick_ms <= 0) {
+                                fprintf(stderr, "fenghuo replay: --tick wants a positive duration like 60s, got '%s'\n", optarg);
+                                return 2;
+                        }
+                        break;
+                case 'l':
+                        if (fh_duration_parse(optarg, strlen(optarg), &cfg.lateness_ms) < 0) {
+                                fprintf(stderr, "fenghuo replay: --lateness wants a duration like 1h, got '%s'\n", optarg);
+                                return 2;
+                        }
+                        break;
+                case 'z':
+                        if (fh_offset_parse(optarg, strlen(optarg), &cfg.tz_offset_min) < 0) {
+                                fprintf(stderr, "fenghuo replay: --tz wants an offset like +08:00, got '%s'\n", optarg);
+                                return 2;
+                        }
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return 2;
+                }
+        if (!rules || !stations || argc - optind > 1) {
+                usage(stderr);
+                return 2;
+        }
+        if (optind < argc)
+                input = argv[optind];
+
+        int fd = strcmp(input, "-") == 0 ? STDIN_FILENO : open(input, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                fprintf(stderr, "fenghuo replay: cannot open %s: %s\n", input, strerror(errno));
+                return 2;
+        }
+
+        r = fh_load_engine(rules, stations, &cfg, &e, &diags);
+        fh_diags_sort(&diags);
+        fh_print_diags(&diags);
+        fh_diags_clear(&diags);
+        if (r < 0) {
+                if (fd != STDIN_FILENO)
+                        close(fd);
+                return 1;
+        }
+
+        replay_out out = { .e = e, .f = stdout };
+        static char obuf[1 << 16];
+        setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
+        fh_engine_set_alert_cb(e, on_alert, &out);
+
+        line_reader lr = { .fd = fd, .cap = CHUNK + FH_READING_BYTES_MAX + 2 };
+        lr.buf = fh_malloc(lr.cap);
+        unsigned long long lineno = 0;
+        const char *line = NULL;
+        size_t len = 0;
+        bool too_long = false;
+        fh_reading reading;
+        char why[256];
+        int exit_code = 0;
+
+        while ((r = next_line(&lr, &line, &len, &too_long)) > 0) {
+                fh_reject rej;
+
+                lineno++;
+                if (too_long) {
+                        rej = FH_REJECT_TOO_LONG;
+                        snprintf(why, sizeof(why), "line longer than %u bytes", FH_READING_BYTES_MAX);
+                } else {
+                        /* A blank line is not a reading, and not an error worth a line. */
+                        size_t k = 0;
+                        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r'))
+                                k++;
+                        if (k == len)
+                                continue;
+                        rej = fh_reading_parse(line, len, &reading, why, sizeof(why));
+                }
+                if (rej != FH_REJECT_NONE) {
+                        fh_engine_count_reject(e, rej);
+                        fprintf(stderr, "line %llu: rejected (%s): %s\n", lineno, fh_reject_name(rej), why);
+                        continue;
+                }
+                if (fh_engine_ingest(e, &reading) == FH_OUTCOME_UNKNOWN_SENSOR)
+                        fprintf(stderr, "line %llu: rejected (unknown_sensor): sensor \"%s\" is not in the station registry\n",
+                                lineno, reading.sensor);
+        }
+        if (r < 0) {
+                fprintf(stderr, "fenghuo replay: failed to read %s after line %llu: %s\n",
+                        input, lineno, strerror(-r));
+                exit_code = 1;
+        }
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+                fprintf(stderr, "fenghuo replay: failed to write alerts: %s\n", strerror(errno));
+                exit_code = 1;
+        }
+        print_summary(e, lineno);
+
+        free(lr.buf);
+        fh_buf_free(&out.line);
+        if (fd != STDIN_FILENO)
+                close(fd);
+        fh_engine_free(e);
+        return exit_code;
+}

@@ -1,0 +1,140 @@
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fenghuo/buf.h"
+#include "cli.h"
+
+int fh_read_file(const char *path, size_t max, char **ret, size_t *ret_len) {
+        int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+        fh_buf b = FH_BUF_NULL;
+
+        if (fd < 0)
+                return -errno;
+        for (;;) {
+                fh_buf_reserve(&b, 65536);
+                ssize_t n = read(fd, b.data + b.len, b.cap - b.len - 1);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        int r = -errno;
+                        if (fd != STDIN_FILENO)
+                                close(fd);
+                        fh_buf_free(&b);
+                        return r;
+                }
+                if (n == 0)
+                        break;
+                b.len += (size_t) n;
+                if (b.len > max) {
+                        if (fd != STDIN_FILENO)
+                                close(fd);
+                        fh_buf_free(&b);
+                        return -EFBIG;
+                }
+        }
+        if (fd != STDIN_FILENO)
+                close(fd);
+        fh_buf_reserve(&b, 0);
+        b.data[b.len] = 0;
+        *ret = b.data;
+        *ret_len = b.len;
+        return 0;
+}
+
+static int yaml_filter(const struct dirent *d) {
+        size_t n = strlen(d->d_name);
+        return d->d_name[0] != '.' && n > 5 && strcmp(d->d_name + n - 5, ".yaml") == 0;
+}
+
+int fh_load_rules(const char *dir, fh_ruleset **ret, fh_diags *diags) {
+        struct dirent **names = NULL;
+        fh_ruleset *rs = NULL;
+        int n, r = 0;
+
+        n = scandir(dir, &names, yaml_filter, alphasort);
+        if (n < 0) {
+                fh_diags_error(diags, dir, 0, 0, "cannot read rules directory: %s", strerror(errno));
+                return -errno;
+        }
+        fh_ruleset_new(&rs);
+        for (int i = 0; i < n; i++) {
+                char *path, *text;
+                size_t len;
+                int k;
+
+                if (asprintf(&path, "%s/%s", dir, names[i]->d_name) < 0)
+                        fh_oom();
+                k = fh_read_file(path, FH_RULE_FILE_MAX, &text, &len);
+                if (k < 0) {
+                        fh_diags_error(diags, path, 0, 0, "cannot read rule file: %s",
+                                       k == -EFBIG ? "larger than 4 MiB" : strerror(-k));
+                        r = -EINVAL;
+                } else {
+                        if (fh_ruleset_parse(rs, path, text, len, diags) < 0)
+                                r = -EINVAL;
+                        free(text);
+                }
+                free(path);
+                free(names[i]);
+        }
+        free(names);
+        if (fh_ruleset_finish(rs, diags) < 0)
+                r = -EINVAL;
+        if (r < 0) {
+                fh_ruleset_free(rs);
+                return r;
+        }
+        *ret = rs;
+        return 0;
+}
+
+int fh_load_registry(const char *path, fh_registry **ret, fh_diags *diags) {
+        char *text;
+        size_t len;
+        int r = fh_read_file(path, FH_STATION_FILE_MAX, &text, &len);
+
+        if (r < 0) {
+                fh_diags_error(diags, path, 0, 0, "cannot read station registry: %s",
+                               r == -EFBIG ? "larger than 512 MiB" : strerror(-r));
+                return r;
+        }
+        r = fh_registry_parse(path, text, len, ret, diags);
+        free(text);
+        return r;
+}
+
+int fh_load_engine(const char *rules_dir, const char *stations, const fh_engine_config *cfg,
+                   fh_engine **ret, fh_diags *diags) {
+        fh_ruleset *rs = NULL;
+        fh_registry *reg = NULL;
+        int r1, r2;
+
+        /* Load both even when one fails: the engineer sees every error. */
+        r1 = fh_load_rules(rules_dir, &rs, diags);
+        r2 = fh_load_registry(stations, &reg, diags);
+        if (r1 < 0 || r2 < 0) {
+                fh_ruleset_free(rs);
+                fh_registry_free(reg);
+                return -EINVAL;
+        }
+        return fh_engine_new(ret, rs, reg, cfg, diags);
+}
+
+void fh_print_diags(const fh_diags *diags) {
+        char line[4096];
+
+        for (int pass = 0; pass < 2; pass++)
+                for (size_t i = 0; i < diags->n; i++) {
+                        const fh_diag *d = &diags->v[i];
+                        if ((pass == 0) != (d->severity == FH_DIAG_ERROR))
+                                continue;
+                        fh_diag_format(d, line, sizeof(line));
+                        fprintf(stderr, "%s\n", line);
+                }
+}

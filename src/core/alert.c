@@ -1,0 +1,149 @@
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fenghuo/engine.h"
+#include "fenghuo/timeutil.h"
+#include "engine-internal.h"
+
+static const char *rule_title(const fh_rule *r) {
+        return r->title ? r->title : r->id;
+}
+
+static void put_value_1dp(fh_buf *out, double v) {
+        char tmp[64];
+
+        if (!isfinite(v))
+                return;
+        snprintf(tmp, sizeof(tmp), "%.1f", v);
+        /* "-0.0" reads as a sign error on an SMS: a tiny negative is 0.0. */
+        fh_buf_puts(out, strcmp(tmp, "-0.0") == 0 ? "0.0" : tmp);
+}
+
+static void put_station_column(const fh_engine *e, const fh_station *st, const char *col, fh_buf *out) {
+        int c = fh_registry_column(e->reg, col, strlen(col));
+        const fh_attr *a = fh_station_attr(st, c);
+
+        if (a)
+                fh_buf_append(out, a->str, a->len);
+}
+
+static void render(const fh_engine *e, const fh_alert *a, const fh_template *t, fh_buf *out) {
+        char tbuf[FH_TIME_LOCAL_MAX];
+
+        for (size_t i = 0; i < t->n_parts; i++) {
+                const fh_tpl_part *p = &t->parts[i];
+                switch (p->kind) {
+                case FH_TPL_TEXT:
+                        fh_buf_append(out, p->text, p->len);
+                        break;
+                case FH_TPL_SENSOR:
+                        fh_buf_append(out, a->station->id, a->station->id_len);
+                        break;
+                case FH_TPL_STATION:
+                        put_station_column(e, a->station, p->text, out);
+                        break;
+                case FH_TPL_TITLE:
+                        fh_buf_puts(out, rule_title(a->rule));
+                        break;
+                case FH_TPL_LEVEL:
+                        fh_buf_puts(out, fh_level_name(a->level));
+                        break;
+                case FH_TPL_LEVEL_CN:
+                        fh_buf_puts(out, fh_level_name_cn(a->level));
+                        break;
+                case FH_TPL_VALUE:
+                        put_value_1dp(out, a->value);
+                        break;
+                case FH_TPL_TS:
+                        fh_time_format_local(a->ts_ms, e->cfg.tz_offset_min, tbuf);
+                        fh_buf_puts(out, tbuf);
+                        break;
+                }
+        }
+}
+
+static void render_default(const fh_engine *e, const fh_alert *a, fh_buf *out) {
+        char tbuf[FH_TIME_LOCAL_MAX];
+
+        /* 【暴雨预警】石城镇黄峪口（MY-RG-0012）橙色预警，当前值63.5，2023-07-30 14:05 */
+        fh_buf_puts(out, "【");
+        fh_buf_puts(out, rule_title(a->rule));
+        fh_buf_puts(out, "】");
+        fh_buf_append(out, a->station->name, a->station->name_len);
+        fh_buf_puts(out, "（");
+        fh_buf_append(out, a->station->id, a->station->id_len);
+        fh_buf_puts(out, "）");
+        if (a->event == FH_EVENT_CLEARED) {
+                fh_buf_puts(out, "预警解除");
+        } else {
+                fh_buf_puts(out, fh_level_name_cn(a->level));
+                fh_buf_puts(out, "预警");
+        }
+        if (isfinite(a->value)) {
+                fh_buf_puts(out, "，当前值");
+                put_value_1dp(out, a->value);
+        }
+        fh_buf_puts(out, "，");
+        fh_time_format_local(a->ts_ms, e->cfg.tz_offset_min, tbuf);
+        fh_buf_puts(out, tbuf);
+}
+
+void fh_alert_message(const fh_engine *e, const fh_alert *a, fh_buf *out) {
+        if (a->rule->message)
+                render(e, a, a->rule->message, out);
+        else
+                render_default(e, a, out);
+}
+
+void fh_alert_to_json(const fh_engine *e, const fh_alert *a, fh_buf *out) {
+        const fh_registry *reg = e->reg;
+        const fh_station *st = a->station;
+        char tbuf[FH_TIME_RFC3339_MAX];
+        fh_buf msg = FH_BUF_NULL;
+
+        fh_buf_puts(out, "{\"alert_id\":");
+        {
+                fh_buf id = FH_BUF_NULL;
+                fh_buf_printf(&id, "%s:%s:%lld", a->rule->id, st->id, (long long) a->raised_ms);
+                fh_buf_json_string(out, id.data, id.len);
+                fh_buf_free(&id);
+        }
+        fh_buf_puts(out, ",\"event\":\"");
+        fh_buf_puts(out, fh_event_name(a->event));
+        fh_buf_puts(out, "\",\"rule\":");
+        fh_buf_json_string(out, a->rule->id, strlen(a->rule->id));
+        fh_buf_puts(out, ",\"sensor\":");
+        fh_buf_json_string(out, st->id, st->id_len);
+        fh_buf_printf(out, ",\"level\":\"%s\",\"previous\":\"%s\",\"severity\":%d,\"ts\":\"",
+                      fh_level_name(a->level), fh_level_name(a->previous), fh_level_severity(a->level));
+        fh_time_format_rfc3339(a->ts_ms, e->cfg.tz_offset_min, tbuf);
+        fh_buf_puts(out, tbuf);
+        fh_buf_puts(out, "\",\"value\":");
+        fh_buf_json_number(out, a->value);
+        fh_buf_puts(out, ",\"title\":");
+        fh_buf_json_string(out, rule_title(a->rule), strlen(rule_title(a->rule)));
+
+        /* The station as the registry describes it, so a gateway can route
+         * and map an alert without a registry of its own. */
+        fh_buf_puts(out, ",\"station\":{\"name\":");
+        fh_buf_json_string(out, st->name, st->name_len);
+        for (size_t c = 0; c < reg->n_columns; c++) {
+                const char *col = reg->columns[c];
+                const fh_attr *at = &st->attrs[c];
+                if (!at->present || !strcmp(col, "id") || !strcmp(col, "kind") || !strcmp(col, "name"))
+                        continue;
+                fh_buf_putc(out, ',');
+                fh_buf_json_string(out, col, strlen(col));
+                fh_buf_putc(out, ':');
+                if (at->is_number)
+                        fh_buf_json_number(out, at->num);
+                else
+                        fh_buf_json_string(out, at->str, at->len);
+        }
+        fh_buf_puts(out, "},\"message\":");
+        fh_alert_message(e, a, &msg);
+        fh_buf_json_string(out, msg.data ? msg.data : "", msg.len);
+        fh_buf_putc(out, '}');
+        fh_buf_free(&msg);
+}

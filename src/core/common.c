@@ -1,0 +1,54 @@
+#include <errno.h>
+#include <string.h>
+
+#include "fenghuo/common.h"
+
+static const char *const level_names[FH_LEVEL__MAX] = { "none", "blue", "yellow", "orange", "red" };
+static const char *const level_names_cn[FH_LEVEL__MAX] = { "解除", "蓝色", "黄色", "橙色", "红色" };
+static const char *const kind_names[FH_KIND__MAX] = { "rain", "water_level", "landslide", "bridge" };
+
+const char *fh_level_name(fh_level l) {
+        return (unsigned) l < FH_LEVEL__MAX ? level_names[l] : "?";
+}
+
+const char *fh_level_name_cn(fh_level l) {
+        return (unsigned) l < FH_LEVEL__MAX ? level_names_cn[l] : "?";
+}
+
+int fh_level_severity(fh_level l) {
+        /* China's tiers count down: red is I, blue is IV. */
+        return l == FH_LEVEL_NONE ? 0 : FH_LEVEL_RED + 1 - (int) l;
+}
+
+int fh_level_from_string(const char *s, size_t len, fh_level *ret) {
+        for (int l = 0; l < FH_LEVEL__MAX; l++)
+                if (strlen(level_names[l]) == len && memcmp(level_names[l], s, len) == 0) {
+                        *ret = (fh_level) l;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+const char *fh_kind_name(fh_kind k) {
+        return (unsigned) k < FH_KIND__MAX ? kind_names[k] : "?";
+}
+
+int fh_kind_from_string(const char *s, size_t len, fh_kind *ret) {
+        for (int k = 0; k < FH_KIND__MAX; k++)
+                if (strlen(kind_names[k]) == len && memcmp(kind_names[k], s, len) == 0) {
+                        *ret = (fh_kind) k;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+bool fh_is_identifier(const char *s, size_t len) {
+        if (len == 0 || !(s[0] >= 'a' && s[0] <= 'z'))
+                return false;
+        for (size_t i = 1; i < len; i++) {
+                char c = s[i];
+                if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+                        return false;
+        }
+        return true;
+}

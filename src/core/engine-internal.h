@@ -1,0 +1,85 @@
+/* Engine internals shared by engine.c and snapshot.c. */
+#ifndef FENGHUO_ENGINE_INTERNAL_H
+#define FENGHUO_ENGINE_INTERNAL_H
+
+#include "fenghuo/engine.h"
+#include "window.h"
+
+typedef struct fh_store_layout {
+        uint16_t field;
+        const char *name;
+        size_t name_len;
+        uint8_t n_win;
+        int64_t *win_ms;
+        uint8_t *needs;
+} fh_store_layout;
+
+/* The layout of every sensor that the same rules apply to: which fields it
+ * keeps, which window lengths each field needs, and where an expression's
+ * (field, window) lands. Shared, so 100,000 gauges cost one layout. */
+typedef struct fh_profile {
+        uint32_t *rules;             /* rule indices, ascending = id order */
+        uint32_t n_rules;
+        fh_store_layout *stores;
+        uint32_t n_stores;
+        int16_t *store_of_field;     /* [syms.n_fields] -> store or -1 */
+        int16_t *win_of_window;      /* [syms.n_windows] -> window within its store or -1 */
+        uint64_t hash;
+} fh_profile;
+
+/* Per (rule, sensor): the alert state machine of SPEC §3.2. */
+typedef struct fh_pair {
+        uint8_t level;
+        int64_t run[FH_LEVEL__MAX];  /* since when each level's condition held */
+        int64_t wait;                /* since when the target has been below */
+        int64_t raised;              /* alert_id time, FH_TIME_NONE when none */
+} fh_pair;
+
+typedef struct fh_recent {
+        int64_t *v;
+        size_t off, len, cap;
+} fh_recent;
+
+typedef struct fh_sensor {
+        const fh_station *st;
+        const fh_profile *prof;
+        int64_t latest;              /* FH_TIME_NONE before the first reading */
+        fh_recent recent;            /* accepted timestamps within lateness */
+        fh_store *stores;            /* prof->n_stores */
+        fh_pair *pairs;              /* prof->n_rules */
+} fh_sensor;
+
+typedef struct fh_rule_bind {
+        uint32_t *sensor;            /* sensor indices, ascending = id order */
+        uint32_t *pair;              /* index of the rule within that sensor's pairs */
+        size_t n, cap;
+} fh_rule_bind;
+
+struct fh_engine {
+        fh_engine_config cfg;
+        fh_ruleset *rs;
+        fh_registry *reg;
+        fh_alert_fn alert_cb;
+        void *alert_data;
+        fh_engine_stats stats;
+        int64_t clock;
+
+        fh_sensor *sensors;          /* one per station, same index */
+        fh_rule_bind *bind;          /* one per rule */
+        uint32_t *age_rules;
+        size_t n_age_rules;
+        int *attr_col;               /* syms.attrs -> registry column or -1 */
+
+        fh_profile **profiles;
+        size_t n_profiles;
+        fh_profile **profile_slots;
+        size_t profile_mask;
+};
+
+void fh_sensor_init(fh_sensor *s, const fh_profile *p);
+void fh_sensor_clear(fh_sensor *s);
+void fh_pair_reset(fh_pair *p);
+void fh_recent_insert(fh_recent *r, int64_t ts, int64_t horizon);
+void fh_engine_eval_pair(fh_engine *e, fh_sensor *s, uint32_t pi, int64_t t);
+
+#endif

@@ -1,0 +1,248 @@
+/* Engine state to bytes and back.
+ *
+ * Windows are saved as the raw samples they hold, not as running sums: a
+ * restore rebuilds the aggregates for whatever rules the receiving engine
+ * runs, so a snapshot survives a reload with new windows, a move to another
+ * instance, and an upgrade that changes the in-memory layout.
+ *
+ * Layout (little-endian), version 1:
+ *   "FHSNAP01"  u32 version  i64 clock  u32 n_sensors
+ *   per sensor: str id  i64 latest  u32 n_recent  i64[n]
+ *               u32 n_fields  { str field  u32 n  { i64 ts  f64 v }[n] }[n_fields]
+ *               u32 n_pairs   { str rule  u64 hash  u8 level  i64 run[5]  i64 wait  i64 raised }[n_pairs]
+ *   u64 FNV-1a of everything before it
+ * Restore checks the whole snapshot before it changes anything. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fenghuo/engine.h"
+#include "fenghuo/timeutil.h"
+#include "engine-internal.h"
+
+#define SNAP_MAGIC "FHSNAP01"
+#define SNAP_VERSION 1u
+#define SNAP_MAX_ITEMS 100000000u
+
+static uint64_t fnv1a(const uint8_t *p, size_t n) {
+        uint64_t h = 1469598103934665603ULL;
+        for (size_t i = 0; i < n; i++) {
+                h ^= p[i];
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+static void put_i64(fh_buf *b, int64_t v) {
+        fh_buf_u64(b, (uint64_t) v);
+}
+
+static void snapshot_sensor(const fh_engine *e, const fh_sensor *s, fh_buf *out) {
+        const fh_profile *p = s->prof;
+
+        fh_buf_str(out, s->st->id, s->st->id_len);
+        put_i64(out, s->latest);
+        fh_buf_u32(out, (uint32_t) s->recent.len);
+        for (size_t i = 0; i < s->recent.len; i++)
+                put_i64(out, s->recent.v[s->recent.off + i]);
+
+        fh_buf_u32(out, p->n_stores);
+        for (uint32_t k = 0; k < p->n_stores; k++) {
+                const fh_store *st = &s->stores[k];
+                fh_buf_str(out, p->stores[k].name, p->stores[k].name_len);
+                fh_buf_u32(out, st->len);
+                for (uint64_t i = st->base; i < st->base + st->len; i++) {
+                        const fh_sample *x = fh_store_at(st, i);
+                        put_i64(out, x->ts);
+                        fh_buf_f64(out, x->v);
+                }
+        }
+
+        fh_buf_u32(out, p->n_rules);
+        for (uint32_t i = 0; i < p->n_rules; i++) {
+                const fh_rule *r = &e->rs->rules[p->rules[i]];
+                const fh_pair *pr = &s->pairs[i];
+                fh_buf_str(out, r->id, strlen(r->id));
+                fh_buf_u64(out, r->hash);
+                fh_buf_u8(out, pr->level);
+                for (int l = 0; l < FH_LEVEL__MAX; l++)
+                        put_i64(out, pr->run[l]);
+                put_i64(out, pr->wait);
+                put_i64(out, pr->raised);
+        }
+}
+
+void fh_engine_snapshot(const fh_engine *e, fh_sensor_filter filter, void *userdata, fh_buf *out) {
+        size_t start = out->len, count_at;
+        uint32_t n = 0;
+
+        fh_buf_append(out, SNAP_MAGIC, 8);
+        fh_buf_u32(out, SNAP_VERSION);
+        put_i64(out, e->clock);
+        count_at = out->len;
+        fh_buf_u32(out, 0);
+        for (size_t i = 0; i < e->reg->n_stations; i++) {
+                const fh_sensor *s = &e->sensors[i];
+                /* A sensor that never sent a reading has no state to keep. */
+                if (s->latest == FH_TIME_NONE)
+                        continue;
+                if (filter && !filter(userdata, s->st))
+                        continue;
+                snapshot_sensor(e, s, out);
+                n++;
+        }
+        for (int i = 0; i < 4; i++)
+                out->data[count_at + i] = (char) (n >> (8 * i));
+        fh_buf_u64(out, fnv1a((const uint8_t *) out->data + start, out->len - start));
+}
+
+static int rd_i64(fh_rd *r, int64_t *ret) {
+        uint64_t u;
+        int k = fh_rd_u64(r, &u);
+        if (k < 0)
+                return k;
+        *ret = (int64_t) u;
+        return 0;
+}
+
+/* One pass that either only checks (e == NULL) or applies. Keeping the two
+ * in one function means what is checked is exactly what is applied. */
+static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors) {
+        for (uint32_t si = 0; si < n_sensors; si++) {
+                const char *id, *name;
+                size_t id_len, name_len;
+                int64_t latest;
+                uint32_t n_recent, n_fields, n_pairs;
+                fh_sensor *s = NULL;
+
+                if (fh_rd_str(rd, &id, &id_len) < 0 || rd_i64(rd, &latest) < 0 || fh_rd_u32(rd, &n_recent) < 0)
+                        return -EBADMSG;
+                if (id_len == 0 || id_len > FH_SENSOR_ID_MAX || n_recent > SNAP_MAX_ITEMS)
+                        return -EBADMSG;
+                if (latest < FH_TIME_MIN_MS || latest > FH_TIME_MAX_MS)
+                        return -EBADMSG;
+                if (e) {
+                        const fh_station *st = fh_registry_find(e->reg, id, id_len);
+                        if (st) {
+                                s = &e->sensors[st->index];
+                                fh_sensor_clear(s);
+                                s->latest = latest;
+                                for (fh_store *x = s->stores; x < s->stores + s->prof->n_stores; x++)
+                                        x->now = latest;
+                        }
+                }
+                for (uint32_t i = 0; i < n_recent; i++) {
+                        int64_t ts;
+                        if (rd_i64(rd, &ts) < 0)
+                                return -EBADMSG;
+                        if (s)
+                                fh_recent_insert(&s->recent, ts, latest - e->cfg.lateness_ms);
+                }
+
+                if (fh_rd_u32(rd, &n_fields) < 0 || n_fields > SNAP_MAX_ITEMS)
+                        return -EBADMSG;
+                for (uint32_t f = 0; f < n_fields; f++) {
+                        uint32_t n;
+                        fh_store *store = NULL;
+
+                        if (fh_rd_str(rd, &name, &name_len) < 0 || fh_rd_u32(rd, &n) < 0)
+                                return -EBADMSG;
+                        if (n > SNAP_MAX_ITEMS || (size_t) n * 16 > rd->n - rd->off)
+                                return -EBADMSG;
+                        if (s)
+                                for (uint32_t k = 0; k < s->prof->n_stores; k++)
+                                        if (s->prof->stores[k].name_len == name_len &&
+                                            memcmp(s->prof->stores[k].name, name, name_len) == 0)
+                                                store = &s->stores[k];
+                        int64_t prev = INT64_MIN;
+                        fh_sample *tmp = store && n ? fh_malloc(n * sizeof(*tmp)) : NULL;
+                        for (uint32_t i = 0; i < n; i++) {
+                                int64_t ts;
+                                double v;
+                                if (rd_i64(rd, &ts) < 0 || fh_rd_f64(rd, &v) < 0 || ts <= prev ||
+                                    ts > latest || !isfinite(v)) {
+                                        free(tmp);
+                                        return -EBADMSG;
+                                }
+                                prev = ts;
+                                if (tmp)
+                                        tmp[i] = (fh_sample) { ts, v };
+                        }
+                        if (store)
+                                fh_store_load(store, tmp, n, latest);
+                        free(tmp);
+                }
+
+                if (fh_rd_u32(rd, &n_pairs) < 0 || n_pairs > SNAP_MAX_ITEMS)
+                        return -EBADMSG;
+                for (uint32_t i = 0; i < n_pairs; i++) {
+                        const char *rid;
+                        size_t rid_len;
+                        uint64_t hash;
+                        uint8_t level;
+                        fh_pair pr;
+
+                        if (fh_rd_str(rd, &rid, &rid_len) < 0 || fh_rd_u64(rd, &hash) < 0 || fh_rd_u8(rd, &level) < 0)
+                                return -EBADMSG;
+                        if (level >= FH_LEVEL__MAX)
+                                return -EBADMSG;
+                        pr.level = level;
+                        for (int l = 0; l < FH_LEVEL__MAX; l++)
+                                if (rd_i64(rd, &pr.run[l]) < 0)
+                                        return -EBADMSG;
+                        if (rd_i64(rd, &pr.wait) < 0 || rd_i64(rd, &pr.raised) < 0)
+                                return -EBADMSG;
+                        if (!s)
+                                continue;
+                        for (uint32_t k = 0; k < s->prof->n_rules; k++) {
+                                const fh_rule *r = &e->rs->rules[s->prof->rules[k]];
+                                if (r->hash == hash && strlen(r->id) == rid_len && memcmp(r->id, rid, rid_len) == 0)
+                                        s->pairs[k] = pr;
+                        }
+                }
+        }
+        return rd->off == rd->n ? 0 : -EBADMSG;
+}
+
+int fh_engine_restore(fh_engine *e, const void *data, size_t len) {
+        const uint8_t *p = data;
+        fh_rd rd;
+        uint32_t version, n;
+        int64_t clock;
+        uint64_t sum;
+        int r;
+
+        if (len < 8 + 4 + 8 + 4 + 8 || memcmp(p, SNAP_MAGIC, 8) != 0)
+                return -EBADMSG;
+        rd = (fh_rd) { p, len - 8, 8 };
+        {
+                fh_rd tail = { p + len - 8, 8, 0 };
+                if (fh_rd_u64(&tail, &sum) < 0 || sum != fnv1a(p, len - 8))
+                        return -EBADMSG;
+        }
+        if (fh_rd_u32(&rd, &version) < 0 || version != SNAP_VERSION)
+                return -EBADMSG;
+        if (rd_i64(&rd, &clock) < 0 || fh_rd_u32(&rd, &n) < 0)
+                return -EBADMSG;
+
+        size_t body = rd.off;
+        r = walk(NULL, &rd, n);
+        if (r < 0)
+                return r;
+        rd.off = body;
+        r = walk(e, &rd, n);
+        if (r < 0)
+                return r;   /* cannot happen: the same bytes passed the check */
+        if (clock != FH_TIME_NONE && (e->clock == FH_TIME_NONE || clock > e->clock))
+                e->clock = clock;
+        return 0;
+}
+
+void fh_engine_forget(fh_engine *e, fh_sensor_filter filter, void *userdata) {
+        for (size_t i = 0; i < e->reg->n_stations; i++) {
+                fh_sensor *s = &e->sensors[i];
+                if (s->latest != FH_TIME_NONE && (!filter || filter(userdata, s->st)))
+                        fh_sensor_clear(s);
+        }
+}

@@ -1,0 +1,459 @@
+/* The engine as SPEC §3.2 and §3.3 describe it: the alert state machine at
+ * the exact edges of `for` and `clear_after`, duplicates, late and dropped
+ * readings, tick boundaries, ordering, and snapshots. */
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "fenghuo/engine.h"
+#include "fenghuo/timeutil.h"
+
+#define MIN_ (60 * 1000LL)
+#define T0 1690646400000LL /* 2023-07-30T00:00:00+08:00 */
+
+static const char *stations_csv =
+        "id,kind,name,region,warning_level\n"
+        "A,rain,甲站,miyun,\n"
+        "B,rain,乙站,miyun,\n"
+        "C,rain,丙站,other,\n"
+        "W,water_level,水位站,miyun,150.5\n";
+
+typedef struct rec {
+        char lines[64][160];
+        char json[64][1024];
+        int n;
+        fh_engine *e;
+} rec;
+
+static void on_alert(void *ud, const fh_alert *a) {
+        rec *r = ud;
+        fh_buf b = FH_BUF_NULL;
+
+        assert_true(r->n < 64);
+        snprintf(r->lines[r->n], sizeof(r->lines[0]), "%s %s %s %s %lld", fh_event_name(a->event),
+                 a->rule->id, a->station->id, fh_level_name(a->level), (long long) ((a->ts_ms - T0) / MIN_));
+        fh_alert_to_json(r->e, a, &b);
+        snprintf(r->json[r->n], sizeof(r->json[0]), "%s", b.data);
+        fh_buf_free(&b);
+        r->n++;
+}
+
+static fh_engine *engine(const char *yaml, rec *r, const fh_engine_config *cfg) {
+        fh_diags d = FH_DIAGS_NULL;
+        fh_ruleset *rs;
+        fh_registry *reg;
+        fh_engine *e;
+
+        assert_int_equal(fh_ruleset_new(&rs), 0);
+        if (fh_ruleset_parse(rs, "t.yaml", yaml, strlen(yaml), &d) < 0 || fh_ruleset_finish(rs, &d) < 0) {
+                char line[512];
+                for (size_t i = 0; i < d.n; i++) {
+                        fh_diag_format(&d.v[i], line, sizeof(line));
+                        fprintf(stderr, "%s\n", line);
+                }
+                fail();
+        }
+        assert_int_equal(fh_registry_parse("s.csv", stations_csv, strlen(stations_csv), &reg, &d), 0);
+        assert_int_equal(fh_engine_new(&e, rs, reg, cfg, &d), 0);
+        fh_diags_clear(&d);
+        memset(r, 0, sizeof(*r));
+        r->e = e;
+        fh_engine_set_alert_cb(e, on_alert, r);
+        return e;
+}
+
+static fh_outcome feed(fh_engine *e, const char *sensor, int64_t minutes, const char *field, double v) {
+        fh_reading rd = { 0 };
+
+        snprintf(rd.sensor, sizeof(rd.sensor), "%s", sensor);
+        rd.sensor_len = (uint8_t) strlen(sensor);
+        rd.ts_ms = T0 + minutes * MIN_;
+        rd.n_values = 1;
+        snprintf(rd.values[0].name, sizeof(rd.values[0].name), "%s", field);
+        rd.values[0].name_len = (uint8_t) strlen(field);
+        rd.values[0].v = v;
+        return fh_engine_ingest(e, &rd);
+}
+
+static const char *levels_rule =
+        "rules:\n"
+        "  - id: gauge\n"
+        "    kind: rain\n"
+        "    levels:\n"
+        "      red: x >= 4\n"
+        "      yellow: x >= 2\n"
+        "      blue: x >= 1\n"
+        "    report: x\n";
+
+static void level_follows_the_raw_target_without_for_or_clear_after(void **state) {
+        rec r;
+        fh_engine *e = engine(levels_rule, &r, NULL);
+        double v[] = { 0, 1, 2, 4, 2, 0 };
+
+        for (int i = 0; i < 6; i++)
+                feed(e, "A", i, "x", v[i]);
+        assert_int_equal(r.n, 5);
+        assert_string_equal(r.lines[0], "raised gauge A blue 1");
+        assert_string_equal(r.lines[1], "escalated gauge A yellow 2");
+        assert_string_equal(r.lines[2], "escalated gauge A red 3");
+        assert_string_equal(r.lines[3], "deescalated gauge A yellow 4");
+        assert_string_equal(r.lines[4], "cleared gauge A none 5");
+        fh_engine_free(e);
+}
+
+static void for_raises_exactly_when_the_condition_has_held_that_long(void **state) {
+        rec r;
+        fh_engine *e = engine("rules:\n  - id: g\n    kind: rain\n    for: 10m\n    levels:\n      blue: x >= 1\n", &r, NULL);
+
+        feed(e, "A", 0, "x", 1);   /* run starts */
+        feed(e, "A", 5, "x", 1);
+        feed(e, "A", 9, "x", 0);   /* false: run restarts at the next true */
+        feed(e, "A", 10, "x", 1);
+        feed(e, "A", 19, "x", 1);  /* 9 min: not yet */
+        assert_int_equal(r.n, 0);
+        feed(e, "A", 20, "x", 1);  /* exactly 10 min: ready */
+        assert_int_equal(r.n, 1);
+        assert_string_equal(r.lines[0], "raised g A blue 20");
+        fh_engine_free(e);
+}
+
+static void clear_after_waits_exactly_and_restarts_when_interrupted(void **state) {
+        rec r;
+        fh_engine *e = engine("rules:\n  - id: g\n    kind: rain\n    clear_after: 30m\n    levels:\n      blue: x >= 1\n", &r, NULL);
+
+        feed(e, "A", 0, "x", 1);   /* raised */
+        feed(e, "A", 10, "x", 0);  /* wait starts */
+        feed(e, "A", 20, "x", 1);  /* wait ends */
+        feed(e, "A", 30, "x", 0);  /* wait starts again */
+        feed(e, "A", 59, "x", 0);
+        assert_int_equal(r.n, 1);
+        feed(e, "A", 60, "x", 0);  /* 30 min below: cleared */
+        assert_int_equal(r.n, 2);
+        assert_string_equal(r.lines[1], "cleared g A none 60");
+        fh_engine_free(e);
+}
+
+static void deescalation_waits_for_clear_after_and_escalation_does_not(void **state) {
+        rec r;
+        fh_engine *e = engine("rules:\n  - id: g\n    kind: rain\n    clear_after: 10m\n    levels:\n"
+                              "      red: x >= 4\n      blue: x >= 1\n", &r, NULL);
+
+        feed(e, "A", 0, "x", 4);
+        feed(e, "A", 5, "x", 1);   /* below red: wait */
+        feed(e, "A", 10, "x", 1);
+        feed(e, "A", 15, "x", 1);  /* 10 min: down to blue, not none */
+        feed(e, "A", 16, "x", 5);  /* up at once */
+        assert_int_equal(r.n, 3);
+        assert_string_equal(r.lines[0], "raised g A red 0");
+        assert_string_equal(r.lines[1], "deescalated g A blue 15");
+        assert_string_equal(r.lines[2], "escalated g A red 16");
+        fh_engine_free(e);
+}
+
+static void highest_ready_level_wins_when_for_holds_back_a_higher_one(void **state) {
+        rec r;
+        fh_engine *e = engine("rules:\n  - id: g\n    kind: rain\n    for: 10m\n    levels:\n"
+                              "      red: x >= 4\n      blue: x >= 1\n", &r, NULL);
+
+        feed(e, "A", 0, "x", 1);
+        feed(e, "A", 5, "x", 4);   /* red's run starts at 5 */
+        feed(e, "A", 10, "x", 4);  /* blue ready (10 min), red not */
+        feed(e, "A", 15, "x", 4);  /* red ready */
+        assert_int_equal(r.n, 2);
+        assert_string_equal(r.lines[0], "raised g A blue 10");
+        assert_string_equal(r.lines[1], "escalated g A red 15");
+        fh_engine_free(e);
+}
+
+static void duplicate_reading_is_ignored_and_counted(void **state) {
+        rec r;
+        fh_engine *e = engine(levels_rule, &r, NULL);
+
+        assert_int_equal(feed(e, "A", 0, "x", 1), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(feed(e, "A", 0, "x", 1), FH_OUTCOME_DUPLICATE);
+        assert_int_equal(feed(e, "A", 5, "x", 0), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(feed(e, "A", 0, "x", 9), FH_OUTCOME_DUPLICATE);  /* held, older */
+        assert_int_equal(r.n, 2);
+        assert_int_equal(fh_engine_stats_get(e)->duplicates, 2);
+        fh_engine_free(e);
+}
+
+static void late_reading_joins_the_window_and_evaluates_at_the_latest_time(void **state) {
+        rec r;
+        fh_engine *e = engine("rules:\n  - id: s\n    kind: rain\n    levels:\n      blue: sum(rain_mm, 1h) >= 50\n"
+                              "    report: sum(rain_mm, 1h)\n", &r, NULL);
+
+        feed(e, "A", 0, "rain_mm", 20);
+        feed(e, "A", 30, "rain_mm", 20);
+        assert_int_equal(feed(e, "A", 20, "rain_mm", 10), FH_OUTCOME_LATE);
+        assert_int_equal(r.n, 1);
+        assert_string_equal(r.lines[0], "raised s A blue 30");
+        assert_non_null(strstr(r.json[0], "\"value\":50,"));
+        assert_int_equal(fh_engine_stats_get(e)->late, 1);
+        fh_engine_free(e);
+}
+
+static void reading_older_than_lateness_is_dropped(void **state) {
+        rec r;
+        fh_engine *e = engine(levels_rule, &r, NULL);
+
+        feed(e, "A", 100, "x", 0);
+        assert_int_equal(feed(e, "A", 40, "x", 0), FH_OUTCOME_LATE);      /* exactly 1h behind: late */
+        assert_int_equal(feed(e, "A", 39, "x", 9), FH_OUTCOME_DROPPED);   /* more: dropped */
+        assert_int_equal(r.n, 0);
+        assert_int_equal(fh_engine_stats_get(e)->dropped, 1);
+        assert_int_equal(fh_engine_stats_get(e)->late, 1);
+        fh_engine_free(e);
+}
+
+static void last_is_by_timestamp_not_by_arrival(void **state) {
+        rec r;
+        fh_engine *e = engine(levels_rule, &r, NULL);
+
+        feed(e, "A", 100, "x", 0);
+        assert_int_equal(feed(e, "A", 41, "x", 9), FH_OUTCOME_LATE);
+        assert_int_equal(r.n, 0);  /* evaluated at 100, where x is still 0 */
+        fh_engine_free(e);
+}
+
+static const char *silence_rule =
+        "rules:\n"
+        "  - id: silent\n"
+        "    kind: rain\n"
+        "    levels:\n"
+        "      yellow: age() > 600\n";
+
+static void ticks_raise_silence_at_the_first_boundary_past_the_limit(void **state) {
+        rec r;
+        fh_engine *e = engine(silence_rule, &r, NULL);
+
+        feed(e, "A", 0, "x", 0);
+        for (int m = 1; m <= 12; m++)
+                feed(e, "B", m, "x", 0);
+        /* A: age 600 at 10 min is not > 600; at 11 min it is. */
+        assert_int_equal(r.n, 1);
+        assert_string_equal(r.lines[0], "raised silent A yellow 11");
+        feed(e, "A", 13, "x", 0);  /* back: age 0 */
+        assert_int_equal(r.n, 2);
+        assert_string_equal(r.lines[1], "cleared silent A none 13");
+        /* C never sent anything: never evaluated, never alerting */
+        fh_engine_free(e);
+}
+
+static void tick_events_come_in_rule_then_sensor_order(void **state) {
+        rec r;
+        fh_engine *e = engine("rules:\n"
+                              "  - id: zz\n    kind: rain\n    levels:\n      blue: age() >= 120\n"
+                              "  - id: aa\n    kind: rain\n    levels:\n      blue: age() >= 120\n", &r, NULL);
+
+        feed(e, "B", 0, "x", 0);
+        feed(e, "A", 0, "x", 0);
+        feed(e, "C", 0, "x", 0);
+        feed(e, "W", 5, "level_m", 1);  /* moves the clock 0 -> 5 min */
+        assert_int_equal(r.n, 6);
+        assert_string_equal(r.lines[0], "raised aa A blue 2");
+        assert_string_equal(r.lines[1], "raised aa B blue 2");
+        assert_string_equal(r.lines[2], "raised aa C blue 2");
+        assert_string_equal(r.lines[3], "raised zz A blue 2");
+        assert_string_equal(r.lines[5], "raised zz C blue 2");
+        fh_engine_free(e);
+}
+
+static void first_reading_only_sets_the_clock(void **state) {
+        rec r;
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        fh_engine *e = engine(silence_rule, &r, &cfg);
+
+        assert_true(fh_engine_clock(e) == FH_TIME_NONE);
+        feed(e, "A", 0, "x", 0);
+        assert_true(fh_engine_clock(e) == T0);
+        assert_int_equal(fh_engine_stats_get(e)->evaluations, 1);
+        fh_engine_free(e);
+}
+
+static void a_clock_jump_of_centuries_does_not_hang(void **state) {
+        rec r;
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        cfg.max_ticks_per_advance = 1000;
+        fh_engine *e = engine(silence_rule, &r, &cfg);
+
+        feed(e, "A", 0, "x", 0);
+        feed(e, "B", 500LL * 365 * 24 * 60, "x", 0);
+        assert_int_equal(r.n, 1);
+        assert_true(fh_engine_stats_get(e)->ticks_skipped > 0);
+        fh_engine_free(e);
+}
+
+static void events_of_one_reading_come_in_rule_id_order(void **state) {
+        rec r;
+        fh_engine *e = engine("rules:\n"
+                              "  - id: b_rule\n    kind: rain\n    levels:\n      blue: x > 0\n"
+                              "  - id: a_rule\n    kind: rain\n    levels:\n      red: x > 0\n", &r, NULL);
+
+        feed(e, "A", 0, "x", 1);
+        assert_int_equal(r.n, 2);
+        assert_string_equal(r.lines[0], "raised a_rule A red 0");
+        assert_string_equal(r.lines[1], "raised b_rule A blue 0");
+        fh_engine_free(e);
+}
+
+static void alert_id_stays_from_raise_to_clear(void **state) {
+        rec r;
+        fh_engine *e = engine(levels_rule, &r, NULL);
+
+        feed(e, "A", 1, "x", 1);
+        feed(e, "A", 2, "x", 4);
+        feed(e, "A", 3, "x", 0);
+        feed(e, "A", 4, "x", 1);
+        assert_int_equal(r.n, 4);
+        char want1[64], want2[64];
+        snprintf(want1, sizeof(want1), "\"alert_id\":\"gauge:A:%lld\"", T0 + MIN_);
+        snprintf(want2, sizeof(want2), "\"alert_id\":\"gauge:A:%lld\"", T0 + 4 * MIN_);
+        assert_non_null(strstr(r.json[0], want1));
+        assert_non_null(strstr(r.json[1], want1));
+        assert_non_null(strstr(r.json[2], want1));
+        assert_non_null(strstr(r.json[3], want2));
+        fh_engine_free(e);
+}
+
+static void alert_json_has_every_field_of_the_contract(void **state) {
+        rec r;
+        fh_engine *e = engine("rules:\n  - id: rainstorm\n    title: 暴雨预警\n    kind: rain\n"
+                              "    match: {region: miyun}\n"
+                              "    levels:\n      orange: sum(rain_mm, 3h) >= 50\n"
+                              "    report: sum(rain_mm, 3h)\n"
+                              "    message: \"{station.name}站3小时降雨{value}毫米，达到暴雨{level_cn}预警标准\"\n", &r, NULL);
+
+        feed(e, "A", 0, "rain_mm", 30);
+        feed(e, "A", 60, "rain_mm", 33.5);
+        feed(e, "C", 60, "rain_mm", 99);  /* region other: no rule */
+        assert_int_equal(r.n, 1);
+        assert_string_equal(r.json[0],
+                "{\"alert_id\":\"rainstorm:A:1690650000000\",\"event\":\"raised\",\"rule\":\"rainstorm\","
+                "\"sensor\":\"A\",\"level\":\"orange\",\"previous\":\"none\",\"severity\":2,"
+                "\"ts\":\"2023-07-30T01:00:00+08:00\",\"value\":63.5,\"title\":\"暴雨预警\","
+                "\"station\":{\"name\":\"甲站\",\"region\":\"miyun\"},"
+                "\"message\":\"甲站站3小时降雨63.5毫米，达到暴雨橙色预警标准\"}");
+        fh_engine_free(e);
+}
+
+static void station_attribute_a_station_lacks_makes_comparisons_false(void **state) {
+        rec r;
+        fh_engine *e = engine("rules:\n  - id: w\n    kind: rain\n    levels:\n"
+                              "      yellow: x >= station.warning_level\n"
+                              "      blue: not (x < station.warning_level)\n", &r, NULL);
+
+        /* A has no warning_level: both comparisons are false, so `not` is true */
+        feed(e, "A", 0, "x", 1);
+        assert_int_equal(r.n, 1);
+        assert_string_equal(r.lines[0], "raised w A blue 0");
+        fh_engine_free(e);
+}
+
+static void snapshot_and_restore_continue_exactly_where_they_left_off(void **state) {
+        const char *yaml =
+                "rules:\n"
+                "  - id: s\n    kind: rain\n    for: 20m\n    clear_after: 30m\n    levels:\n"
+                "      red: sum(rain_mm, 1h) >= 40\n      blue: max(rain_mm, 2h) >= 5\n"
+                "  - id: q\n    kind: rain\n    levels:\n      yellow: age() > 300\n";
+        rec whole, a, b;
+        fh_engine *e = engine(yaml, &whole, NULL);
+        double rain[] = { 0, 6, 3, 12, 15, 20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+
+        for (int i = 0; i < 20; i++) {
+                feed(e, "A", i * 10, "rain_mm", rain[i]);
+                feed(e, "B", i * 10 + (i % 3 ? 0 : 9), "rain_mm", rain[i] / 2);
+        }
+        fh_engine_free(e);
+        assert_true(whole.n >= 4);
+
+        e = engine(yaml, &a, NULL);
+        for (int i = 0; i < 8; i++) {
+                feed(e, "A", i * 10, "rain_mm", rain[i]);
+                feed(e, "B", i * 10 + (i % 3 ? 0 : 9), "rain_mm", rain[i] / 2);
+        }
+        fh_buf snap = FH_BUF_NULL;
+        fh_engine_snapshot(e, NULL, NULL, &snap);
+        fh_engine_free(e);
+
+        e = engine(yaml, &b, NULL);
+        assert_int_equal(fh_engine_restore(e, snap.data, snap.len), 0);
+        for (int i = 8; i < 20; i++) {
+                feed(e, "A", i * 10, "rain_mm", rain[i]);
+                feed(e, "B", i * 10 + (i % 3 ? 0 : 9), "rain_mm", rain[i] / 2);
+        }
+        fh_engine_free(e);
+
+        assert_int_equal(a.n + b.n, whole.n);
+        for (int i = 0; i < whole.n; i++)
+                assert_string_equal(i < a.n ? a.json[i] : b.json[i - a.n], whole.json[i]);
+
+        /* A corrupt snapshot is refused whole. */
+        e = engine(yaml, &b, NULL);
+        snap.data[snap.len / 2] ^= 0x55;
+        assert_int_equal(fh_engine_restore(e, snap.data, snap.len), -EBADMSG);
+        assert_int_equal(fh_engine_restore(e, snap.data, 10), -EBADMSG);
+        fh_engine_free(e);
+        fh_buf_free(&snap);
+}
+
+static void restore_keeps_windows_but_resets_the_state_of_a_changed_rule(void **state) {
+        rec a, b;
+        fh_engine *e = engine("rules:\n  - id: s\n    kind: rain\n    levels:\n      blue: sum(rain_mm, 1h) >= 10\n", &a, NULL);
+        fh_buf snap = FH_BUF_NULL;
+
+        feed(e, "A", 0, "rain_mm", 12);   /* raised */
+        fh_engine_snapshot(e, NULL, NULL, &snap);
+        fh_engine_free(e);
+
+        e = engine("rules:\n  - id: s\n    kind: rain\n    levels:\n      blue: sum(rain_mm, 1h) >= 20\n", &b, NULL);
+        assert_int_equal(fh_engine_restore(e, snap.data, snap.len), 0);
+        feed(e, "A", 10, "rain_mm", 9);   /* window kept: 21 >= 20; state reset: raised again */
+        assert_int_equal(b.n, 1);
+        assert_string_equal(b.lines[0], "raised s A blue 10");
+        fh_engine_free(e);
+        fh_buf_free(&snap);
+}
+
+static void unknown_sensor_is_rejected_without_changing_state(void **state) {
+        rec r;
+        fh_engine *e = engine(levels_rule, &r, NULL);
+
+        assert_int_equal(feed(e, "NOPE", 0, "x", 9), FH_OUTCOME_UNKNOWN_SENSOR);
+        assert_true(fh_engine_clock(e) == FH_TIME_NONE);
+        assert_int_equal(fh_engine_stats_get(e)->rejected[FH_REJECT_UNKNOWN_SENSOR], 1);
+        fh_engine_free(e);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(level_follows_the_raw_target_without_for_or_clear_after),
+                cmocka_unit_test(for_raises_exactly_when_the_condition_has_held_that_long),
+                cmocka_unit_test(clear_after_waits_exactly_and_restarts_when_interrupted),
+                cmocka_unit_test(deescalation_waits_for_clear_after_and_escalation_does_not),
+                cmocka_unit_test(highest_ready_level_wins_when_for_holds_back_a_higher_one),
+                cmocka_unit_test(duplicate_reading_is_ignored_and_counted),
+                cmocka_unit_test(late_reading_joins_the_window_and_evaluates_at_the_latest_time),
+                cmocka_unit_test(reading_older_than_lateness_is_dropped),
+                cmocka_unit_test(last_is_by_timestamp_not_by_arrival),
+                cmocka_unit_test(ticks_raise_silence_at_the_first_boundary_past_the_limit),
+                cmocka_unit_test(tick_events_come_in_rule_then_sensor_order),
+                cmocka_unit_test(first_reading_only_sets_the_clock),
+                cmocka_unit_test(a_clock_jump_of_centuries_does_not_hang),
+                cmocka_unit_test(events_of_one_reading_come_in_rule_id_order),
+                cmocka_unit_test(alert_id_stays_from_raise_to_clear),
+                cmocka_unit_test(alert_json_has_every_field_of_the_contract),
+                cmocka_unit_test(station_attribute_a_station_lacks_makes_comparisons_false),
+                cmocka_unit_test(snapshot_and_restore_continue_exactly_where_they_left_off),
+                cmocka_unit_test(restore_keeps_windows_but_resets_the_state_of_a_changed_rule),
+                cmocka_unit_test(unknown_sensor_is_rejected_without_changing_state),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
