@@ -26,8 +26,8 @@ static const char *stations_csv =
         "W,water_level,水位站,miyun,150.5\n";
 
 typedef struct rec {
-        char lines[64][160];
-        char json[64][1024];
+        char lines[256][160];
+        char json[256][1024];
         int n;
         fh_engine *e;
 } rec;
@@ -36,7 +36,7 @@ static void on_alert(void *ud, const fh_alert *a) {
         rec *r = ud;
         fh_buf b = FH_BUF_NULL;
 
-        assert_true(r->n < 64);
+        assert_true(r->n < 256);
         snprintf(r->lines[r->n], sizeof(r->lines[0]), "%s %s %s %s %lld", fh_event_name(a->event),
                  a->rule->id, a->station->id, fh_level_name(a->level), (long long) ((a->ts_ms - T0) / MIN_));
         fh_alert_to_json(r->e, a, &b);
@@ -363,7 +363,7 @@ static void snapshot_and_restore_continue_exactly_where_they_left_off(void **sta
                 "  - id: s\n    kind: rain\n    for: 20m\n    clear_after: 30m\n    levels:\n"
                 "      red: sum(rain_mm, 1h) >= 40\n      blue: max(rain_mm, 2h) >= 5\n"
                 "  - id: q\n    kind: rain\n    levels:\n      yellow: age() > 300\n";
-        rec whole, a, b;
+        static rec whole, a, b;
         fh_engine *e = engine(yaml, &whole, NULL);
         double rain[] = { 0, 6, 3, 12, 15, 20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
 

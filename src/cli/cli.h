@@ -10,6 +10,7 @@ int fh_cmd_check(int argc, char **argv);
 int fh_cmd_replay(int argc, char **argv);
 int fh_cmd_simulate(int argc, char **argv);
 int fh_cmd_run(int argc, char **argv);
+int fh_cmd_demo(int argc, char **argv);
 
 /* Reads a whole file ("-" is standard input). 0, or a negative errno. */
 #define FH_RULE_FILE_MAX    (4u << 20)

@@ -5,6 +5,7 @@
 
 static void usage(FILE *f) {
         fputs("usage: fenghuo COMMAND [OPTIONS]\n"
+              "  demo                                      the embedded storm demo (no Kafka or Redis needed)\n"
               "  check     --rules DIR --stations FILE     validate rules and stations\n"
               "  replay    --rules DIR --stations FILE [FILE|-]  run history through the rules\n"
               "  simulate  --stations FILE [...]           write a storm scenario as JSON Lines\n"
@@ -27,6 +28,8 @@ int main(int argc, char **argv) {
                 return fh_cmd_simulate(argc - 1, argv + 1);
         if (!strcmp(cmd, "run"))
                 return fh_cmd_run(argc - 1, argv + 1);
+        if (!strcmp(cmd, "demo"))
+                return fh_cmd_demo(argc - 1, argv + 1);
         if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
                 printf("fenghuo %s\n", FENGHUO_VERSION);
                 return 0;

@@ -1,0 +1,477 @@
+/* End to end: the real `fenghuo` binary on files, as an engineer runs it.
+ * FENGHUO (the binary) and SRCDIR (the source tree) come from meson. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <setjmp.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+extern char **environ;
+
+static const char *bin, *src;
+static char tmpdir[256];
+
+typedef struct result {
+        int code;
+        char *out;
+        size_t out_len;
+        char *err;
+} result;
+
+static char *slurp(const char *path, size_t *ret_len) {
+        FILE *f = fopen(path, "re");
+        char *p = NULL;
+        size_t n = 0, cap = 0;
+
+        assert_non_null(f);
+        for (;;) {
+                if (cap - n < 65536) {
+                        cap = cap ? cap * 2 : 1 << 20;
+                        p = realloc(p, cap + 1);
+                        assert_non_null(p);
+                }
+                size_t k = fread(p + n, 1, cap - n, f);
+                n += k;
+                if (k == 0)
+                        break;
+        }
+        fclose(f);
+        p[n] = 0;
+        if (ret_len)
+                *ret_len = n;
+        return p;
+}
+
+/* Runs argv with stdin from in (or /dev/null); captures stdout and stderr. */
+static result run(const char *in, const char *const *argv) {
+        char out_path[512], err_path[512];
+        posix_spawn_file_actions_t fa;
+        result r = { 0 };
+        pid_t pid;
+        int st;
+
+        snprintf(out_path, sizeof(out_path), "%s/out", tmpdir);
+        snprintf(err_path, sizeof(err_path), "%s/err", tmpdir);
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 0, in ? in : "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        assert_int_equal(posix_spawn(&pid, argv[0], &fa, NULL, (char *const *) argv, environ), 0);
+        posix_spawn_file_actions_destroy(&fa);
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        r.out = slurp(out_path, &r.out_len);
+        r.err = slurp(err_path, NULL);
+        return r;
+}
+
+static result sh(const char *cmd) {
+        const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+        return run(NULL, argv);
+}
+
+static void result_free(result *r) {
+        free(r->out);
+        free(r->err);
+}
+
+static char *path(const char *rel) {
+        static char buf[8][512];
+        static int k;
+        k = (k + 1) % 8;
+        snprintf(buf[k], sizeof(buf[k]), "%s/%s", src, rel);
+        return buf[k];
+}
+
+/* One alert line reduced to what the timeline is about. */
+static void summarise(const char *line, char *out, size_t n) {
+        char ev[32] = "", rule[64] = "", sensor[64] = "", level[16] = "", ts[40] = "", value[32] = "";
+        const char *p;
+
+#define FIELD(name, dst)                                                                    \
+        if ((p = strstr(line, "\"" name "\":"))) {                                          \
+                p += strlen(name) + 3;                                                      \
+                if (*p == '"')                                                              \
+                        p++;                                                                \
+                size_t i = 0;                                                               \
+                while (p[i] && p[i] != '"' && p[i] != ',' && i + 1 < sizeof(dst))           \
+                        i++;                                                                \
+                memcpy(dst, p, i);                                                          \
+                dst[i] = 0;                                                                 \
+        }
+        FIELD("event", ev);
+        FIELD("rule", rule);
+        FIELD("sensor", sensor);
+        FIELD("level", level);
+        FIELD("ts", ts);
+        FIELD("value", value);
+#undef FIELD
+        snprintf(out, n, "%s %s %s %s %s %s", ev, rule, sensor, level, ts, value);
+}
+
+static void hand_worked_storm_gives_exactly_the_timeline_worked_out_by_hand(void **state) {
+        /* Worked out by hand from tests/data/storm-small.jsonl:
+         * G1 hourly rain 0,20,20,15,50,40 then 0: 3 h sums 55 at 03:00
+         * (orange), 105 at 05:00 (red); below red from 06:00, so after
+         * clear_after 1h it steps down at 07:00 to the raw target, yellow (6 h
+         * = 125, 3 h = 40); the 6 h sum falls to 40 at 10:00, blue at 11:00;
+         * the 12 h sum falls to 40 at 16:00, cleared at 17:00.
+         * G2 silent from 02:00 to 05:00: age() > 5400 s first holds at the
+         * tick boundary 03:31; it reports at 05:00 and clears.
+         * R1 (warning 100, guarantee 102, for 20m, clear_after 30m): yellow
+         * from 00:20, raised at 00:40; orange from 01:30 (01:20 broke the
+         * run), escalated at 01:50; below orange from 02:00, back at 02:20,
+         * below again from 02:30, down at 03:00; below warning from 03:10,
+         * cleared at 03:40. Events of one time come in input order. */
+        static const char *const want[] = {
+                "raised river R1 yellow 2023-07-30T00:40:00+08:00 100.8",
+                "escalated river R1 orange 2023-07-30T01:50:00+08:00 102.6",
+                "raised rainstorm G1 orange 2023-07-30T03:00:00+08:00 55",
+                "deescalated river R1 yellow 2023-07-30T03:00:00+08:00 100.1",
+                "raised silent G2 blue 2023-07-30T03:31:00+08:00 null",
+                "cleared river R1 none 2023-07-30T03:40:00+08:00 99.2",
+                "escalated rainstorm G1 red 2023-07-30T05:00:00+08:00 105",
+                "cleared silent G2 none 2023-07-30T05:00:00+08:00 null",
+                "deescalated rainstorm G1 yellow 2023-07-30T07:00:00+08:00 40",
+                "deescalated rainstorm G1 blue 2023-07-30T11:00:00+08:00 0",
+                "cleared rainstorm G1 none 2023-07-30T17:00:00+08:00 0",
+        };
+        const char *argv[] = { bin, "replay", "--rules", path("tests/data/rules-small"),
+                               "--stations", path("tests/data/stations-small.csv"),
+                               path("tests/data/storm-small.jsonl"), NULL };
+        result r = run(NULL, argv);
+        char got[256];
+        size_t i = 0;
+
+        assert_int_equal(r.code, 0);
+        for (char *line = strtok(r.out, "\n"); line; line = strtok(NULL, "\n"), i++) {
+                assert_true(i < sizeof(want) / sizeof(want[0]));
+                summarise(line, got, sizeof(got));
+                assert_string_equal(got, want[i]);
+        }
+        assert_int_equal(i, sizeof(want) / sizeof(want[0]));
+        assert_non_null(strstr(r.err, "145 accepted"));
+        assert_non_null(strstr(r.err, "3 raised, 2 escalated, 3 deescalated, 3 cleared"));
+        result_free(&r);
+}
+
+static void every_bad_reading_is_reported_with_its_line_and_reason(void **state) {
+        char in[512];
+        FILE *f;
+
+        snprintf(in, sizeof(in), "%s/bad.jsonl", tmpdir);
+        f = fopen(in, "we");
+        fputs("{\"sensor\":\"G1\",\"ts\":\"2023-07-30T00:00:00+08:00\",\"values\":{\"rain_mm\":1}}\n"   /* 1 ok */
+              "{\"sensor\":\"G1\",\"ts\":\"2023-07-30T00:10:00+08:00\",\"values\":{\"rain_mm\":1}\n"    /* 2 malformed */
+              "{\"ts\":\"2023-07-30T00:10:00+08:00\",\"values\":{\"rain_mm\":1}}\n"                    /* 3 missing sensor */
+              "{\"sensor\":\"G1\",\"ts\":\"2023-13-30T00:10:00+08:00\",\"values\":{\"rain_mm\":1}}\n"   /* 4 bad ts */
+              "{\"sensor\":\"G1\",\"ts\":\"2023-07-30T00:10:00+08:00\",\"values\":{\"rain_mm\":\"1\"}}\n" /* 5 string value */
+              "{\"sensor\":\"G1\",\"ts\":\"2023-07-30T00:10:00+08:00\",\"values\":{\"rain_mm\":1e999}}\n" /* 6 not finite */
+              "{\"sensor\":\"NOPE\",\"ts\":\"2023-07-30T00:10:00+08:00\",\"values\":{\"rain_mm\":1}}\n" /* 7 unknown */
+              "{\"sensor\":\"G1\",\"ts\":\"2023-07-30T00:10:00+08:00\",\"values\":{}}\n"               /* 8 empty values */
+              "{\"sensor\":\"bad id!\",\"ts\":1690646400000,\"values\":{\"rain_mm\":1}}\n"               /* 9 bad sensor */
+              "\n"                                                                                          /* 10 blank: skipped */
+              "{\"sensor\":\"G1\",\"ts\":\"2023-07-30T00:00:00+08:00\",\"values\":{\"rain_mm\":1}}\n"   /* 11 duplicate */
+              "{\"sensor\":\"G1\",\"ts\":1690650000000,\"values\":{\"rain_mm\":2}}\n"                   /* 12 ok, epoch ms */
+              "{\"sensor\":\"G1\",\"ts\":\"2023-07-29T22:00:00+08:00\",\"values\":{\"rain_mm\":1}}\n"   /* 13 dropped */
+              "{\"sensor\":\"G1\",\"ts\":\"2023-07-30T00:30:00+08:00\",\"values\":{\"rain_mm\":1}}\n"   /* 14 late */
+              "{\"sensor\":\"G1\",\"ts\":\"2023-07-30T01:", f);                                          /* 15 truncated */
+        for (int i = 0; i < 70000; i++)
+                fputc('x', f);
+        fputs("\n{\"sensor\":\"G2\",\"ts\":\"2023-07-30T00:00:00+08:00\",\"values\":{\"rain_mm\":0}}\n", f); /* 16 ok */
+        fclose(f);
+
+        const char *argv[] = { bin, "replay", "--rules", path("tests/data/rules-small"),
+                               "--stations", path("tests/data/stations-small.csv"), in, NULL };
+        result r = run(NULL, argv);
+
+        assert_int_equal(r.code, 0);
+        assert_non_null(strstr(r.err, "line 2: rejected (malformed_json)"));
+        assert_non_null(strstr(r.err, "line 3: rejected (missing_field)"));
+        assert_non_null(strstr(r.err, "line 4: rejected (bad_timestamp)"));
+        assert_non_null(strstr(r.err, "line 5: rejected (bad_value)"));
+        assert_non_null(strstr(r.err, "line 6: rejected (bad_value)"));
+        assert_non_null(strstr(r.err, "line 7: rejected (unknown_sensor)"));
+        assert_non_null(strstr(r.err, "line 8: rejected (bad_values)"));
+        assert_non_null(strstr(r.err, "line 9: rejected (bad_sensor)"));
+        assert_null(strstr(r.err, "line 10:"));
+        assert_null(strstr(r.err, "line 11:"));
+        assert_non_null(strstr(r.err, "line 15: rejected (too_long)"));
+        assert_non_null(strstr(r.err, "16 lines, 4 accepted (1 late), 9 rejected"));
+        assert_non_null(strstr(r.err, "1 duplicates, 1 dropped"));
+        result_free(&r);
+}
+
+static void replay_is_deterministic_and_survives_garbage(void **state) {
+        char cmd[2048];
+        result a, b;
+
+        snprintf(cmd, sizeof(cmd),
+                 "%s simulate --stations %s --seed 11 --duration 1d --bad 0.05 > %s/sim.jsonl && "
+                 "head -c 200000 /dev/urandom >> %s/sim.jsonl && "
+                 "%s replay --rules %s --stations %s %s/sim.jsonl",
+                 bin, path("stations/miyun.csv"), tmpdir, tmpdir, bin, path("rules"), path("stations/miyun.csv"), tmpdir);
+        a = sh(cmd);
+        snprintf(cmd, sizeof(cmd), "%s replay --rules %s --stations %s - < %s/sim.jsonl",
+                 bin, path("rules"), path("stations/miyun.csv"), tmpdir);
+        b = sh(cmd);
+        assert_int_equal(a.code, 0);
+        assert_int_equal(b.code, 0);
+        assert_true(a.out_len > 0);
+        assert_int_equal(a.out_len, b.out_len);
+        assert_memory_equal(a.out, b.out, a.out_len);
+        assert_non_null(strstr(a.err, "rejected (malformed_json)"));
+        result_free(&a);
+        result_free(&b);
+}
+
+/* An independent model of one rule, written the slow obvious way, checked
+ * against the engine on a simulated storm for every rain gauge. */
+typedef struct obs {
+        int64_t ts;
+        double v;
+} obs;
+
+static int64_t parse_ts_ms(const char *p) {
+        struct tm tm = { 0 };
+        int off_h, off_m;
+        char sign;
+
+        sscanf(p, "%d-%d-%dT%d:%d:%d%c%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+               &tm.tm_sec, &sign, &off_h, &off_m);
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        int64_t t = (int64_t) timegm(&tm) * 1000;
+        int off = (off_h * 60 + off_m) * 60000;
+        return sign == '+' ? t - off : t + off;
+}
+
+static double window_sum(const obs *o, size_t n, int64_t t, int64_t d) {
+        double s = 0;
+        for (size_t i = 0; i < n; i++)
+                if (o[i].ts > t - d && o[i].ts <= t)
+                        s += o[i].v;
+        return s;
+}
+
+static void engine_agrees_with_a_naive_model_of_the_rainstorm_rule(void **state) {
+        char cmd[2048], sim[512];
+        result r;
+
+        snprintf(sim, sizeof(sim), "%s/storm.jsonl", tmpdir);
+        snprintf(cmd, sizeof(cmd), "%s simulate --stations %s --seed 3 --duration 2d --step 10m > %s",
+                 bin, path("stations/miyun.csv"), sim);
+        r = sh(cmd);
+        assert_int_equal(r.code, 0);
+        result_free(&r);
+        const char *argv[] = { bin, "replay", "--rules", path("tests/data/rules-small"),
+                               "--stations", path("stations/miyun.csv"), sim, NULL };
+        r = run(NULL, argv);
+        assert_int_equal(r.code, 0);
+
+        size_t len;
+        char *text = slurp(sim, &len);
+        int checked = 0, events = 0;
+        for (int g = 1; g <= 60; g++) {
+                char id[32], key[64];
+                obs *o = calloc(400000, sizeof(*o));
+                size_t n = 0;
+
+                snprintf(id, sizeof(id), "MY-RG-%04d", g);
+                snprintf(key, sizeof(key), "\"sensor\":\"%s\"", id);
+                for (char *p = strstr(text, key); p; p = strstr(p + 1, key)) {
+                        char *ts = strstr(p, "\"ts\":\"");
+                        char *v = strstr(p, "\"rain_mm\":");
+                        o[n].ts = parse_ts_ms(ts + 6);
+                        o[n].v = strtod(v + 10, NULL);
+                        n++;
+                }
+                if (n == 0) {
+                        free(o);
+                        continue;
+                }
+                checked++;
+
+                /* The model: SPEC §3.2 with for 0s and clear_after 1h. */
+                char want[8192] = "", got[8192] = "", line[256];
+                int level = 0;
+                int64_t wait = -1;
+                const char *names[] = { "none", "blue", "yellow", "orange", "red" };
+                for (size_t i = 0; i < n; i++) {
+                        int64_t t = o[i].ts;
+                        double s3 = window_sum(o, i + 1, t, 3 * 3600000LL);
+                        double s6 = window_sum(o, i + 1, t, 6 * 3600000LL);
+                        double s12 = window_sum(o, i + 1, t, 12 * 3600000LL);
+                        /* sums of one-decimal values: compare in tenths to stay exact */
+                        int raw = llround(s3 * 10) >= 1000 ? 4 : llround(s3 * 10) >= 500 ? 3
+                                : llround(s6 * 10) >= 500 ? 2 : llround(s12 * 10) >= 500 ? 1 : 0;
+                        int to = -1;
+                        if (raw > level) {
+                                to = raw;
+                                wait = -1;
+                        } else if (raw < level) {
+                                if (wait < 0)
+                                        wait = t;
+                                if (t - wait >= 3600000) {
+                                        to = raw;
+                                        wait = -1;
+                                }
+                        } else
+                                wait = -1;
+                        if (to >= 0) {
+                                snprintf(line, sizeof(line), "%s@%lld ", names[to], (long long) t);
+                                strncat(want, line, sizeof(want) - strlen(want) - 1);
+                                level = to;
+                        }
+                }
+                for (char *p = strstr(r.out, key); p; p = strstr(p + 1, key)) {
+                        char *bol = p;
+                        while (bol > r.out && bol[-1] != '\n')
+                                bol--;
+                        if (!strstr(bol, "\"rule\":\"rainstorm\"") || strstr(bol, "\"rule\":\"rainstorm\"") > strchr(bol, '\n'))
+                                continue;
+                        char *lv = strstr(bol, "\"level\":\"") + 9;
+                        char *ts = strstr(bol, "\"ts\":\"") + 6;
+                        int k = 0;
+                        while (strncmp(lv, names[k], strlen(names[k])) || lv[strlen(names[k])] != '"')
+                                k++;
+                        snprintf(line, sizeof(line), "%s@%lld ", names[k], (long long) parse_ts_ms(ts));
+                        strncat(got, line, sizeof(got) - strlen(got) - 1);
+                        events++;
+                }
+                assert_string_equal(got, want);
+                free(o);
+        }
+        assert_true(checked >= 30);
+        assert_true(events >= 20);   /* the storm really stormed */
+        free(text);
+        result_free(&r);
+}
+
+static void check_shows_which_stations_each_rule_applies_to(void **state) {
+        const char *argv[] = { bin, "check", "--rules", path("rules"), "--stations", path("stations/miyun.csv"), NULL };
+        result r = run(NULL, argv);
+
+        assert_int_equal(r.code, 0);
+        assert_non_null(strstr(r.out, "rainstorm"));
+        assert_non_null(strstr(r.out, "MY-RG-0001"));
+        assert_non_null(strstr(r.out, "ok: "));
+        result_free(&r);
+}
+
+static void check_reports_every_error_with_file_line_and_column(void **state) {
+        char dir[512], file[600];
+        FILE *f;
+
+        snprintf(dir, sizeof(dir), "%s/broken", tmpdir);
+        mkdir(dir, 0755);
+        snprintf(file, sizeof(file), "%s/a.yaml", dir);
+        f = fopen(file, "we");
+        fputs("rules:\n"
+              "  - id: one\n"
+              "    kind: rain\n"
+              "    levels:\n"
+              "      red: summ(rain_mm, 3h) >= 100\n"
+              "  - id: two\n"
+              "    kind: rain\n"
+              "    lvels:\n"
+              "      red: x > 1\n", f);
+        fclose(f);
+        const char *argv[] = { bin, "check", "--rules", dir, "--stations", path("stations/miyun.csv"), NULL };
+        result r = run(NULL, argv);
+
+        assert_int_equal(r.code, 1);
+        char want1[700], want2[700];
+        snprintf(want1, sizeof(want1), "%s:5:12: ", file);
+        snprintf(want2, sizeof(want2), "%s:8:5: ", file);
+        assert_non_null(strstr(r.err, want1));
+        assert_non_null(strstr(r.err, "summ"));
+        assert_non_null(strstr(r.err, "did you mean 'sum'"));
+        assert_non_null(strstr(r.err, want2));
+        assert_non_null(strstr(r.err, "lvels"));
+        result_free(&r);
+}
+
+static void bad_usage_exits_2_and_invalid_stations_exit_1(void **state) {
+        const char *a1[] = { bin, "replay", "--rules", path("rules"), NULL };
+        const char *a2[] = { bin, "replay", "--rules", path("rules"), "--stations", "/nonexistent.csv", NULL };
+        const char *a3[] = { bin, "frobnicate", NULL };
+        const char *a4[] = { bin, "replay", "--rules", path("rules"), "--stations", path("stations/miyun.csv"),
+                             "/nonexistent.jsonl", NULL };
+        result r;
+
+        r = run(NULL, a1);
+        assert_int_equal(r.code, 2);
+        result_free(&r);
+        r = run(NULL, a2);
+        assert_int_equal(r.code, 1);
+        assert_non_null(strstr(r.err, "/nonexistent.csv"));
+        result_free(&r);
+        r = run(NULL, a3);
+        assert_int_equal(r.code, 2);
+        result_free(&r);
+        r = run(NULL, a4);
+        assert_int_equal(r.code, 2);
+        result_free(&r);
+}
+
+static void four_years_of_beijing_rain_reach_orange_but_never_red(void **state) {
+        char data[512], cmd[2048];
+
+        snprintf(data, sizeof(data), "%s/../shared/data/beijing-rain", src);
+        if (access(data, R_OK) != 0) {
+                skip();
+                return;
+        }
+        snprintf(cmd, sizeof(cmd), "zcat %s/readings.jsonl.gz | %s replay --rules %s --stations %s/stations.csv -",
+                 data, bin, path("rules"), data);
+        result r = sh(cmd);
+        assert_int_equal(r.code, 0);
+        assert_non_null(strstr(r.err, "140110 accepted"));
+        assert_null(strstr(r.out, "\"level\":\"red\""));
+        /* the storm of 20 July 2016 */
+        assert_non_null(strstr(r.out, "\"level\":\"orange\",\"previous\":\"yellow\",\"severity\":2,\"ts\":\"2016-07-20"));
+        result_free(&r);
+}
+
+static int setup(void **state) {
+        bin = getenv("FENGHUO");
+        src = getenv("SRCDIR");
+        if (!bin || !src) {
+                fprintf(stderr, "FENGHUO and SRCDIR must be set (meson test does)\n");
+                return -1;
+        }
+        snprintf(tmpdir, sizeof(tmpdir), "/tmp/fenghuo-cli-XXXXXX");
+        return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+        char cmd[300];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+        return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(hand_worked_storm_gives_exactly_the_timeline_worked_out_by_hand),
+                cmocka_unit_test(every_bad_reading_is_reported_with_its_line_and_reason),
+                cmocka_unit_test(replay_is_deterministic_and_survives_garbage),
+                cmocka_unit_test(engine_agrees_with_a_naive_model_of_the_rainstorm_rule),
+                cmocka_unit_test(check_shows_which_stations_each_rule_applies_to),
+                cmocka_unit_test(check_reports_every_error_with_file_line_and_column),
+                cmocka_unit_test(bad_usage_exits_2_and_invalid_stations_exit_1),
+                cmocka_unit_test(four_years_of_beijing_rain_reach_orange_but_never_red),
+        };
+        return cmocka_run_group_tests(tests, setup, teardown);
+}
