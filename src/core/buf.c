@@ -82,15 +82,21 @@ void fh_buf_printf(fh_buf *b, const char *fmt, ...) {
         va_list ap;
         int n;
 
+        /* Try in place first: most lines fit in what is already there. */
+        fh_buf_reserve(b, 128);
         va_start(ap, fmt);
-        n = vsnprintf(NULL, 0, fmt, ap);
+        n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
         va_end(ap);
-        if (n < 0)
+        if (n < 0) {
+                b->data[b->len] = 0;
                 return;
-        fh_buf_reserve(b, (size_t) n);
-        va_start(ap, fmt);
-        vsnprintf(b->data + b->len, (size_t) n + 1, fmt, ap);
-        va_end(ap);
+        }
+        if ((size_t) n >= b->cap - b->len) {
+                fh_buf_reserve(b, (size_t) n);
+                va_start(ap, fmt);
+                vsnprintf(b->data + b->len, (size_t) n + 1, fmt, ap);
+                va_end(ap);
+        }
         b->len += (size_t) n;
 }
 

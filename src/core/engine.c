@@ -589,18 +589,17 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
         fh_sensor *s = &e->sensors[st->index];
         const fh_profile *p = s->prof;
 
-        if (s->latest != FH_TIME_NONE) {
+        /* In-order readings, the common case, never look at the history. */
+        if (s->latest != FH_TIME_NONE && ts <= s->latest) {
                 if (ts == s->latest || recent_contains(&s->recent, ts)) {
                         e->stats.duplicates++;
                         return FH_OUTCOME_DUPLICATE;
                 }
-                if (ts < s->latest) {
-                        if (s->latest - ts > e->cfg.lateness_ms) {
-                                e->stats.dropped++;
-                                return FH_OUTCOME_DROPPED;
-                        }
-                        late = true;
+                if (s->latest - ts > e->cfg.lateness_ms) {
+                        e->stats.dropped++;
+                        return FH_OUTCOME_DROPPED;
                 }
+                late = true;
         }
 
         if (e->cfg.clock == FH_CLOCK_EVENT) {

@@ -73,10 +73,6 @@ static inline uint64_t dq_back(const fh_deque *d) {
         return d->idx[(d->head + d->len - 1) & (d->cap - 1)];
 }
 
-static inline uint64_t dq_at(const fh_deque *d, uint32_t k) {
-        return d->idx[(d->head + k) & (d->cap - 1)];
-}
-
 static inline void dq_pop_front(fh_deque *d) {
         d->head = (d->head + 1) & (d->cap - 1);
         d->len--;

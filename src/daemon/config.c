@@ -1,0 +1,352 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <yaml.h>
+
+#include "fenghuo/buf.h"
+#include "fenghuo/timeutil.h"
+#include "config.h"
+
+#define CONFIG_FILE_MAX (1u << 20)
+
+typedef struct ctx {
+        yaml_document_t *doc;
+        const char *file;
+        fh_diags *diags;
+} ctx;
+
+static void err(ctx *c, const yaml_node_t *n, const char *fmt, const char *a, const char *b) {
+        fh_diags_error(c->diags, c->file, n ? (unsigned) n->start_mark.line + 1 : 0,
+                       n ? (unsigned) n->start_mark.column + 1 : 0, fmt, a, b);
+}
+
+static const char *scalar(ctx *c, const yaml_node_t *n, const char *key) {
+        if (!n || n->type != YAML_SCALAR_NODE) {
+                err(c, n, "'%s' must be a single value%s", key, "");
+                return NULL;
+        }
+        return (const char *) n->data.scalar.value;
+}
+
+static void set_str(ctx *c, const yaml_node_t *n, const char *key, char **dst) {
+        const char *s = scalar(c, n, key);
+        if (!s)
+                return;
+        free(*dst);
+        *dst = fh_strdup(s);
+}
+
+static void set_duration(ctx *c, const yaml_node_t *n, const char *key, int64_t *dst) {
+        const char *s = scalar(c, n, key);
+        if (s && fh_duration_parse(s, strlen(s), dst) < 0)
+                err(c, n, "'%s' must be a duration like 30s, 10m, 1h or 1d, not '%s'", key, s);
+}
+
+static void set_bool(ctx *c, const yaml_node_t *n, const char *key, bool *dst) {
+        const char *s = scalar(c, n, key);
+        if (!s)
+                return;
+        if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on"))
+                *dst = true;
+        else if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off"))
+                *dst = false;
+        else
+                err(c, n, "'%s' must be true or false, not '%s'", key, s);
+}
+
+static void set_long(ctx *c, const yaml_node_t *n, const char *key, long min, long max, long *dst) {
+        const char *s = scalar(c, n, key);
+        char *end;
+        long v;
+
+        if (!s)
+                return;
+        errno = 0;
+        v = strtol(s, &end, 10);
+        if (errno || end == s || *end || v < min || v > max) {
+                char range[64];
+                snprintf(range, sizeof(range), "%ld..%ld", min, max);
+                err(c, n, "'%s' must be a whole number in %s", key, range);
+                return;
+        }
+        *dst = v;
+}
+
+static void set_kvs(ctx *c, const yaml_node_t *n, const char *key, fh_kvs *dst) {
+        if (!n || n->type != YAML_MAPPING_NODE) {
+                err(c, n, "'%s' must be a mapping of librdkafka property names to values%s", key, "");
+                return;
+        }
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+                yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+                yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+                const char *ks = scalar(c, k, key), *vs = ks ? scalar(c, v, ks) : NULL;
+                if (!ks || !vs)
+                        continue;
+                dst->v = fh_realloc(dst->v, (dst->n + 1) * sizeof(*dst->v));
+                dst->v[dst->n++] = (fh_kv) { fh_strdup(ks), fh_strdup(vs) };
+        }
+}
+
+typedef void (*key_fn)(ctx *c, const char *key, yaml_node_t *value, void *target);
+
+static void each_key(ctx *c, yaml_node_t *map, const char *what, key_fn fn, void *target) {
+        if (!map || map->type != YAML_MAPPING_NODE) {
+                err(c, map, "%s must be a mapping of keys to values%s", what, "");
+                return;
+        }
+        for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+                yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+                if (!k || k->type != YAML_SCALAR_NODE) {
+                        err(c, k, "keys of %s must be plain names%s", what, "");
+                        continue;
+                }
+                fn(c, (const char *) k->data.scalar.value, yaml_document_get_node(c->doc, p->value), target);
+        }
+}
+
+static void unknown(ctx *c, yaml_node_t *v, const char *key, const char *where) {
+        err(c, v, "unknown key '%s' in %s", key, where);
+}
+
+static void kafka_topics_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
+        fh_daemon_config *cfg = t;
+        fh_kind k;
+
+        if (fh_kind_from_string(key, strlen(key), &k) < 0) {
+                err(c, v, "unknown station kind '%s' in kafka.topics (rain, water_level, landslide, bridge)%s", key, "");
+                return;
+        }
+        set_str(c, v, key, &cfg->topics[k]);
+}
+
+static void kafka_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
+        fh_daemon_config *cfg = t;
+        long n = (long) cfg->max_in_flight;
+
+        if (!strcmp(key, "brokers"))
+                set_str(c, v, key, &cfg->brokers);
+        else if (!strcmp(key, "group_id"))
+                set_str(c, v, key, &cfg->group_id);
+        else if (!strcmp(key, "topics"))
+                each_key(c, v, "kafka.topics", kafka_topics_key, cfg);
+        else if (!strcmp(key, "alerts_topic"))
+                set_str(c, v, key, &cfg->alerts_topic);
+        else if (!strcmp(key, "dead_letter_topic"))
+                set_str(c, v, key, &cfg->dead_letter_topic);
+        else if (!strcmp(key, "properties"))
+                set_kvs(c, v, key, &cfg->kafka_props);
+        else if (!strcmp(key, "consumer_properties"))
+                set_kvs(c, v, key, &cfg->consumer_props);
+        else if (!strcmp(key, "producer_properties"))
+                set_kvs(c, v, key, &cfg->producer_props);
+        else if (!strcmp(key, "max_in_flight")) {
+                set_long(c, v, key, 100, 10000000, &n);
+                cfg->max_in_flight = (size_t) n;
+        } else
+                unknown(c, v, key, "kafka");
+}
+
+static void redis_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
+        fh_daemon_config *cfg = t;
+        fh_redis_config *r = &cfg->redis;
+        long n;
+
+        if (!strcmp(key, "host"))
+                set_str(c, v, key, &r->host);
+        else if (!strcmp(key, "port")) {
+                n = r->port;
+                set_long(c, v, key, 1, 65535, &n);
+                r->port = (int) n;
+        } else if (!strcmp(key, "password"))
+                set_str(c, v, key, &r->password);
+        else if (!strcmp(key, "db")) {
+                n = r->db;
+                set_long(c, v, key, 0, 1000, &n);
+                r->db = (int) n;
+        } else if (!strcmp(key, "channel"))
+                set_str(c, v, key, &r->channel);
+        else if (!strcmp(key, "stream"))
+                set_str(c, v, key, &r->stream);
+        else if (!strcmp(key, "stream_maxlen"))
+                set_long(c, v, key, 1000, 1000000000, &r->stream_maxlen);
+        else if (!strcmp(key, "active_hash"))
+                set_str(c, v, key, &r->active_hash);
+        else if (!strcmp(key, "max_backlog")) {
+                n = (long) r->max_backlog;
+                set_long(c, v, key, 10, 100000000, &n);
+                r->max_backlog = (size_t) n;
+        } else if (!strcmp(key, "enabled"))
+                set_bool(c, v, key, &cfg->redis_enabled);
+        else
+                unknown(c, v, key, "redis");
+}
+
+static void top_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
+        fh_daemon_config *cfg = t;
+
+        if (!strcmp(key, "rules"))
+                set_str(c, v, key, &cfg->rules);
+        else if (!strcmp(key, "stations"))
+                set_str(c, v, key, &cfg->stations);
+        else if (!strcmp(key, "state_dir"))
+                set_str(c, v, key, &cfg->state_dir);
+        else if (!strcmp(key, "tick"))
+                set_duration(c, v, key, &cfg->tick_ms);
+        else if (!strcmp(key, "lateness"))
+                set_duration(c, v, key, &cfg->lateness_ms);
+        else if (!strcmp(key, "future_limit"))
+                set_duration(c, v, key, &cfg->future_ms);
+        else if (!strcmp(key, "shutdown_timeout"))
+                set_duration(c, v, key, &cfg->shutdown_timeout_ms);
+        else if (!strcmp(key, "checkpoint_interval"))
+                set_duration(c, v, key, &cfg->checkpoint_ms);
+        else if (!strcmp(key, "stats_interval"))
+                set_duration(c, v, key, &cfg->stats_ms);
+        else if (!strcmp(key, "timezone")) {
+                const char *s = scalar(c, v, key);
+                if (s && fh_offset_parse(s, strlen(s), &cfg->tz_offset_min) < 0)
+                        err(c, v, "'%s' must be a UTC offset like +08:00, not '%s'", key, s);
+        } else if (!strcmp(key, "log_level")) {
+                static const char *const names[] = { "error", "warning", "notice", "info", "debug" };
+                const char *s = scalar(c, v, key);
+                size_t i;
+                if (!s)
+                        return;
+                for (i = 0; i < FH_ARRAY_SIZE(names); i++)
+                        if (!strcmp(s, names[i]))
+                                break;
+                if (i == FH_ARRAY_SIZE(names))
+                        err(c, v, "'%s' must be error, warning, notice, info or debug, not '%s'", key, s);
+                else
+                        cfg->log_level = LOG_ERR + (int) i;
+        } else if (!strcmp(key, "clock")) {
+                const char *s = scalar(c, v, key);
+                if (s && !strcmp(s, "event"))
+                        cfg->event_clock = true;
+                else if (s && !strcmp(s, "wall"))
+                        cfg->event_clock = false;
+                else if (s)
+                        err(c, v, "'%s' must be wall or event, not '%s'", key, s);
+        } else if (!strcmp(key, "stdout"))
+                set_bool(c, v, key, &cfg->stdout_alerts);
+        else if (!strcmp(key, "kafka"))
+                each_key(c, v, "kafka", kafka_key, cfg);
+        else if (!strcmp(key, "redis")) {
+                cfg->redis_enabled = true;
+                each_key(c, v, "redis", redis_key, cfg);
+        } else
+                unknown(c, v, key, "the configuration");
+}
+
+static void defaults(fh_daemon_config *c) {
+        *c = (fh_daemon_config) {
+                .tick_ms = 60000,
+                .lateness_ms = 3600000,
+                .future_ms = 600000,
+                .tz_offset_min = 480,
+                .log_level = LOG_INFO,
+                .shutdown_timeout_ms = 10000,
+                .checkpoint_ms = 30000,
+                .stats_ms = 60000,
+                .max_in_flight = 100000,
+        };
+        fh_redis_config_defaults(&c->redis);
+        /* The defaults are static strings; own copies so free is uniform. */
+        c->redis.host = fh_strdup(c->redis.host);
+        c->redis.channel = fh_strdup(c->redis.channel);
+        c->redis.stream = fh_strdup(c->redis.stream);
+        c->redis.active_hash = fh_strdup(c->redis.active_hash);
+        c->group_id = fh_strdup("fenghuo");
+}
+
+int fh_daemon_config_load(const char *path, fh_daemon_config *ret, fh_diags *diags) {
+        fh_daemon_config cfg;
+        yaml_parser_t parser;
+        yaml_document_t doc;
+        FILE *f;
+        size_t before = diags->n_errors;
+
+        defaults(&cfg);
+        cfg.path = fh_strdup(path);
+        f = fopen(path, "re");
+        if (!f) {
+                fh_diags_error(diags, path, 0, 0, "cannot read configuration: %s", strerror(errno));
+                fh_daemon_config_free(&cfg);
+                return -EINVAL;
+        }
+        yaml_parser_initialize(&parser);
+        yaml_parser_set_input_file(&parser, f);
+        if (!yaml_parser_load(&parser, &doc)) {
+                fh_diags_error(diags, path, (unsigned) parser.problem_mark.line + 1,
+                               (unsigned) parser.problem_mark.column + 1, "YAML: %s",
+                               parser.problem ? parser.problem : "syntax error");
+                yaml_parser_delete(&parser);
+                fclose(f);
+                fh_daemon_config_free(&cfg);
+                return -EINVAL;
+        }
+        ctx c = { &doc, path, diags };
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        if (root)
+                each_key(&c, root, "the configuration", top_key, &cfg);
+        else
+                fh_diags_error(diags, path, 0, 0, "the configuration file is empty");
+
+        if (root && !cfg.rules)
+                fh_diags_error(diags, path, 0, 0, "'rules' (the rules directory) is required");
+        if (root && !cfg.stations)
+                fh_diags_error(diags, path, 0, 0, "'stations' (the station registry) is required");
+        if (root && !cfg.brokers)
+                fh_diags_error(diags, path, 0, 0, "'kafka.brokers' is required");
+        bool any_topic = false;
+        for (int k = 0; k < FH_KIND__MAX; k++)
+                any_topic |= cfg.topics[k] != NULL;
+        if (root && !any_topic)
+                fh_diags_error(diags, path, 0, 0, "'kafka.topics' must name at least one input topic");
+        if (cfg.tick_ms <= 0)
+                fh_diags_error(diags, path, 0, 0, "'tick' must be longer than 0s");
+
+        yaml_document_delete(&doc);
+        yaml_parser_delete(&parser);
+        fclose(f);
+        if (diags->n_errors > before) {
+                fh_daemon_config_free(&cfg);
+                return -EINVAL;
+        }
+        *ret = cfg;
+        return 0;
+}
+
+static void kvs_free(fh_kvs *k) {
+        for (size_t i = 0; i < k->n; i++) {
+                free(k->v[i].key);
+                free(k->v[i].value);
+        }
+        free(k->v);
+        *k = (fh_kvs) { 0 };
+}
+
+void fh_daemon_config_free(fh_daemon_config *c) {
+        free(c->path);
+        free(c->rules);
+        free(c->stations);
+        free(c->state_dir);
+        free(c->brokers);
+        free(c->group_id);
+        for (int k = 0; k < FH_KIND__MAX; k++)
+                free(c->topics[k]);
+        free(c->alerts_topic);
+        free(c->dead_letter_topic);
+        kvs_free(&c->kafka_props);
+        kvs_free(&c->consumer_props);
+        kvs_free(&c->producer_props);
+        free(c->redis.host);
+        free(c->redis.password);
+        free(c->redis.channel);
+        free(c->redis.stream);
+        free(c->redis.active_hash);
+        *c = (fh_daemon_config) { 0 };
+}

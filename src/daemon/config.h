@@ -1,0 +1,55 @@
+/* The daemon's configuration file (YAML), documented in docs/operations.md
+ * with an example in etc/fenghuo.yaml. */
+#ifndef FENGHUO_DAEMON_CONFIG_H
+#define FENGHUO_DAEMON_CONFIG_H
+
+#include "fenghuo/common.h"
+#include "fenghuo/diag.h"
+#include "redis_sink.h"
+
+typedef struct fh_kv {
+        char *key;
+        char *value;
+} fh_kv;
+
+typedef struct fh_kvs {
+        fh_kv *v;
+        size_t n;
+} fh_kvs;
+
+typedef struct fh_daemon_config {
+        char *path;                    /* the file itself, for reloads */
+        char *rules;                   /* rules directory */
+        char *stations;                /* registry CSV */
+        char *state_dir;               /* NULL: no state kept across restarts */
+        int64_t tick_ms;
+        int64_t lateness_ms;
+        int64_t future_ms;             /* readings further ahead of wall time are rejected */
+        int tz_offset_min;
+        int log_level;                 /* syslog priority: 3 err .. 7 debug */
+        bool stdout_alerts;            /* JSON Lines on stdout */
+        int64_t shutdown_timeout_ms;
+        int64_t checkpoint_ms;         /* periodic state checkpoint, 0 = only at shutdown */
+        int64_t stats_ms;              /* how often a stats line is logged */
+        bool event_clock;              /* ticks follow the data's time, as in replay
+                                          (backfills, the demo); no future check */
+
+        char *brokers;
+        char *group_id;
+        char *topics[FH_KIND__MAX];    /* input topic per station kind, NULL = not consumed */
+        char *alerts_topic;            /* NULL: no Kafka alerts */
+        char *dead_letter_topic;       /* NULL: rejected readings only logged */
+        fh_kvs kafka_props;            /* librdkafka properties for both clients */
+        fh_kvs consumer_props;
+        fh_kvs producer_props;
+        size_t max_in_flight;          /* undelivered alerts before consumption pauses */
+
+        bool redis_enabled;
+        fh_redis_config redis;
+} fh_daemon_config;
+
+/* Parses path. 0, or -EINVAL with every problem in diags. */
+int fh_daemon_config_load(const char *path, fh_daemon_config *ret, fh_diags *diags);
+void fh_daemon_config_free(fh_daemon_config *c);
+
+#endif

@@ -1,0 +1,968 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "fenghuo/buf.h"
+#include "fenghuo/timeutil.h"
+#include "../cli/cli.h"
+#include "daemon.h"
+#include "log.h"
+#include "redis_sink.h"
+#include "state.h"
+#include "tracker.h"
+
+/* Messages handled per loop iteration before other events get a turn. */
+#define DRAIN_BATCH 2048
+
+/* An alert on its way to the sinks. Lives until every sink answered. */
+typedef struct fh_out {
+        struct fh_out *prev, *next;
+        fh_daemon *d;
+        fh_track *track;          /* the message that caused it; NULL for ticks */
+        uint8_t waiting;          /* sinks that have not answered */
+        bool redis_gates_commit;  /* Redis was up: its answer gates the commit */
+} fh_out;
+
+typedef struct kafka_wake {
+        uv_poll_t poll;
+        int fds[2];
+        bool started;
+} kafka_wake;
+
+struct fh_daemon {
+        uv_loop_t *loop;
+        fh_daemon_config cfg;
+        fh_daemon_hooks hooks;
+        fh_engine *engine;
+
+        rd_kafka_t *consumer;
+        rd_kafka_t *producer;
+        rd_kafka_queue_t *cq, *pq;
+        kafka_wake cwake, pwake;
+        uv_idle_t drain_idle;
+        rd_kafka_topic_partition_list_t *assignment;
+        fh_offsets resume;        /* offsets from the state file, used at the first assignment */
+        bool paused;
+
+        fh_redis *redis;
+        fh_tracker *tracker;
+        fh_track *current;        /* the message being processed */
+        fh_out outs;              /* list head of alerts in flight */
+        size_t n_outs;
+        fh_buf json;
+
+        uv_timer_t tick_timer, checkpoint_timer, stats_timer, stop_timer, commit_timer;
+        uv_signal_t sig_term, sig_int, sig_hup;
+        int handles_open;
+
+        bool stopping;
+        bool stopped;
+        bool redis_closed;
+        int exit_code;
+        int64_t stop_deadline;
+        uint64_t watchdog_usec;
+        uint64_t watchdog_last;
+        uint64_t dlq, future_rejected, delivery_errors, consumed;
+        int64_t last_input_ms;
+        bool checkpoint_failing;
+};
+
+static int64_t wall_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- alerts out ---- */
+
+static void out_done(fh_out *o) {
+        fh_daemon *d = o->d;
+
+        o->prev->next = o->next;
+        o->next->prev = o->prev;
+        d->n_outs--;
+        if (o->track)
+                fh_tracker_release(d->tracker, o->track);
+        free(o);
+}
+
+static void out_answered(fh_out *o) {
+        if (--o->waiting == 0)
+                out_done(o);
+}
+
+static void on_redis_ack(void *userdata, void *token, int status) {
+        fh_out *o = token;
+        (void) userdata;
+        (void) status;
+        /* DEFERRED: Redis went down with this alert unanswered; it waits in
+         * the sink's backlog and no longer holds back the Kafka commit. */
+        out_answered(o);
+}
+
+static void publish(fh_daemon *d, const fh_alert *a) {
+        fh_buf *j = &d->json;
+        fh_out *o;
+
+        fh_buf_reset(j);
+        fh_alert_to_json(d->engine, a, j);
+
+        o = fh_calloc(1, sizeof(*o));
+        o->d = d;
+        o->track = d->current;
+        o->waiting = 1;  /* released at the end of publish() */
+        o->next = &d->outs;
+        o->prev = d->outs.prev;
+        d->outs.prev->next = o;
+        d->outs.prev = o;
+        d->n_outs++;
+        if (o->track)
+                fh_track_hold(o->track);
+
+        if (d->producer && d->cfg.alerts_topic) {
+                rd_kafka_resp_err_t err = rd_kafka_producev(
+                        d->producer,
+                        RD_KAFKA_V_TOPIC(d->cfg.alerts_topic),
+                        RD_KAFKA_V_KEY(a->station->id, a->station->id_len),
+                        RD_KAFKA_V_VALUE(j->data, j->len),
+                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                        RD_KAFKA_V_OPAQUE(o),
+                        RD_KAFKA_V_END);
+                if (err) {
+                        /* Only a full local queue can get here: the queue is
+                         * sized far above max_in_flight. */
+                        log_err("failed to queue alert for Kafka: %s rule=%s sensor=%s",
+                                rd_kafka_err2str(err), a->rule->id, a->station->id);
+                        d->delivery_errors++;
+                } else
+                        o->waiting++;
+        }
+        if (d->redis) {
+                char field[256];
+                snprintf(field, sizeof(field), "%s:%s", a->rule->id, a->station->id);
+                bool up = fh_redis_connected(d->redis);
+                int r = fh_redis_send(d->redis, j->data, j->len, field, fh_level_name(a->level),
+                                      a->event == FH_EVENT_CLEARED, up ? o : NULL);
+                if (r < 0)
+                        log_err("Redis backlog full, alert not queued for Redis: rule=%s sensor=%s event=%s",
+                                a->rule->id, a->station->id, fh_event_name(a->event));
+                else if (up)
+                        o->waiting++;
+        }
+        if (d->cfg.stdout_alerts) {
+                fwrite(j->data, 1, j->len, stdout);
+                fputc('\n', stdout);
+                fflush(stdout);
+        }
+        if (d->hooks.on_alert)
+                d->hooks.on_alert(d->hooks.userdata, a, j->data, j->len);
+        out_answered(o);
+}
+
+static void on_alert(void *userdata, const fh_alert *a) {
+        publish(userdata, a);
+}
+
+/* ---- dead letters ---- */
+
+static void dead_letter(fh_daemon *d, const rd_kafka_message_t *m, const char *reason, const char *why) {
+        char part[16], off[24];
+
+        d->dlq++;
+        log_debug("rejected reading topic=%s partition=%d offset=%" PRId64 " reason=%s: %s",
+                  rd_kafka_topic_name(m->rkt), m->partition, m->offset, reason, why);
+        if (!d->producer || !d->cfg.dead_letter_topic)
+                return;
+        snprintf(part, sizeof(part), "%d", m->partition);
+        snprintf(off, sizeof(off), "%" PRId64, m->offset);
+
+        fh_out *o = fh_calloc(1, sizeof(*o));
+        o->d = d;
+        o->track = d->current;
+        o->waiting = 1;
+        o->next = &d->outs;
+        o->prev = d->outs.prev;
+        d->outs.prev->next = o;
+        d->outs.prev = o;
+        d->n_outs++;
+        if (o->track)
+                fh_track_hold(o->track);
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+                d->producer,
+                RD_KAFKA_V_TOPIC(d->cfg.dead_letter_topic),
+                RD_KAFKA_V_KEY(m->key, m->key_len),
+                RD_KAFKA_V_VALUE(m->payload, m->len),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_HEADER("fenghuo.reason", reason, -1),
+                RD_KAFKA_V_HEADER("fenghuo.detail", why, -1),
+                RD_KAFKA_V_HEADER("fenghuo.topic", topic, -1),
+                RD_KAFKA_V_HEADER("fenghuo.partition", part, -1),
+                RD_KAFKA_V_HEADER("fenghuo.offset", off, -1),
+                RD_KAFKA_V_OPAQUE(o),
+                RD_KAFKA_V_END);
+        if (err) {
+                log_err("failed to queue dead letter: %s", rd_kafka_err2str(err));
+                d->delivery_errors++;
+        } else
+                o->waiting++;
+        out_answered(o);
+}
+
+/* ---- consuming ---- */
+
+static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
+        fh_reading rd;
+        char why[256];
+        fh_reject rej;
+
+        if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                        log_warning("Kafka consumer: %s", rd_kafka_message_errstr(m));
+                return;
+        }
+        d->consumed++;
+        d->last_input_ms = wall_ms();
+        d->current = fh_tracker_begin(d->tracker, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
+
+        if (!m->payload || m->len == 0) {
+                rej = FH_REJECT_MALFORMED_JSON;
+                snprintf(why, sizeof(why), "empty message");
+        } else
+                rej = fh_reading_parse(m->payload, m->len, &rd, why, sizeof(why));
+        if (rej != FH_REJECT_NONE) {
+                fh_engine_count_reject(d->engine, rej);
+                dead_letter(d, m, fh_reject_name(rej), why);
+        } else if (!d->cfg.event_clock && rd.ts_ms > d->last_input_ms + d->cfg.future_ms) {
+                /* SPEC §3.3: a gauge with a wrong clock must not push
+                 * windows into the future. */
+                char ts[FH_TIME_RFC3339_MAX];
+                fh_time_format_rfc3339(rd.ts_ms, d->cfg.tz_offset_min, ts);
+                snprintf(why, sizeof(why), "timestamp %s is more than %lld s ahead of this machine's clock",
+                         ts, (long long) (d->cfg.future_ms / 1000));
+                d->future_rejected++;
+                dead_letter(d, m, "future_timestamp", why);
+        } else if (fh_engine_ingest(d->engine, &rd) == FH_OUTCOME_UNKNOWN_SENSOR) {
+                snprintf(why, sizeof(why), "sensor \"%s\" is not in the station registry", rd.sensor);
+                dead_letter(d, m, "unknown_sensor", why);
+        }
+        fh_track *t = d->current;
+        d->current = NULL;
+        fh_tracker_release(d->tracker, t);
+}
+
+static size_t in_flight(const fh_daemon *d) {
+        size_t n = d->n_outs;
+        if (d->redis)
+                n += fh_redis_backlog(d->redis);
+        return n;
+}
+
+static void set_paused(fh_daemon *d, bool pause) {
+        if (d->paused == pause || !d->assignment)
+                return;
+        d->paused = pause;
+        if (pause) {
+                rd_kafka_pause_partitions(d->consumer, d->assignment);
+                log_warning("consumption paused: %zu alerts waiting for delivery (limit %zu)",
+                            in_flight(d), d->cfg.max_in_flight);
+        } else {
+                rd_kafka_resume_partitions(d->consumer, d->assignment);
+                log_notice("consumption resumed: %zu alerts waiting for delivery", in_flight(d));
+        }
+}
+
+static void check_flow(fh_daemon *d) {
+        size_t n = in_flight(d);
+        if (!d->paused && n >= d->cfg.max_in_flight)
+                set_paused(d, true);
+        else if (d->paused && n <= d->cfg.max_in_flight / 2)
+                set_paused(d, false);
+}
+
+static bool drain_consumer(fh_daemon *d) {
+        for (int i = 0; i < DRAIN_BATCH; i++) {
+                if (d->stopping || d->paused)
+                        return false;
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(d->consumer, 0);
+                if (!m)
+                        return false;
+                handle_message(d, m);
+                rd_kafka_message_destroy(m);
+                if ((i & 63) == 63)
+                        check_flow(d);
+        }
+        return true;
+}
+
+static bool drain_producer(fh_daemon *d) {
+        /* Delivery reports run inside rd_kafka_poll. */
+        for (int i = 0; i < 64; i++)
+                if (rd_kafka_poll(d->producer, 0) == 0)
+                        return false;
+        return true;
+}
+
+static void drain(fh_daemon *d);
+
+static void on_drain_idle(uv_idle_t *h) {
+        drain(h->data);
+}
+
+static void drain(fh_daemon *d) {
+        bool more = false;
+
+        if (d->producer)
+                more |= drain_producer(d);
+        if (d->consumer && !d->stopping)
+                more |= drain_consumer(d);
+        check_flow(d);
+        /* The io-event fd only fires when a queue goes from empty to
+         * non-empty, so a queue left non-empty must be revisited. */
+        if (more)
+                uv_idle_start(&d->drain_idle, on_drain_idle);
+        else
+                uv_idle_stop(&d->drain_idle);
+}
+
+static void on_wake(uv_poll_t *h, int status, int events) {
+        fh_daemon *d = h->data;
+        kafka_wake *w = h == &d->cwake.poll ? &d->cwake : &d->pwake;
+        char buf[256];
+
+        (void) status;
+        (void) events;
+        while (read(w->fds[0], buf, sizeof(buf)) > 0)
+                ;
+        drain(d);
+}
+
+static int wake_init(fh_daemon *d, kafka_wake *w, rd_kafka_queue_t *q) {
+        if (pipe2(w->fds, O_NONBLOCK | O_CLOEXEC) < 0)
+                return -errno;
+        rd_kafka_queue_io_event_enable(q, w->fds[1], "1", 1);
+        uv_poll_init(d->loop, &w->poll, w->fds[0]);
+        w->poll.data = d;
+        uv_poll_start(&w->poll, UV_READABLE, on_wake);
+        w->started = true;
+        return 0;
+}
+
+/* ---- offsets ---- */
+
+typedef struct offset_batch {
+        rd_kafka_topic_partition_list_t *list;
+} offset_batch;
+
+static void add_offset(void *userdata, const char *topic, int32_t partition, int64_t next) {
+        offset_batch *b = userdata;
+        rd_kafka_topic_partition_list_add(b->list, topic, partition)->offset = next;
+}
+
+/* Stores the offsets whose alerts are all delivered; librdkafka commits
+ * stored offsets on its auto-commit interval and at close. */
+static void store_offsets(fh_daemon *d) {
+        offset_batch b = { rd_kafka_topic_partition_list_new(8) };
+
+        fh_tracker_collect(d->tracker, add_offset, &b);
+        if (b.list->cnt > 0 && d->consumer) {
+                rd_kafka_resp_err_t err = rd_kafka_offsets_store(d->consumer, b.list);
+                /* A partition revoked meanwhile refuses its offset: fine. */
+                if (err && err != RD_KAFKA_RESP_ERR__STATE)
+                        log_debug("offsets store: %s", rd_kafka_err2str(err));
+        }
+        rd_kafka_topic_partition_list_destroy(b.list);
+}
+
+static void on_commit_timer(uv_timer_t *h) {
+        fh_daemon *d = h->data;
+
+        store_offsets(d);
+        /* The ping comes from a loop timer, so a stalled loop stops it and
+         * systemd restarts the daemon. */
+        if (d->watchdog_usec && uv_now(d->loop) - d->watchdog_last >= d->watchdog_usec / 4000) {
+                sd_notify(0, "WATCHDOG=1");
+                d->watchdog_last = uv_now(d->loop);
+        }
+}
+
+/* ---- Kafka callbacks (run inside rd_kafka_*_poll, on the loop thread) ---- */
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+        fh_daemon *d = opaque;
+        fh_out *o = m->_private;
+
+        (void) rk;
+        if (m->err) {
+                /* message.timeout.ms is infinite, so this is a permanent
+                 * error (authorisation, a record too large): the offset of
+                 * its reading must never be committed. */
+                d->delivery_errors++;
+                log_err("failed to deliver to Kafka topic %s: %s; its reading will not be committed",
+                        rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+                o->track = NULL;  /* keeps the reading's offset held forever */
+        }
+        out_answered(o);
+}
+
+static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+        fh_daemon *d = opaque;
+
+        if (err == RD_KAFKA_RESP_ERR__FATAL) {
+                char buf[512];
+                rd_kafka_fatal_error(rk, buf, sizeof(buf));
+                log_err("Kafka fatal error: %s; stopping", buf);
+                d->exit_code = 1;
+                fh_daemon_stop(d);
+                return;
+        }
+        /* Broker down, all brokers down: librdkafka retries by itself. */
+        log_warning("Kafka %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        fh_daemon *d = opaque;
+
+        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+                for (int i = 0; i < parts->cnt; i++) {
+                        int64_t off = fh_offsets_get(&d->resume, parts->elems[i].topic, parts->elems[i].partition);
+                        if (off >= 0)
+                                parts->elems[i].offset = off;
+                }
+                fh_offsets_clear(&d->resume);
+                rd_kafka_assign(rk, parts);
+                if (d->assignment)
+                        rd_kafka_topic_partition_list_destroy(d->assignment);
+                d->assignment = rd_kafka_topic_partition_list_copy(parts);
+                log_info("partitions assigned count=%d", parts->cnt);
+                if (d->paused)
+                        rd_kafka_pause_partitions(rk, d->assignment);
+        } else {
+                store_offsets(d);
+                rd_kafka_commit(rk, NULL, 0);
+                for (int i = 0; i < parts->cnt; i++)
+                        fh_tracker_forget(d->tracker, parts->elems[i].topic, parts->elems[i].partition);
+                rd_kafka_assign(rk, NULL);
+                if (d->assignment)
+                        rd_kafka_topic_partition_list_destroy(d->assignment);
+                d->assignment = NULL;
+                log_info("partitions revoked count=%d", parts->cnt);
+        }
+}
+
+static int set_prop(rd_kafka_conf_t *conf, const char *k, const char *v) {
+        char err[512];
+        if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+                log_err("bad Kafka property %s=%s: %s", k, v, err);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static rd_kafka_conf_t *base_conf(fh_daemon *d, const fh_kvs *extra) {
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        int r = 0;
+
+        r |= set_prop(conf, "bootstrap.servers", d->cfg.brokers);
+        rd_kafka_conf_set_opaque(conf, d);
+        rd_kafka_conf_set_error_cb(conf, on_kafka_error);
+        for (size_t i = 0; i < d->cfg.kafka_props.n; i++)
+                r |= set_prop(conf, d->cfg.kafka_props.v[i].key, d->cfg.kafka_props.v[i].value);
+        for (size_t i = 0; i < extra->n; i++)
+                r |= set_prop(conf, extra->v[i].key, extra->v[i].value);
+        if (r) {
+                rd_kafka_conf_destroy(conf);
+                return NULL;
+        }
+        return conf;
+}
+
+static int kafka_start(fh_daemon *d) {
+        char err[512];
+        rd_kafka_conf_t *conf;
+        int r = 0;
+
+        if (d->cfg.alerts_topic || d->cfg.dead_letter_topic) {
+                conf = base_conf(d, &d->cfg.producer_props);
+                if (!conf)
+                        return -EINVAL;
+                /* An alert is never given up on: it waits as long as Kafka
+                 * is away, and consumption pauses behind it. */
+                if (set_prop(conf, "enable.idempotence", "true") < 0 ||
+                    set_prop(conf, "message.timeout.ms", "0") < 0 ||
+                    set_prop(conf, "linger.ms", "2") < 0 ||
+                    set_prop(conf, "queue.buffering.max.messages", "2000000") < 0) {
+                        rd_kafka_conf_destroy(conf);
+                        return -EINVAL;
+                }
+                for (size_t i = 0; i < d->cfg.producer_props.n; i++)
+                        set_prop(conf, d->cfg.producer_props.v[i].key, d->cfg.producer_props.v[i].value);
+                rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+                d->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+                if (!d->producer) {
+                        log_err("failed to create Kafka producer: %s", err);
+                        return -EINVAL;
+                }
+                /* conf is now owned by the producer */
+                d->pq = rd_kafka_queue_get_main(d->producer);
+                r = wake_init(d, &d->pwake, d->pq);
+                if (r < 0)
+                        return r;
+        }
+
+        conf = base_conf(d, &d->cfg.consumer_props);
+        if (!conf)
+                return -EINVAL;
+        if (set_prop(conf, "group.id", d->cfg.group_id) < 0 ||
+            set_prop(conf, "enable.auto.offset.store", "false") < 0 ||
+            set_prop(conf, "auto.offset.reset", "earliest") < 0) {
+                rd_kafka_conf_destroy(conf);
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < d->cfg.consumer_props.n; i++)
+                set_prop(conf, d->cfg.consumer_props.v[i].key, d->cfg.consumer_props.v[i].value);
+        rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+        d->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+        if (!d->consumer) {
+                log_err("failed to create Kafka consumer: %s", err);
+                return -EINVAL;
+        }
+        rd_kafka_poll_set_consumer(d->consumer);
+        d->cq = rd_kafka_queue_get_consumer(d->consumer);
+        r = wake_init(d, &d->cwake, d->cq);
+        if (r < 0)
+                return r;
+
+        rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(FH_KIND__MAX);
+        for (int k = 0; k < FH_KIND__MAX; k++)
+                if (d->cfg.topics[k])
+                        rd_kafka_topic_partition_list_add(topics, d->cfg.topics[k], RD_KAFKA_PARTITION_UA);
+        rd_kafka_resp_err_t e = rd_kafka_subscribe(d->consumer, topics);
+        rd_kafka_topic_partition_list_destroy(topics);
+        if (e) {
+                log_err("failed to subscribe: %s", rd_kafka_err2str(e));
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* ---- ticks, checkpoints, stats ---- */
+
+static void on_tick(uv_timer_t *h) {
+        fh_daemon *d = h->data;
+        int64_t now = wall_ms(), t = d->cfg.tick_ms;
+
+        /* Boundaries follow wall time; a late timer still evaluates every
+         * boundary it passed. */
+        fh_engine_tick(d->engine, now);
+        uv_timer_start(&d->tick_timer, on_tick, (uint64_t) ((fh_floor_div(now, t) + 1) * t - now), 0);
+}
+
+static void collect_all(void *userdata, const char *topic, int32_t partition, int64_t next) {
+        fh_offsets_add(userdata, topic, partition, next);
+}
+
+static int checkpoint(fh_daemon *d) {
+        fh_offsets o = { 0 };
+        int r;
+
+        if (!d->cfg.state_dir)
+                return 0;
+        /* The engine's state includes every reading handed to it, so the
+         * offsets saved with it are those of the last message processed,
+         * not the last delivered; alerts still in flight are what a crash
+         * can lose (docs/operations.md). */
+        fh_tracker_foreach(d->tracker, collect_all, &o);
+        r = fh_state_save(d->cfg.state_dir, d->engine, &o);
+        fh_offsets_clear(&o);
+        if (r < 0) {
+                if (!d->checkpoint_failing)
+                        log_err("cannot checkpoint state to %s/state: %s; alerting goes on without it",
+                                d->cfg.state_dir, strerror(-r));
+                d->checkpoint_failing = true;
+        } else if (d->checkpoint_failing) {
+                log_notice("checkpointing to %s works again", d->cfg.state_dir);
+                d->checkpoint_failing = false;
+        }
+        return r;
+}
+
+static void on_checkpoint(uv_timer_t *h) {
+        checkpoint(h->data);
+}
+
+static void log_stats(fh_daemon *d) {
+        const fh_engine_stats *s = fh_engine_stats_get(d->engine);
+        unsigned long long rej = 0;
+
+        for (int i = 1; i < FH_REJECT__MAX; i++)
+                rej += s->rejected[i];
+        log_info("stats consumed=%llu accepted=%llu late=%llu duplicates=%llu dropped=%llu rejected=%llu "
+                 "future=%llu alerts=%llu in_flight=%zu redis=%s redis_backlog=%zu paused=%s idle_s=%lld",
+                 (unsigned long long) d->consumed, (unsigned long long) s->accepted,
+                 (unsigned long long) s->late, (unsigned long long) s->duplicates,
+                 (unsigned long long) s->dropped, rej, (unsigned long long) d->future_rejected,
+                 (unsigned long long) (s->events[0] + s->events[1] + s->events[2] + s->events[3]),
+                 d->n_outs, d->redis ? (fh_redis_connected(d->redis) ? "up" : "down") : "off",
+                 d->redis ? fh_redis_backlog(d->redis) : 0, d->paused ? "yes" : "no",
+                 d->last_input_ms ? (long long) ((wall_ms() - d->last_input_ms) / 1000) : -1LL);
+}
+
+static void on_stats(uv_timer_t *h) {
+        log_stats(h->data);
+}
+
+/* ---- reload ---- */
+
+static void reload(fh_daemon *d) {
+        fh_engine_config ecfg = *fh_engine_config_get(d->engine);
+        fh_diags diags = FH_DIAGS_NULL;
+        fh_engine *ne = NULL;
+        char line[4096];
+        fh_buf snap = FH_BUF_NULL;
+
+        sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) (uv_hrtime() / 1000));
+        int r = fh_load_engine(d->cfg.rules, d->cfg.stations, &ecfg, &ne, &diags);
+        fh_diags_sort(&diags);
+        for (size_t i = 0; i < diags.n; i++) {
+                fh_diag_format(&diags.v[i], line, sizeof(line));
+                fh_log(diags.v[i].severity == FH_DIAG_ERROR ? LOG_ERR : LOG_WARNING, "%s", line);
+        }
+        if (r < 0) {
+                log_err("reload refused: %zu errors in rules or stations; still running the previous set",
+                        diags.n_errors);
+                fh_diags_clear(&diags);
+                sd_notify(0, "READY=1");
+                return;
+        }
+        fh_diags_clear(&diags);
+        /* Carry windows and alert states across: rules that did not change
+         * keep their state; changed ones start from none. */
+        fh_engine_snapshot(d->engine, NULL, NULL, &snap);
+        r = fh_engine_restore(ne, snap.data, snap.len);
+        fh_buf_free(&snap);
+        if (r < 0) {
+                log_err("reload refused: cannot carry state over: %s", strerror(-r));
+                fh_engine_free(ne);
+                sd_notify(0, "READY=1");
+                return;
+        }
+        fh_engine_set_alert_cb(ne, on_alert, d);
+        fh_engine_free(d->engine);
+        d->engine = ne;
+        log_notice("reloaded rules=%zu stations=%zu", fh_engine_rules(ne)->n_rules,
+                   fh_engine_registry(ne)->n_stations);
+        sd_notify(0, "READY=1");
+}
+
+/* ---- shutdown ---- */
+
+static void on_handle_closed(uv_handle_t *h) {
+        fh_daemon *d = h->data;
+        d->handles_open--;
+}
+
+static void close_handle(fh_daemon *d, uv_handle_t *h) {
+        if (!uv_is_closing(h)) {
+                d->handles_open++;
+                uv_close(h, on_handle_closed);
+        }
+}
+
+static void finish_stop(fh_daemon *d) {
+        size_t undelivered = d->n_outs;
+
+        if (d->stopped)
+                return;
+        d->stopped = true;
+        if (undelivered)
+                log_err("stopping with %zu alerts not confirmed by every sink", undelivered);
+
+        store_offsets(d);
+        if (d->consumer) {
+                rd_kafka_resp_err_t e = rd_kafka_commit(d->consumer, NULL, 0);
+                if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                        log_warning("final commit: %s", rd_kafka_err2str(e));
+        }
+        if (checkpoint(d) == 0 && d->cfg.state_dir)
+                log_info("state saved to %s/state", d->cfg.state_dir);
+        log_stats(d);
+
+        uv_timer_stop(&d->tick_timer);
+        uv_timer_stop(&d->checkpoint_timer);
+        uv_timer_stop(&d->stats_timer);
+        uv_timer_stop(&d->commit_timer);
+        uv_timer_stop(&d->stop_timer);
+        close_handle(d, (uv_handle_t *) &d->tick_timer);
+        close_handle(d, (uv_handle_t *) &d->checkpoint_timer);
+        close_handle(d, (uv_handle_t *) &d->stats_timer);
+        close_handle(d, (uv_handle_t *) &d->commit_timer);
+        close_handle(d, (uv_handle_t *) &d->stop_timer);
+        close_handle(d, (uv_handle_t *) &d->drain_idle);
+        if (d->cwake.started)
+                close_handle(d, (uv_handle_t *) &d->cwake.poll);
+        if (d->pwake.started)
+                close_handle(d, (uv_handle_t *) &d->pwake.poll);
+        if (d->hooks.install_signals) {
+                close_handle(d, (uv_handle_t *) &d->sig_term);
+                close_handle(d, (uv_handle_t *) &d->sig_int);
+                close_handle(d, (uv_handle_t *) &d->sig_hup);
+        }
+        if (d->hooks.on_stopped)
+                d->hooks.on_stopped(d->hooks.userdata, d->exit_code);
+}
+
+static void on_redis_closed(void *userdata, size_t undelivered) {
+        fh_daemon *d = userdata;
+        d->redis = NULL;
+        d->redis_closed = true;
+        if (undelivered)
+                log_err("Redis: %zu alerts could not be delivered before the shutdown deadline", undelivered);
+        finish_stop(d);
+}
+
+static void on_stop_timer(uv_timer_t *h) {
+        fh_daemon *d = h->data;
+        bool kafka_done = !d->producer || rd_kafka_outq_len(d->producer) == 0;
+
+        if (d->producer)
+                rd_kafka_poll(d->producer, 0);
+        if (!kafka_done && uv_now(d->loop) < (uint64_t) d->stop_deadline)
+                return;
+        if (!kafka_done)
+                log_err("Kafka: %d messages not delivered before the shutdown deadline",
+                        rd_kafka_outq_len(d->producer));
+        uv_timer_stop(&d->stop_timer);
+        if (d->redis) {
+                int64_t left = d->stop_deadline - (int64_t) uv_now(d->loop);
+                fh_redis_close(d->redis, left > 0 ? left : 0, on_redis_closed, d);
+        } else
+                finish_stop(d);
+}
+
+void fh_daemon_stop(fh_daemon *d) {
+        if (d->stopping)
+                return;
+        d->stopping = true;
+        sd_notify(0, "STOPPING=1");
+        log_notice("stopping: finishing readings in hand and flushing alerts");
+        /* Messages already polled were handled synchronously: what is "in
+         * hand" is what the sinks have not confirmed yet. */
+        if (d->consumer && d->assignment)
+                rd_kafka_pause_partitions(d->consumer, d->assignment);
+        uv_idle_stop(&d->drain_idle);
+        d->stop_deadline = (int64_t) uv_now(d->loop) + d->cfg.shutdown_timeout_ms;
+        uv_timer_start(&d->stop_timer, on_stop_timer, 0, 10);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+        fh_daemon *d = h->data;
+
+        if (signum == SIGHUP) {
+                log_notice("SIGHUP: reloading rules and stations");
+                reload(d);
+        } else {
+                if (d->stopping) {
+                        log_warning("second signal: exiting now");
+                        d->stop_deadline = 0;
+                        return;
+                }
+                fh_daemon_stop(d);
+        }
+}
+
+/* ---- setup ---- */
+
+int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const fh_daemon_hooks *hooks) {
+        fh_engine_config ecfg = FH_ENGINE_CONFIG_DEFAULT;
+        fh_diags diags = FH_DIAGS_NULL;
+        char line[4096];
+        fh_daemon *d;
+        int r;
+
+        d = fh_calloc(1, sizeof(*d));
+        d->loop = loop;
+        d->cfg = *cfg;
+        *cfg = (fh_daemon_config) { 0 };
+        if (hooks)
+                d->hooks = *hooks;
+        d->outs.next = d->outs.prev = &d->outs;
+        d->tracker = fh_tracker_new();
+
+        ecfg.clock = d->cfg.event_clock ? FH_CLOCK_EVENT : FH_CLOCK_EXTERNAL;
+        ecfg.tick_ms = d->cfg.tick_ms;
+        ecfg.lateness_ms = d->cfg.lateness_ms;
+        ecfg.tz_offset_min = d->cfg.tz_offset_min;
+        r = fh_load_engine(d->cfg.rules, d->cfg.stations, &ecfg, &d->engine, &diags);
+        fh_diags_sort(&diags);
+        for (size_t i = 0; i < diags.n; i++) {
+                fh_diag_format(&diags.v[i], line, sizeof(line));
+                fh_log(diags.v[i].severity == FH_DIAG_ERROR ? LOG_ERR : LOG_WARNING, "%s", line);
+        }
+        fh_diags_clear(&diags);
+        if (r < 0) {
+                log_err("refusing to start: the rules or the station registry have errors");
+                goto fail;
+        }
+        fh_engine_set_alert_cb(d->engine, on_alert, d);
+
+        if (d->cfg.state_dir) {
+                if (mkdir(d->cfg.state_dir, 0700) < 0 && errno != EEXIST)
+                        log_warning("cannot create state directory %s: %m", d->cfg.state_dir);
+                r = fh_state_load(d->cfg.state_dir, d->engine, &d->resume);
+                if (r == 0)
+                        log_info("state restored from %s/state partitions=%zu", d->cfg.state_dir, d->resume.n);
+                else if (r != -ENOENT)
+                        log_err("cannot restore state from %s/state: %s; starting from committed offsets",
+                                d->cfg.state_dir, strerror(-r));
+        }
+
+        uv_idle_init(loop, &d->drain_idle);
+        d->drain_idle.data = d;
+        uv_timer_init(loop, &d->tick_timer);
+        uv_timer_init(loop, &d->checkpoint_timer);
+        uv_timer_init(loop, &d->stats_timer);
+        uv_timer_init(loop, &d->stop_timer);
+        uv_timer_init(loop, &d->commit_timer);
+        d->tick_timer.data = d->checkpoint_timer.data = d->stats_timer.data = d->stop_timer.data =
+                d->commit_timer.data = d;
+
+        if (d->cfg.redis_enabled) {
+                r = fh_redis_new(&d->redis, loop, &d->cfg.redis, on_redis_ack, d);
+                if (r < 0) {
+                        log_err("failed to set up Redis: %s", strerror(-r));
+                        goto fail;
+                }
+        }
+        r = kafka_start(d);
+        if (r < 0)
+                goto fail;
+
+        if (!d->cfg.event_clock) {
+                fh_engine_tick(d->engine, wall_ms());
+                on_tick(&d->tick_timer);
+        }
+        if (d->cfg.checkpoint_ms > 0)
+                uv_timer_start(&d->checkpoint_timer, on_checkpoint, (uint64_t) d->cfg.checkpoint_ms,
+                               (uint64_t) d->cfg.checkpoint_ms);
+        if (d->cfg.stats_ms > 0)
+                uv_timer_start(&d->stats_timer, on_stats, (uint64_t) d->cfg.stats_ms, (uint64_t) d->cfg.stats_ms);
+        uv_timer_start(&d->commit_timer, on_commit_timer, 200, 200);
+
+        if (d->hooks.install_signals) {
+                uv_signal_init(loop, &d->sig_term);
+                uv_signal_init(loop, &d->sig_int);
+                uv_signal_init(loop, &d->sig_hup);
+                d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
+                uv_signal_start(&d->sig_term, on_signal, SIGTERM);
+                uv_signal_start(&d->sig_int, on_signal, SIGINT);
+                uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+        }
+        if (sd_watchdog_enabled(0, &d->watchdog_usec) <= 0)
+                d->watchdog_usec = 0;
+
+        log_notice("started rules=%zu stations=%zu brokers=%s group=%s redis=%s",
+                   fh_engine_rules(d->engine)->n_rules, fh_engine_registry(d->engine)->n_stations,
+                   d->cfg.brokers, d->cfg.group_id, d->redis ? "on" : "off");
+        sd_notify(0, "READY=1");
+        *ret = d;
+        return 0;
+fail:
+        d->exit_code = 1;
+        *ret = d;
+        return -EINVAL;
+}
+
+const fh_engine *fh_daemon_engine(const fh_daemon *d) {
+        return d->engine;
+}
+
+uint64_t fh_daemon_consumed(const fh_daemon *d) {
+        return d->consumed;
+}
+
+uint64_t fh_daemon_dead_letters(const fh_daemon *d) {
+        return d->dlq;
+}
+
+fh_daemon *fh_daemon_free(fh_daemon *d) {
+        if (!d)
+                return NULL;
+        while (d->outs.next != &d->outs)
+                out_done(d->outs.next);
+        if (d->consumer) {
+                rd_kafka_consumer_close(d->consumer);
+                if (d->cq)
+                        rd_kafka_queue_destroy(d->cq);
+                rd_kafka_destroy(d->consumer);
+        }
+        if (d->producer) {
+                if (d->pq)
+                        rd_kafka_queue_destroy(d->pq);
+                rd_kafka_destroy(d->producer);
+        }
+        for (int i = 0; i < 2; i++) {
+                if (d->cwake.fds[i] > 0)
+                        close(d->cwake.fds[i]);
+                if (d->pwake.fds[i] > 0)
+                        close(d->pwake.fds[i]);
+        }
+        if (d->assignment)
+                rd_kafka_topic_partition_list_destroy(d->assignment);
+        fh_offsets_clear(&d->resume);
+        fh_tracker_free(d->tracker);
+        fh_engine_free(d->engine);
+        fh_buf_free(&d->json);
+        fh_daemon_config_free(&d->cfg);
+        free(d);
+        return NULL;
+}
+
+static void on_stopped_main(void *userdata, int code) {
+        (void) userdata;
+        (void) code;
+}
+
+int fh_daemon_main(const char *config_path) {
+        fh_daemon_config cfg;
+        fh_diags diags = FH_DIAGS_NULL;
+        uv_loop_t loop;
+        fh_daemon *d = NULL;
+        char line[4096];
+        int code;
+
+        fh_log_init(LOG_INFO);
+        if (fh_daemon_config_load(config_path, &cfg, &diags) < 0) {
+                for (size_t i = 0; i < diags.n; i++) {
+                        fh_diag_format(&diags.v[i], line, sizeof(line));
+                        log_err("%s", line);
+                }
+                fh_diags_clear(&diags);
+                return 1;
+        }
+        fh_log_init(cfg.log_level);
+        uv_loop_init(&loop);
+        fh_daemon_hooks hooks = { .on_stopped = on_stopped_main, .install_signals = true };
+        if (fh_daemon_new(&d, &loop, &cfg, &hooks) < 0) {
+                code = 1;
+                fh_daemon_free(d);
+                uv_run(&loop, UV_RUN_NOWAIT);
+                uv_loop_close(&loop);
+                return code;
+        }
+        uv_run(&loop, UV_RUN_DEFAULT);
+        code = d->exit_code;
+        fh_daemon_free(d);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (uv_loop_close(&loop) != 0)
+                log_debug("loop closed with handles still open");
+        return code;
+}

@@ -1,0 +1,983 @@
+/* Redis alert sink: hiredis 0.14's async API on the daemon's libuv loop.
+ *
+ * Queue. Every alert (and every sync_active) is an item in one FIFO. Items
+ * before `next_send` are in flight on the current connection; the rest wait.
+ * Replies come back in order, so the head is always the item being answered;
+ * it leaves the queue when its last reply arrives. When a connection dies,
+ * `next_send` goes back to the head and everything is resent from there on
+ * the next connection. Order is therefore strict, and delivery is
+ * at-least-once: commands of an alert that Redis executed before the
+ * connection broke, but whose replies we never read, run a second time (one
+ * more PUBLISH, one more stream entry; the HSET/HDEL is idempotent).
+ *
+ * Error replies. A command answered with an error such as WRONGTYPE or an
+ * unknown command fails the same way every time: retrying would wedge the
+ * queue behind one alert forever. Such an alert counts as delivered (with
+ * error): stats.errors counts the reply, last_error keeps its text. Errors
+ * that say "this server cannot take writes right now" (LOADING, BUSY,
+ * MISCONF, READONLY, OOM, NOAUTH, ...) are different: they drop the
+ * connection and the alert is resent after the backoff.
+ *
+ * hiredis ownership rules followed here:
+ *   - the context is freed by hiredis after onConnect(REDIS_ERR) and after
+ *     onDisconnect; we only forget our pointer in those callbacks;
+ *   - redisAsyncFree() is called either outside any hiredis callback (timers)
+ *     or inside a reply callback, where hiredis defers the free until the
+ *     callback has returned; never inside onConnect/onDisconnect, which 0.14
+ *     runs without its in-callback guard;
+ *   - pending reply callbacks run with a NULL reply while the context is
+ *     being freed; they are ignored, the disconnect is handled once.
+ *
+ * hiredis 0.14 has no redisAsyncSetTimeout(): connect and command timeouts
+ * are one uv_timer (the watchdog). It resolves host names with a blocking
+ * getaddrinfo(), so names are resolved first with uv_getaddrinfo() and
+ * hiredis is handed a numeric address. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "fenghuo/buf.h"
+#include "redis_sink.h"
+
+/* Caps on what callers and the config file control. */
+#define JSON_MAX        (1u << 20)
+#define FIELD_MAX       512
+#define LEVEL_MAX       16
+#define KEY_MAX         512
+#define PASSWORD_MAX    512
+#define HOST_MAX        255
+#define BACKOFF_MAX_MS  (24 * 3600 * 1000)
+
+/* Items written to the connection before their replies come back. Bounds the
+ * hiredis output buffer and callback list when a large backlog is resent. */
+#define INFLIGHT_MAX    1024
+/* Field/value pairs per HSET in sync_active, so no single command is huge. */
+#define SYNC_CHUNK      256
+
+enum item_kind { ITEM_ALERT, ITEM_SYNC };
+
+typedef struct sync_entry {
+        const char *field;
+        size_t field_len;
+        const char *json;
+        size_t json_len;
+} sync_entry;
+
+typedef struct item {
+        struct item *next;
+        void *token;
+        enum item_kind kind;
+        bool cleared;
+        bool acked;            /* the token has had its one report */
+        unsigned ncmds;        /* replies that complete the item */
+        unsigned nreplied;     /* on the current connection */
+        /* ITEM_ALERT: point into data[] */
+        const char *json;
+        size_t json_len;
+        const char *field;
+        size_t field_len;
+        const char *chan;      /* "<channel>:<level>" */
+        size_t chan_len;
+        /* ITEM_SYNC */
+        sync_entry *entries;   /* one allocation with the strings after the array */
+        size_t n;
+        char data[];
+} item;
+
+enum state {
+        ST_DOWN,               /* no connection; reconnect timer running or shutting down */
+        ST_RESOLVING,
+        ST_CONNECTING,
+        ST_HANDSHAKE,          /* AUTH / SELECT sent */
+        ST_READY,
+        ST_DROPPING,           /* redisAsyncFree() requested, waiting for hiredis */
+};
+
+/* Event hooks for hiredis on a uv_poll_t. Not hiredis's adapters/libuv.h:
+ * libuv reports POLLERR as status UV_EBADF and stops the handle, and that
+ * adapter (0.14.1) returns without telling hiredis, so a reset connection or
+ * an asynchronously refused connect hangs until some timeout. Here hiredis
+ * gets the events it waits for and finds the error itself with read() or
+ * getsockopt(). The adapter also re-arms the poll (an epoll_ctl pair) on every
+ * queued command; this one only when the wanted events change. */
+typedef struct conn_poll {
+        uv_poll_t handle;
+        redisAsyncContext *ac; /* NULL once hiredis has cleaned up */
+        int events;
+} conn_poll;
+
+struct fh_redis {
+        uv_loop_t *loop;
+        fh_redis_ack_fn ack;
+        void *userdata;
+
+        /* config, owned copies */
+        char *host;
+        int port;
+        char *password;
+        int db;
+        char *channel;
+        size_t channel_len;
+        char *stream;
+        size_t stream_len;
+        char *active_hash;
+        size_t hash_len;
+        char maxlen[24];
+        size_t maxlen_len;
+        size_t max_backlog;
+        uint64_t backoff_min_ms, backoff_max_ms, timeout_ms;
+
+        enum state state;
+        redisAsyncContext *ac;
+        unsigned handshake_pending;
+        bool ever_ready;
+        unsigned attempt;      /* connects since the last success, for the backoff */
+        bool error_drop;       /* the last connection was dropped for an error reply */
+        uint64_t rng;
+        uint64_t conn_started; /* uv_now() */
+        uint64_t last_progress;
+
+        item *head, *tail, *next_send;
+        size_t backlog;
+        size_t inflight;
+
+        uv_getaddrinfo_t gai;
+        bool resolving;
+        uv_timer_t reconnect_timer;
+        uv_timer_t watchdog;
+        uv_timer_t close_timer;
+        unsigned open_handles;
+
+        bool closing;          /* fh_redis_close() called: no new alerts */
+        bool shutting;         /* deadline passed or backlog empty: tearing down */
+        void (*done)(void *userdata, size_t undelivered);
+        void *done_userdata;
+
+        fh_redis_stats stats;
+        char last_error[256];
+};
+
+static void start_connect(fh_redis *r);
+static void pump(fh_redis *r);
+static void maybe_finish(fh_redis *r);
+static void on_close_timer(uv_timer_t *t);
+
+__attribute__((format(printf, 2, 3)))
+static void set_error(fh_redis *r, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(r->last_error, sizeof(r->last_error), fmt, ap);
+        va_end(ap);
+}
+
+/* ---- event hooks ---------------------------------------------------------- */
+
+static void conn_poll_cb(uv_poll_t *handle, int status, int events) {
+        conn_poll *p = handle->data;
+
+        if (status < 0)
+                events = p->events;
+        if (p->ac && (events & UV_READABLE))
+                redisAsyncHandleRead(p->ac);
+        /* The read may have freed the context; cleanup cleared p->ac then,
+         * and p itself lives until its close callback. */
+        if (p->ac && (events & UV_WRITABLE))
+                redisAsyncHandleWrite(p->ac);
+}
+
+static void conn_poll_set(conn_poll *p, int events) {
+        bool active = uv_is_active((uv_handle_t *)&p->handle);
+
+        /* libuv stops the handle after an error, so "same events" alone does
+         * not mean it is still polling. */
+        if (events == p->events && active == (events != 0))
+                return;
+        p->events = events;
+        if (events)
+                (void)uv_poll_start(&p->handle, events, conn_poll_cb);
+        else
+                (void)uv_poll_stop(&p->handle);
+}
+
+static void conn_add_read(void *data) {
+        conn_poll *p = data;
+        conn_poll_set(p, p->events | UV_READABLE);
+}
+
+static void conn_del_read(void *data) {
+        conn_poll *p = data;
+        conn_poll_set(p, p->events & ~UV_READABLE);
+}
+
+static void conn_add_write(void *data) {
+        conn_poll *p = data;
+        conn_poll_set(p, p->events | UV_WRITABLE);
+}
+
+static void conn_del_write(void *data) {
+        conn_poll *p = data;
+        conn_poll_set(p, p->events & ~UV_WRITABLE);
+}
+
+static void conn_poll_closed(uv_handle_t *handle) {
+        free(handle->data);
+}
+
+static void conn_cleanup(void *data) {
+        conn_poll *p = data;
+
+        p->ac = NULL;
+        uv_close((uv_handle_t *)&p->handle, conn_poll_closed);
+}
+
+static int conn_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+        conn_poll *p = fh_calloc(1, sizeof(*p));
+        int rc;
+
+        rc = uv_poll_init(loop, &p->handle, ac->c.fd);
+        if (rc < 0) {
+                free(p);
+                return rc;
+        }
+        p->handle.data = p;
+        p->ac = ac;
+        ac->ev.data = p;
+        ac->ev.addRead = conn_add_read;
+        ac->ev.delRead = conn_del_read;
+        ac->ev.addWrite = conn_add_write;
+        ac->ev.delWrite = conn_del_write;
+        ac->ev.cleanup = conn_cleanup;
+        return 0;
+}
+
+/* ---- config --------------------------------------------------------------- */
+
+void fh_redis_config_defaults(fh_redis_config *c) {
+        *c = (fh_redis_config){
+                .host = (char *)"127.0.0.1",
+                .port = 6379,
+                .password = NULL,
+                .db = 0,
+                .channel = (char *)"fenghuo:alerts",
+                .stream = (char *)"fenghuo:alerts:stream",
+                .stream_maxlen = 1000000,
+                .active_hash = (char *)"fenghuo:alerts:active",
+                .max_backlog = 100000,
+                .backoff_min_ms = 100,
+                .backoff_max_ms = 5000,
+                .timeout_ms = 2000,
+        };
+}
+
+static bool str_ok(const char *s, size_t max) {
+        return s && s[0] && strnlen(s, max + 1) <= max;
+}
+
+static int config_check(const fh_redis_config *c) {
+        if (!c->host || !c->host[0])
+                return -EINVAL;
+        if (c->host[0] == '/') {
+                if (strnlen(c->host, sizeof(((struct sockaddr_un *)0)->sun_path)) >=
+                    sizeof(((struct sockaddr_un *)0)->sun_path))
+                        return -EINVAL;
+        } else {
+                if (!str_ok(c->host, HOST_MAX) || c->port < 1 || c->port > 65535)
+                        return -EINVAL;
+        }
+        if (c->password && strnlen(c->password, PASSWORD_MAX + 1) > PASSWORD_MAX)
+                return -EINVAL;
+        if (c->db < 0)
+                return -EINVAL;
+        if (!str_ok(c->channel, KEY_MAX) || !str_ok(c->stream, KEY_MAX) ||
+            !str_ok(c->active_hash, KEY_MAX))
+                return -EINVAL;
+        if (c->stream_maxlen < 1 || c->max_backlog < 1)
+                return -EINVAL;
+        if (c->backoff_min_ms < 0 || c->backoff_max_ms < c->backoff_min_ms ||
+            c->backoff_max_ms > BACKOFF_MAX_MS)
+                return -EINVAL;
+        if (c->timeout_ms < 1 || c->timeout_ms > BACKOFF_MAX_MS)
+                return -EINVAL;
+        return 0;
+}
+
+/* ---- queue ---------------------------------------------------------------- */
+
+static void item_free(item *it) {
+        if (!it)
+                return;
+        free(it->entries);
+        free(it);
+}
+
+static void enqueue(fh_redis *r, item *it) {
+        if (r->tail)
+                r->tail->next = it;
+        else
+                r->head = it;
+        r->tail = it;
+        if (!r->next_send)
+                r->next_send = it;
+        r->backlog++;
+        if (r->backlog > r->stats.backlog_max)
+                r->stats.backlog_max = r->backlog;
+}
+
+static void report(fh_redis *r, item *it, int status) {
+        if (!it->token || it->acked)
+                return;
+        it->acked = true;
+        if (r->ack)
+                r->ack(r->userdata, it->token, status);
+}
+
+/* ---- connection ----------------------------------------------------------- */
+
+static uint64_t next_rand(fh_redis *r) {
+        /* xorshift64*: jitter only, needs no quality. */
+        r->rng ^= r->rng >> 12;
+        r->rng ^= r->rng << 25;
+        r->rng ^= r->rng >> 27;
+        return r->rng * UINT64_C(2685821657736338717);
+}
+
+static void on_reconnect_timer(uv_timer_t *t) {
+        start_connect(t->data);
+}
+
+static void schedule_reconnect(fh_redis *r) {
+        uint64_t step = r->backoff_min_ms, delay;
+
+        for (unsigned i = 0; i < r->attempt && step < r->backoff_max_ms; i++)
+                step = step ? step * 2 : 1;
+        if (step > r->backoff_max_ms)
+                step = r->backoff_max_ms;
+        if (r->attempt < 64)
+                r->attempt++;
+        /* Equal jitter: daemons restarted together spread out, and no wait
+         * drops below half the step. */
+        delay = step / 2 + next_rand(r) % (step - step / 2 + 1);
+        r->state = ST_DOWN;
+        uv_timer_start(&r->reconnect_timer, on_reconnect_timer, delay, 0);
+}
+
+/* The context is gone (or about to be, inside hiredis): everything in flight
+ * goes back to the queue. Does not touch the context. */
+static void conn_gone(fh_redis *r) {
+        size_t n_back = r->inflight;
+        item *it;
+
+        if (!r->ac)
+                return;
+        r->ac = NULL;
+        r->inflight = 0;
+        for (it = r->head; it != r->next_send; it = it->next)
+                it->nreplied = 0;
+        r->next_send = r->head;
+        uv_timer_stop(&r->watchdog);
+        if (r->shutting)
+                r->state = ST_DOWN;
+        else
+                schedule_reconnect(r);
+
+        /* Reports last: they run user code, which may queue more alerts
+         * (appended after these, so counting keeps to the ones sent). */
+        it = r->head;
+        for (size_t i = 0; i < n_back && it; i++, it = it->next)
+                report(r, it, FH_REDIS_DEFERRED);
+}
+
+/* Outside hiredis callbacks only (timers). */
+static void drop_connection(fh_redis *r) {
+        redisAsyncContext *ac = r->ac;
+
+        if (!ac)
+                return;
+        r->state = ST_DROPPING;
+        redisAsyncFree(ac);
+        /* onDisconnect runs only for connections that got as far as
+         * connected; for the others the loss is ours to handle. */
+        conn_gone(r);
+}
+
+/* Inside a reply callback: hiredis frees the context once the callback
+ * returns, then calls onDisconnect. */
+static void drop_from_reply(fh_redis *r) {
+        if (r->state == ST_DROPPING)
+                return;
+        r->state = ST_DROPPING;
+        redisAsyncFree(r->ac);
+}
+
+static void on_watchdog(uv_timer_t *t) {
+        fh_redis *r = t->data;
+        uint64_t now = uv_now(r->loop), deadline;
+
+        switch (r->state) {
+        case ST_DROPPING:
+                drop_connection(r);
+                return;
+        case ST_CONNECTING:
+        case ST_HANDSHAKE:
+                deadline = r->conn_started + r->timeout_ms;
+                break;
+        case ST_READY:
+                if (r->inflight == 0)
+                        return;
+                deadline = r->last_progress + r->timeout_ms;
+                break;
+        default:
+                return;
+        }
+        if (now < deadline) {
+                uv_timer_start(&r->watchdog, on_watchdog, deadline - now, 0);
+                return;
+        }
+        set_error(r, "redis %s:%d: no answer within %" PRIu64 " ms", r->host, r->port, r->timeout_ms);
+        drop_connection(r);
+}
+
+static void ready(fh_redis *r) {
+        r->state = ST_READY;
+        /* After an error reply (LOADING, a wrong password) a connect proves
+         * nothing: keep backing off until an alert gets through. */
+        if (!r->error_drop)
+                r->attempt = 0;
+        r->error_drop = false;
+        if (r->ever_ready)
+                r->stats.reconnects++;
+        r->ever_ready = true;
+        uv_timer_stop(&r->watchdog);
+        pump(r);
+}
+
+static void on_handshake_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+        fh_redis *r = ac->data;
+        redisReply *rep = reply;
+
+        if (!rep || r->state != ST_HANDSHAKE)
+                return;
+        if (rep->type == REDIS_REPLY_ERROR) {
+                r->stats.errors++;
+                r->error_drop = true;
+                set_error(r, "redis %s:%d: %s refused: %s", r->host, r->port,
+                          (const char *)privdata, rep->str);
+                drop_from_reply(r);
+                return;
+        }
+        if (--r->handshake_pending == 0)
+                ready(r);
+}
+
+static void on_connect(const redisAsyncContext *cac, int status) {
+        fh_redis *r = cac->data;
+        redisAsyncContext *ac = r->ac;
+        char db[16];
+
+        if (status != REDIS_OK) {
+                /* hiredis frees the context when this returns. */
+                set_error(r, "redis %s:%d: connect failed: %s", r->host, r->port,
+                          cac->errstr ? cac->errstr : "unknown error");
+                conn_gone(r);
+                return;
+        }
+        r->state = ST_HANDSHAKE;
+        r->handshake_pending = 0;
+        if (r->password) {
+                const char *argv[] = { "AUTH", r->password };
+                const size_t lens[] = { 4, strlen(r->password) };
+                if (redisAsyncCommandArgv(ac, on_handshake_reply, (void *)"AUTH", 2, argv, lens) == REDIS_OK)
+                        r->handshake_pending++;
+        }
+        if (r->db) {
+                int n = snprintf(db, sizeof(db), "%d", r->db);
+                const char *argv[] = { "SELECT", db };
+                const size_t lens[] = { 6, (size_t)n };
+                if (redisAsyncCommandArgv(ac, on_handshake_reply, (void *)"SELECT", 2, argv, lens) == REDIS_OK)
+                        r->handshake_pending++;
+        }
+        if (r->handshake_pending == 0)
+                ready(r);
+}
+
+static void on_disconnect(const redisAsyncContext *cac, int status) {
+        fh_redis *r = cac->data;
+
+        if (status != REDIS_OK && cac->errstr)
+                set_error(r, "redis %s:%d: connection lost: %s", r->host, r->port, cac->errstr);
+        conn_gone(r);
+}
+
+static void do_connect(fh_redis *r, const char *addr) {
+        redisAsyncContext *ac;
+        int rc;
+
+        ac = r->host[0] == '/' ? redisAsyncConnectUnix(r->host) : redisAsyncConnect(addr, r->port);
+        if (!ac)
+                fh_oom();
+        if (ac->err) {
+                set_error(r, "redis %s:%d: connect failed: %s", r->host, r->port, ac->errstr);
+                redisAsyncFree(ac);
+                schedule_reconnect(r);
+                return;
+        }
+        rc = conn_attach(ac, r->loop);
+        if (rc < 0) {
+                set_error(r, "redis %s:%d: cannot poll socket: %s", r->host, r->port, uv_strerror(rc));
+                redisAsyncFree(ac);
+                schedule_reconnect(r);
+                return;
+        }
+        ac->data = r;
+        r->ac = ac;
+        r->state = ST_CONNECTING;
+        r->conn_started = uv_now(r->loop);
+        redisAsyncSetDisconnectCallback(ac, on_disconnect);
+        /* After conn_attach: this arms the write event that reports the
+         * outcome of the connect. */
+        redisAsyncSetConnectCallback(ac, on_connect);
+        uv_timer_start(&r->watchdog, on_watchdog, r->timeout_ms, 0);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+        fh_redis *r = req->data;
+        char addr[INET6_ADDRSTRLEN] = "";
+
+        r->resolving = false;
+        if (r->shutting) {
+                uv_freeaddrinfo(res);
+                maybe_finish(r);
+                return;
+        }
+        if (status < 0 || !res) {
+                set_error(r, "redis %s: cannot resolve: %s", r->host, uv_strerror(status < 0 ? status : UV_EAI_NONAME));
+                uv_freeaddrinfo(res);
+                schedule_reconnect(r);
+                return;
+        }
+        if (res->ai_family == AF_INET6)
+                uv_ip6_name((const struct sockaddr_in6 *)res->ai_addr, addr, sizeof(addr));
+        else
+                uv_ip4_name((const struct sockaddr_in *)res->ai_addr, addr, sizeof(addr));
+        uv_freeaddrinfo(res);
+        do_connect(r, addr);
+}
+
+static void start_connect(fh_redis *r) {
+        struct in6_addr a6;
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+        int rc;
+
+        if (r->shutting || r->ac || r->resolving)
+                return;
+        if (r->host[0] == '/' || inet_pton(AF_INET, r->host, &a6) == 1 ||
+            inet_pton(AF_INET6, r->host, &a6) == 1) {
+                do_connect(r, r->host);
+                return;
+        }
+        rc = uv_getaddrinfo(r->loop, &r->gai, on_resolved, r->host, NULL, &hints);
+        if (rc < 0) {
+                set_error(r, "redis %s: cannot resolve: %s", r->host, uv_strerror(rc));
+                schedule_reconnect(r);
+                return;
+        }
+        r->resolving = true;
+        r->state = ST_RESOLVING;
+}
+
+/* ---- replies -------------------------------------------------------------- */
+
+/* Errors after which the same command can succeed once the server recovers
+ * or the operator fixes it: retry on a new connection instead of giving up
+ * on the alert. */
+static bool error_is_transient(const char *s) {
+        static const char *const prefixes[] = {
+                "LOADING", "BUSY", "MISCONF", "READONLY", "OOM", "NOAUTH", "NOPERM",
+                "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS",
+        };
+
+        if (!s)
+                return false;
+        for (size_t i = 0; i < FH_ARRAY_SIZE(prefixes); i++) {
+                size_t n = strlen(prefixes[i]);
+                if (strncmp(s, prefixes[i], n) == 0 && (s[n] == ' ' || s[n] == '\0'))
+                        return true;
+        }
+        return false;
+}
+
+/* 1: permanent error(s), counted; 0: fine; -1: transient error. */
+static int reply_check(fh_redis *r, const redisReply *rep) {
+        int rc = 0;
+
+        if (rep->type == REDIS_REPLY_ERROR) {
+                r->stats.errors++;
+                set_error(r, "redis %s:%d: %s", r->host, r->port, rep->str);
+                return error_is_transient(rep->str) ? -1 : 1;
+        }
+        /* EXEC answers with the replies of the queued commands. */
+        if (rep->type == REDIS_REPLY_ARRAY) {
+                for (size_t i = 0; i < rep->elements; i++) {
+                        if (rep->element[i] && rep->element[i]->type == REDIS_REPLY_ERROR) {
+                                int e = reply_check(r, rep->element[i]);
+                                if (e < 0 || rc == 0)
+                                        rc = e;
+                        }
+                }
+        }
+        return rc;
+}
+
+static void on_item_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+        fh_redis *r = ac->data;
+        item *it = privdata;
+
+        /* NULL: the context is being freed; conn_gone() requeues. */
+        if (!reply || r->state != ST_READY)
+                return;
+        r->last_progress = uv_now(r->loop);
+        if (reply_check(r, reply) < 0) {
+                r->error_drop = true;
+                drop_from_reply(r);
+                return;
+        }
+        if (++it->nreplied < it->ncmds)
+                return;
+
+        /* Replies come in order: a complete item is the head. */
+        r->head = it->next;
+        if (r->tail == it)
+                r->tail = NULL;
+        r->backlog--;
+        r->inflight--;
+        r->stats.delivered++;
+        r->attempt = 0;
+        report(r, it, FH_REDIS_DELIVERED);
+        item_free(it);
+
+        if (r->closing && r->backlog == 0)
+                uv_timer_start(&r->close_timer, on_close_timer, 0, 0);
+        else
+                pump(r);
+}
+
+/* ---- sending -------------------------------------------------------------- */
+
+/* Queues one command of an item; a failure sticks, so a sequence of calls
+ * needs one check at the end. */
+static void cmd(fh_redis *r, item *it, int *rc, int argc, const char **argv, const size_t *lens) {
+        if (*rc == 0 && redisAsyncCommandArgv(r->ac, on_item_reply, it, argc, argv, lens) != REDIS_OK)
+                *rc = -EIO;
+}
+
+static int send_alert(fh_redis *r, item *it) {
+        const char *pub[] = { "PUBLISH", r->channel, it->json };
+        const size_t pub_len[] = { 7, r->channel_len, it->json_len };
+        const char *pub_lvl[] = { "PUBLISH", it->chan, it->json };
+        const size_t pub_lvl_len[] = { 7, it->chan_len, it->json_len };
+        const char *xadd[] = { "XADD", r->stream, "MAXLEN", "~", r->maxlen, "*", "alert", it->json };
+        const size_t xadd_len[] = { 4, r->stream_len, 6, 1, r->maxlen_len, 1, 5, it->json_len };
+        const char *hset[] = { "HSET", r->active_hash, it->field, it->json };
+        const size_t hset_len[] = { 4, r->hash_len, it->field_len, it->json_len };
+        const char *hdel[] = { "HDEL", r->active_hash, it->field };
+        const size_t hdel_len[] = { 4, r->hash_len, it->field_len };
+        int rc = 0;
+
+        cmd(r, it, &rc, 3, pub, pub_len);
+        cmd(r, it, &rc, 3, pub_lvl, pub_lvl_len);
+        cmd(r, it, &rc, 8, xadd, xadd_len);
+        if (it->cleared)
+                cmd(r, it, &rc, 3, hdel, hdel_len);
+        else
+                cmd(r, it, &rc, 4, hset, hset_len);
+        return rc;
+}
+
+static int send_sync(fh_redis *r, item *it) {
+        const char *argv[2 + 2 * SYNC_CHUNK] = { "HSET", r->active_hash };
+        size_t lens[2 + 2 * SYNC_CHUNK] = { 4, r->hash_len };
+        const char *multi[] = { "MULTI" }, *exec[] = { "EXEC" };
+        const size_t multi_len[] = { 5 }, exec_len[] = { 4 };
+        const char *del[] = { "DEL", r->active_hash };
+        const size_t del_len[] = { 3, r->hash_len };
+        int rc = 0;
+
+        /* MULTI/EXEC: readers never see the hash empty or half filled. */
+        cmd(r, it, &rc, 1, multi, multi_len);
+        cmd(r, it, &rc, 2, del, del_len);
+        for (size_t i = 0; i < it->n; i += SYNC_CHUNK) {
+                size_t m = FH_MIN(SYNC_CHUNK, it->n - i);
+                for (size_t j = 0; j < m; j++) {
+                        const sync_entry *e = &it->entries[i + j];
+                        argv[2 + 2 * j] = e->field;
+                        lens[2 + 2 * j] = e->field_len;
+                        argv[3 + 2 * j] = e->json;
+                        lens[3 + 2 * j] = e->json_len;
+                }
+                cmd(r, it, &rc, (int)(2 + 2 * m), argv, lens);
+        }
+        cmd(r, it, &rc, 1, exec, exec_len);
+        return rc;
+}
+
+static void pump(fh_redis *r) {
+        while (r->state == ST_READY && r->next_send && r->inflight < INFLIGHT_MAX) {
+                item *it = r->next_send;
+                int rc;
+
+                it->nreplied = 0;
+                rc = it->kind == ITEM_ALERT ? send_alert(r, it) : send_sync(r, it);
+                r->next_send = it->next;
+                if (r->inflight++ == 0) {
+                        r->last_progress = uv_now(r->loop);
+                        if (!uv_is_active((uv_handle_t *)&r->watchdog))
+                                uv_timer_start(&r->watchdog, on_watchdog, r->timeout_ms, 0);
+                }
+                r->stats.sent++;
+                if (rc < 0) {
+                        /* hiredis refused a command (out of memory): the
+                         * item can never complete on this connection. The
+                         * watchdog replaces it from the loop, since pump()
+                         * may run inside fh_redis_send(), where no report
+                         * may be made. */
+                        set_error(r, "redis %s:%d: hiredis refused a command", r->host, r->port);
+                        r->state = ST_DROPPING;
+                        uv_timer_start(&r->watchdog, on_watchdog, 0, 0);
+                        return;
+                }
+        }
+}
+
+/* ---- public --------------------------------------------------------------- */
+
+int fh_redis_new(fh_redis **ret, uv_loop_t *loop, const fh_redis_config *cfg,
+                 fh_redis_ack_fn ack, void *userdata) {
+        fh_redis *r;
+        int rc;
+
+        if (!ret || !loop || !cfg)
+                return -EINVAL;
+        rc = config_check(cfg);
+        if (rc < 0)
+                return rc;
+
+        r = fh_calloc(1, sizeof(*r));
+        r->loop = loop;
+        r->ack = ack;
+        r->userdata = userdata;
+        r->host = fh_strdup(cfg->host);
+        r->port = cfg->port;
+        r->password = cfg->password ? fh_strdup(cfg->password) : NULL;
+        r->db = cfg->db;
+        r->channel = fh_strdup(cfg->channel);
+        r->channel_len = strlen(r->channel);
+        r->stream = fh_strdup(cfg->stream);
+        r->stream_len = strlen(r->stream);
+        r->active_hash = fh_strdup(cfg->active_hash);
+        r->hash_len = strlen(r->active_hash);
+        r->maxlen_len = (size_t)snprintf(r->maxlen, sizeof(r->maxlen), "%ld", cfg->stream_maxlen);
+        r->max_backlog = cfg->max_backlog;
+        r->backoff_min_ms = (uint64_t)cfg->backoff_min_ms;
+        r->backoff_max_ms = (uint64_t)cfg->backoff_max_ms;
+        r->timeout_ms = (uint64_t)cfg->timeout_ms;
+        r->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)r ^ UINT64_C(0x9e3779b97f4a7c15);
+        if (!r->rng)
+                r->rng = 1;
+        r->state = ST_DOWN;
+
+        uv_timer_init(loop, &r->reconnect_timer);
+        uv_timer_init(loop, &r->watchdog);
+        uv_timer_init(loop, &r->close_timer);
+        r->reconnect_timer.data = r->watchdog.data = r->close_timer.data = r;
+        r->open_handles = 3;
+        r->gai.data = r;
+
+        start_connect(r);
+        *ret = r;
+        return 0;
+}
+
+static bool level_ok(const char *level) {
+        size_t n;
+
+        if (!level)
+                return false;
+        n = strnlen(level, LEVEL_MAX + 1);
+        if (n == 0 || n > LEVEL_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((level[i] >= 'a' && level[i] <= 'z') || level[i] == '_'))
+                        return false;
+        return true;
+}
+
+int fh_redis_send(fh_redis *r, const char *json, size_t json_len, const char *field,
+                  const char *level, bool cleared, void *token) {
+        size_t field_len, level_len;
+        item *it;
+        char *p;
+
+        if (!r || !json || json_len == 0 || json_len > JSON_MAX || !str_ok(field, FIELD_MAX) ||
+            !level_ok(level))
+                return -EINVAL;
+        if (r->closing)
+                return -ESHUTDOWN;
+        if (r->backlog >= r->max_backlog)
+                return -ENOBUFS;
+
+        field_len = strlen(field);
+        level_len = strlen(level);
+        /* One allocation: json, field and "<channel>:<level>" follow the item. */
+        it = fh_malloc(sizeof(*it) + json_len + 1 + field_len + 1 + r->channel_len + 1 + level_len + 1);
+        *it = (item){ .token = token, .kind = ITEM_ALERT, .cleared = cleared, .ncmds = 4 };
+        p = it->data;
+        memcpy(p, json, json_len);
+        p[json_len] = '\0';
+        it->json = p;
+        it->json_len = json_len;
+        p += json_len + 1;
+        memcpy(p, field, field_len + 1);
+        it->field = p;
+        it->field_len = field_len;
+        p += field_len + 1;
+        memcpy(p, r->channel, r->channel_len);
+        p[r->channel_len] = ':';
+        memcpy(p + r->channel_len + 1, level, level_len + 1);
+        it->chan = p;
+        it->chan_len = r->channel_len + 1 + level_len;
+
+        enqueue(r, it);
+        pump(r);
+        return 0;
+}
+
+int fh_redis_sync_active(fh_redis *r, const char *const *fields, const char *const *jsons, size_t n) {
+        size_t bytes = 0, chunks;
+        item *it;
+        char *p;
+
+        if (!r || (n && (!fields || !jsons)) || n > SIZE_MAX / sizeof(sync_entry) / 2)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                if (!str_ok(fields[i], FIELD_MAX) || !jsons[i] || !jsons[i][0])
+                        return -EINVAL;
+                size_t jl = strnlen(jsons[i], JSON_MAX + 1);
+                if (jl > JSON_MAX)
+                        return -EINVAL;
+                bytes += strlen(fields[i]) + 1 + jl + 1;
+        }
+        chunks = (n + SYNC_CHUNK - 1) / SYNC_CHUNK;
+        if (chunks > 1000000)
+                return -E2BIG;
+        if (r->closing)
+                return -ESHUTDOWN;
+        if (r->backlog >= r->max_backlog)
+                return -ENOBUFS;
+
+        it = fh_malloc(sizeof(*it));
+        *it = (item){ .kind = ITEM_SYNC, .n = n, .ncmds = (unsigned)(3 + chunks) };
+        it->entries = fh_malloc(n * sizeof(sync_entry) + bytes);
+        p = (char *)(it->entries + n);
+        for (size_t i = 0; i < n; i++) {
+                sync_entry *e = &it->entries[i];
+                e->field_len = strlen(fields[i]);
+                memcpy(p, fields[i], e->field_len + 1);
+                e->field = p;
+                p += e->field_len + 1;
+                e->json_len = strlen(jsons[i]);
+                memcpy(p, jsons[i], e->json_len + 1);
+                e->json = p;
+                p += e->json_len + 1;
+        }
+        enqueue(r, it);
+        pump(r);
+        return 0;
+}
+
+bool fh_redis_connected(const fh_redis *r) {
+        return r && r->state == ST_READY;
+}
+
+size_t fh_redis_backlog(const fh_redis *r) {
+        return r ? r->backlog : 0;
+}
+
+const fh_redis_stats *fh_redis_stats_get(const fh_redis *r) {
+        return r ? &r->stats : NULL;
+}
+
+const char *fh_redis_last_error(const fh_redis *r) {
+        return r ? r->last_error : "";
+}
+
+static void free_all(fh_redis *r) {
+        item *it = r->head;
+
+        while (it) {
+                item *next = it->next;
+                item_free(it);
+                it = next;
+        }
+        free(r->host);
+        free(r->password);
+        free(r->channel);
+        free(r->stream);
+        free(r->active_hash);
+        free(r);
+}
+
+static void maybe_finish(fh_redis *r) {
+        size_t undelivered = r->backlog;
+
+        if (r->open_handles > 0 || r->resolving)
+                return;
+        for (item *it = r->head; it; it = it->next)
+                report(r, it, FH_REDIS_DEFERRED);
+        if (r->done)
+                r->done(r->done_userdata, undelivered);
+        free_all(r);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+        fh_redis *r = h->data;
+
+        r->open_handles--;
+        maybe_finish(r);
+}
+
+/* Runs from a timer, never inside hiredis. */
+static void shutdown_now(fh_redis *r) {
+        if (r->shutting)
+                return;
+        r->shutting = true;
+        drop_connection(r);
+        if (r->resolving)
+                (void)uv_cancel((uv_req_t *)&r->gai); /* on_resolved still runs */
+        uv_close((uv_handle_t *)&r->reconnect_timer, on_handle_closed);
+        uv_close((uv_handle_t *)&r->watchdog, on_handle_closed);
+        uv_close((uv_handle_t *)&r->close_timer, on_handle_closed);
+}
+
+static void on_close_timer(uv_timer_t *t) {
+        shutdown_now(t->data);
+}
+
+void fh_redis_close(fh_redis *r, int64_t deadline_ms, void (*done)(void *userdata, size_t undelivered), void *userdata) {
+        if (!r || r->closing)
+                return;
+        r->closing = true;
+        r->done = done;
+        r->done_userdata = userdata;
+        /* Always through the loop: done never runs inside this call. */
+        uv_timer_start(&r->close_timer, on_close_timer,
+                       r->backlog == 0 || deadline_ms <= 0 ? 0 : (uint64_t)deadline_ms, 0);
+}

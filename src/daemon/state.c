@@ -1,0 +1,173 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "state.h"
+
+#define STATE_MAGIC "FHSTATE1"
+
+void fh_offsets_add(fh_offsets *o, const char *topic, int32_t partition, int64_t offset) {
+        for (size_t i = 0; i < o->n; i++)
+                if (o->v[i].partition == partition && !strcmp(o->v[i].topic, topic)) {
+                        o->v[i].offset = offset;
+                        return;
+                }
+        o->v = fh_realloc(o->v, (o->n + 1) * sizeof(*o->v));
+        o->v[o->n++] = (fh_offset) { fh_strdup(topic), partition, offset };
+}
+
+int64_t fh_offsets_get(const fh_offsets *o, const char *topic, int32_t partition) {
+        for (size_t i = 0; i < o->n; i++)
+                if (o->v[i].partition == partition && !strcmp(o->v[i].topic, topic))
+                        return o->v[i].offset;
+        return -1;
+}
+
+void fh_offsets_clear(fh_offsets *o) {
+        for (size_t i = 0; i < o->n; i++)
+                free(o->v[i].topic);
+        free(o->v);
+        *o = (fh_offsets) { 0 };
+}
+
+static uint64_t fnv1a(const void *data, size_t n) {
+        const uint8_t *p = data;
+        uint64_t h = 1469598103934665603ULL;
+        for (size_t i = 0; i < n; i++) {
+                h ^= p[i];
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+        while (n > 0) {
+                ssize_t w = write(fd, p, n);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += w;
+                n -= (size_t) w;
+        }
+        return 0;
+}
+
+int fh_state_save(const char *dir, const fh_engine *e, const fh_offsets *o) {
+        char path[PATH_MAX], tmp[PATH_MAX];
+        fh_buf b = FH_BUF_NULL;
+        int fd, r;
+
+        if (snprintf(path, sizeof(path), "%s/state", dir) >= (int) sizeof(path) ||
+            snprintf(tmp, sizeof(tmp), "%s/state.tmp", dir) >= (int) sizeof(tmp))
+                return -ENAMETOOLONG;
+
+        fh_buf_append(&b, STATE_MAGIC, 8);
+        fh_buf_u32(&b, (uint32_t) o->n);
+        for (size_t i = 0; i < o->n; i++) {
+                fh_buf_str(&b, o->v[i].topic, strlen(o->v[i].topic));
+                fh_buf_u32(&b, (uint32_t) o->v[i].partition);
+                fh_buf_u64(&b, (uint64_t) o->v[i].offset);
+        }
+        size_t at = b.len;
+        fh_buf_u64(&b, 0);
+        fh_engine_snapshot(e, NULL, NULL, &b);
+        uint64_t snap_len = b.len - at - 8;
+        for (int i = 0; i < 8; i++)
+                b.data[at + i] = (char) (snap_len >> (8 * i));
+        fh_buf_u64(&b, fnv1a(b.data, b.len));
+
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0) {
+                r = -errno;
+                goto out;
+        }
+        r = write_all(fd, b.data, b.len);
+        if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0) {
+                unlink(tmp);
+                goto out;
+        }
+        /* The rename is durable only once the directory is. */
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+                if (fsync(fd) < 0)
+                        r = -errno;
+                close(fd);
+        }
+out:
+        fh_buf_free(&b);
+        return r;
+}
+
+int fh_state_load(const char *dir, fh_engine *e, fh_offsets *ret) {
+        char path[PATH_MAX];
+        fh_offsets o = { 0 };
+        FILE *f;
+        fh_buf b = FH_BUF_NULL;
+        int r = -EBADMSG;
+
+        if (snprintf(path, sizeof(path), "%s/state", dir) >= (int) sizeof(path))
+                return -ENAMETOOLONG;
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        for (;;) {
+                fh_buf_reserve(&b, 1 << 16);
+                size_t n = fread(b.data + b.len, 1, b.cap - b.len - 1, f);
+                b.len += n;
+                if (n == 0)
+                        break;
+        }
+        bool read_error = ferror(f);
+        fclose(f);
+        if (read_error) {
+                fh_buf_free(&b);
+                return -EIO;
+        }
+
+        if (b.len < 8 + 4 + 8 + 8 || memcmp(b.data, STATE_MAGIC, 8) != 0)
+                goto out;
+        fh_rd tail = { (const uint8_t *) b.data + b.len - 8, 8, 0 };
+        uint64_t sum;
+        if (fh_rd_u64(&tail, &sum) < 0 || sum != fnv1a(b.data, b.len - 8))
+                goto out;
+        fh_rd rd = { (const uint8_t *) b.data, b.len - 8, 8 };
+        uint32_t n;
+        if (fh_rd_u32(&rd, &n) < 0 || n > 1000000)
+                goto out;
+        for (uint32_t i = 0; i < n; i++) {
+                const char *topic;
+                size_t len;
+                uint32_t part;
+                uint64_t off;
+                if (fh_rd_str(&rd, &topic, &len) < 0 || fh_rd_u32(&rd, &part) < 0 || fh_rd_u64(&rd, &off) < 0)
+                        goto out;
+                char *t = fh_strndup(topic, len);
+                fh_offsets_add(&o, t, (int32_t) part, (int64_t) off);
+                free(t);
+        }
+        uint64_t snap_len;
+        if (fh_rd_u64(&rd, &snap_len) < 0 || snap_len != rd.n - rd.off)
+                goto out;
+        r = fh_engine_restore(e, rd.p + rd.off, (size_t) snap_len);
+        if (r < 0)
+                goto out;
+        *ret = o;
+        o = (fh_offsets) { 0 };
+        r = 0;
+out:
+        fh_offsets_clear(&o);
+        fh_buf_free(&b);
+        return r;
+}
