@@ -445,6 +445,26 @@ static void four_years_of_beijing_rain_reach_orange_but_never_red(void **state) 
         result_free(&r);
 }
 
+static void replay_leaks_nothing_under_valgrind(void **state) {
+        char cmd[2048];
+
+        if (system("command -v valgrind >/dev/null 2>&1") != 0) {
+                skip();
+                return;
+        }
+        snprintf(cmd, sizeof(cmd),
+                 "%s simulate --stations %s --seed 5 --duration 6h --bad 0.05 > %s/vg.jsonl && "
+                 "valgrind -q --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=99 "
+                 "%s replay --rules %s --stations %s %s/vg.jsonl > /dev/null",
+                 bin, path("stations/miyun.csv"), tmpdir, bin, path("rules"), path("stations/miyun.csv"), tmpdir);
+        result r = sh(cmd);
+        if (r.code != 0)
+                fprintf(stderr, "%s\n", r.err);
+        assert_int_equal(r.code, 0);
+        assert_null(strstr(r.err, "definitely lost"));
+        result_free(&r);
+}
+
 static int setup(void **state) {
         bin = getenv("FENGHUO");
         src = getenv("SRCDIR");
@@ -472,6 +492,7 @@ int main(void) {
                 cmocka_unit_test(check_reports_every_error_with_file_line_and_column),
                 cmocka_unit_test(bad_usage_exits_2_and_invalid_stations_exit_1),
                 cmocka_unit_test(four_years_of_beijing_rain_reach_orange_but_never_red),
+                cmocka_unit_test(replay_leaks_nothing_under_valgrind),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

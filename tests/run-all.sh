@@ -1,0 +1,50 @@
+#!/bin/sh
+# The whole test suite, as CI runs it (./dev test): the build and every
+# test suite, the same under AddressSanitizer+UBSan, replay under valgrind,
+# and each libFuzzer target for a bounded time on its seed corpus.
+set -u
+cd "$(dirname "$0")/.."
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+passed=0
+failed=0
+failures=""
+
+step() {
+        name=$1; shift
+        echo "==> $name"
+        if "$@"; then
+                passed=$((passed + 1))
+        else
+                failed=$((failed + 1))
+                failures="$failures $name"
+                echo "==> FAILED: $name"
+        fi
+}
+
+setup() {
+        dir=$1; shift
+        [ -f "$dir/build.ninja" ] || meson setup "$dir" "$@" >/dev/null
+}
+
+# Fetching Kafka from Maven Central once, before the clock of any test runs.
+bash tests/integration/kafka.sh fetch >/dev/null || echo "warning: could not fetch Kafka; integration tests will fail"
+
+step build sh -c 'set -e; [ -f build/build.ninja ] || meson setup build >/dev/null; ninja -C build'
+step tests meson test -C build --print-errorlogs --num-processes 2
+step asan-build sh -c 'set -e; [ -f build-asan/build.ninja ] || meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false >/dev/null; ninja -C build-asan'
+step asan-tests env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite e2e --suite redis
+step fuzz-build sh -c 'set -e; [ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Ddaemon=disabled >/dev/null; ninja -C build-fuzz'
+for t in reading rules stations; do
+        corpus=$(mktemp -d)
+        cp fuzz/corpus/$t/* "$corpus"/
+        step "fuzz-$t" sh -c "build-fuzz/fuzz/fuzz_$t -max_total_time=$FUZZ_SECONDS -max_len=70000 -timeout=10 \
+                -rss_limit_mb=2048 $corpus > $corpus.log 2>&1; r=\$?; tail -3 $corpus.log; exit \$r"
+        rm -f "$corpus.log"
+        rm -rf "$corpus"
+done
+
+echo
+[ -n "$failures" ] && echo "failed steps:$failures"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
