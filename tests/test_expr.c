@@ -1,5 +1,6 @@
 /* Rule expressions: parsing, type checking, positions of errors, and the
  * evaluator's handling of missing values (SPEC §3.1). */
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -541,6 +542,29 @@ static void test_expression_with_too_many_parts_is_rejected(void **state) {
         assert_string_equal(err(s, FH_TYPE_NUMBER), "r.yaml:5:267: expression too complex (more than 256 parts)");
 }
 
+static void test_rule_set_caps_the_number_of_distinct_fields(void **state) {
+        fh_symbols syms = { 0 };
+        fh_diags d = FH_DIAGS_NULL;
+        char src[64];
+        int i, r = 0;
+
+        (void) state;
+        for (i = 0; i < 2000 && r == 0; i++) {
+                fh_program *p = NULL;
+
+                snprintf(src, sizeof(src), "f%d + 1", i);
+                r = fh_expr_compile(src, strlen(src), FH_TYPE_NUMBER, &test_pos, &syms, &p, &d);
+                fh_program_free(p);
+        }
+        assert_int_equal(r, -EINVAL);
+        assert_int_equal(i, 1025);
+        assert_int_equal(syms.n_fields, 1024);
+        assert_int_equal(d.n, 1);
+        assert_string_equal(d.v[0].msg, "too many different field names in all rules (more than 1024)");
+        fh_diags_clear(&d);
+        fh_symbols_clear(&syms);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_multiplication_binds_tighter_than_addition),
@@ -575,6 +599,7 @@ int main(void) {
                 cmocka_unit_test(test_errors_on_later_lines_of_a_multiline_text_count_lines),
                 cmocka_unit_test(test_deep_nesting_is_rejected_without_crashing),
                 cmocka_unit_test(test_expression_with_too_many_parts_is_rejected),
+                cmocka_unit_test(test_rule_set_caps_the_number_of_distinct_fields),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

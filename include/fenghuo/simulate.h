@@ -24,11 +24,15 @@ typedef struct fh_sim_options {
 typedef int (*fh_sim_line_fn)(void *userdata, const char *line, size_t len);
 
 /* Generates readings for every station of reg, in timestamp order (stations
- * in id order within one timestamp). Returns 0, or what fn returned. */
+ * in id order within one timestamp). Returns 0, what fn returned, or
+ * -EINVAL for impossible options (step <= 0, negative duration, times
+ * outside years 0001-9999, bad_share outside 0..1; above 0.99 it is
+ * capped). */
 int fh_simulate(const fh_registry *reg, const fh_sim_options *opt, fh_sim_line_fn fn, void *userdata);
 
 /* Writes a synthetic registry of n stations as CSV text (for benchmarks at
- * any scale), kinds mixed like a real district (mostly rain gauges). */
+ * any scale), kinds mixed like a real district (mostly rain gauges).
+ * *ret_text is NUL-terminated; the caller frees it with free(). */
 void fh_simulate_registry(size_t n, uint64_t seed, char **ret_text, size_t *ret_len);
 
 #endif

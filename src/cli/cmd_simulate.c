@@ -209,6 +209,9 @@ int fh_cmd_simulate(int argc, char **argv) {
                 return bad_usage("%s", "--write-stations needs --synthetic");
         if (opt.start_ms > FH_TIME_MAX_MS - opt.duration_ms)
                 return bad_usage("%s", "--start plus --duration is past the year 9999");
+        /* Late readings reach up to an hour before the start. */
+        if (opt.start_ms < FH_TIME_MIN_MS + 3600000LL)
+                return bad_usage("%s", "--start is too close to the year 0001");
 
         if (stations) {
                 r = fh_load_registry(stations, &reg, &diags);
@@ -237,8 +240,8 @@ int fh_cmd_simulate(int argc, char **argv) {
         /* Warnings (e.g. an unused column) are worth seeing; they do not stop us. */
         fh_print_diags(&diags);
 
-        /* A closed pipe must end in an error message and exit 1, not in a
-         * silent death by SIGPIPE. */
+        /* A reader that closes the pipe early (`| head`) has what it wanted:
+         * end quietly. Any other write error is reported and exits 1. */
         signal(SIGPIPE, SIG_IGN);
         o.buf = fh_malloc(OUT_BUF_SIZE);
         r = fh_simulate(reg, &opt, on_line, &o);
@@ -246,6 +249,10 @@ int fh_cmd_simulate(int argc, char **argv) {
                 flush_out(&o);
         if (o.err == 0 && fflush(stdout) != 0)
                 o.err = errno ? errno : EIO;
+        if (o.err == EPIPE) {
+                ret = 0;
+                goto finish;
+        }
         if (o.err != 0) {
                 errno = o.err;
                 fprintf(stderr, "fenghuo simulate: failed to write output: %m\n");

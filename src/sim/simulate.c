@@ -312,11 +312,30 @@ static void place_stations(sim *m) {
         free(ys);
 }
 
-/* Stations of one basin drain together: each leans toward its basin's
- * centroid (all kinds count, rain gauges mostly), and the basin's name sets
- * its lag so a whole river responds alike. */
+typedef struct basin_ref {
+        const char *name;
+        size_t len;
+        size_t station;
+} basin_ref;
+
+static int basin_cmp(const void *a, const void *b) {
+        const basin_ref *x = a, *y = b;
+        int c = memcmp(x->name, y->name, FH_MIN(x->len, y->len));
+        if (c != 0)
+                return c;
+        if (x->len != y->len)
+                return x->len < y->len ? -1 : 1;
+        return x->station < y->station ? -1 : x->station > y->station;
+}
+
+/* Stations of one basin drain together: a river gauge leans toward its
+ * basin's centroid (gauges of every kind count, rain gauges mostly), and
+ * the basin's name sets its lag so a whole river responds alike. Grouped
+ * by sorting, so a million-station registry costs n log n, not n^2. */
 static void place_basins(sim *m) {
         int c_basin = column(m->reg, "basin");
+        basin_ref *refs = fh_calloc(m->n ? m->n : 1, sizeof(basin_ref));
+        size_t n_refs = 0;
 
         for (size_t i = 0; i < m->n; i++) {
                 sstation *s = &m->s[i];
@@ -324,26 +343,32 @@ static void place_basins(sim *m) {
                 s->basin_u = s->u;
                 s->basin_v = s->v;
                 s->lag_h = 2.0 + 4.0 * hash_unit(s->st->id, s->st->id_len, 3);
-                if (!a || s->st->kind != FH_KIND_WATER_LEVEL)
-                        continue;
-                double su = 0, sv = 0;
-                size_t k = 0;
-                /* Only water-level stations need this; a registry has few
-                 * of them, so the quadratic scan stays cheap. Cap it anyway. */
-                for (size_t j = 0; j < m->n && k < 5000; j++) {
-                        const fh_attr *b = fh_station_attr(m->s[j].st, c_basin);
-                        if (b && b->len == a->len && memcmp(b->str, a->str, a->len) == 0) {
-                                su += m->s[j].u;
-                                sv += m->s[j].v;
-                                k++;
-                        }
-                }
-                if (k > 0) {
-                        s->basin_u = 0.5 * s->u + 0.5 * su / (double)k;
-                        s->basin_v = 0.5 * s->v + 0.5 * sv / (double)k;
-                }
-                s->lag_h = 2.0 + 4.0 * hash_unit(a->str, a->len, 3);
+                if (a)
+                        refs[n_refs++] = (basin_ref){ a->str, a->len, i };
         }
+        qsort(refs, n_refs, sizeof(basin_ref), basin_cmp);
+        for (size_t g = 0; g < n_refs;) {
+                size_t e = g;
+                double su = 0, sv = 0;
+                while (e < n_refs && refs[e].len == refs[g].len &&
+                       memcmp(refs[e].name, refs[g].name, refs[g].len) == 0) {
+                        su += m->s[refs[e].station].u;
+                        sv += m->s[refs[e].station].v;
+                        e++;
+                }
+                double cu = su / (double)(e - g), cv = sv / (double)(e - g);
+                double lag = 2.0 + 4.0 * hash_unit(refs[g].name, refs[g].len, 3);
+                for (size_t k = g; k < e; k++) {
+                        sstation *s = &m->s[refs[k].station];
+                        if (s->st->kind != FH_KIND_WATER_LEVEL)
+                                continue;
+                        s->basin_u = 0.5 * s->u + 0.5 * cu;
+                        s->basin_v = 0.5 * s->v + 0.5 * cv;
+                        s->lag_h = lag;
+                }
+                g = e;
+        }
+        free(refs);
 }
 
 static double envelope(double s) {
@@ -1072,8 +1097,6 @@ void fh_simulate_registry(size_t n, uint64_t seed, char **ret_text, size_t *ret_
                         fh_buf_putc(&b, '\n');
                 }
         }
-        if (!b.data)
-                fh_buf_reserve(&b, 1);
         *ret_text = b.data;
         *ret_len = b.len;
 }
