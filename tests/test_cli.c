@@ -465,6 +465,58 @@ static void replay_leaks_nothing_under_valgrind(void **state) {
         result_free(&r);
 }
 
+static void systemd_unit_passes_systemd_analyze_verify(void **state) {
+        char cmd[2048];
+
+        if (system("command -v systemd-analyze >/dev/null 2>&1") != 0) {
+                skip();
+                return;
+        }
+        /* verify wants the binary it names to exist: point it at ours. */
+        snprintf(cmd, sizeof(cmd), "mkdir -p %s/unit && sed 's|/usr/bin/fenghuo|%s|g' %s > %s/unit/fenghuo.service && "
+                 "systemd-analyze verify %s/unit/fenghuo.service",
+                 tmpdir, bin, path("systemd/fenghuo.service"), tmpdir, tmpdir);
+        result r = sh(cmd);
+        if (r.code != 0)
+                fprintf(stderr, "%s\n", r.err);
+        assert_int_equal(r.code, 0);
+        assert_string_equal(r.err, "");
+        result_free(&r);
+}
+
+static void example_config_is_valid_and_a_bad_one_is_refused_with_positions(void **state) {
+        char cmd[2048], bad[600];
+        FILE *f;
+
+        snprintf(cmd, sizeof(cmd), "sed 's|/etc/fenghuo/rules|%s|; s|/etc/fenghuo/stations.csv|%s|' %s > %s/ok.yaml && "
+                 "%s run --config %s/ok.yaml --check",
+                 path("rules"), path("stations/miyun.csv"), path("etc/fenghuo.yaml"), tmpdir, bin, tmpdir);
+        result r = sh(cmd);
+        if (r.code == 2 && strstr(r.err, "no daemon")) {
+                result_free(&r);
+                skip();
+                return;
+        }
+        assert_int_equal(r.code, 0);
+        assert_non_null(strstr(r.out, "ok: 11 rules, 66 stations"));
+        result_free(&r);
+
+        snprintf(bad, sizeof(bad), "%s/bad.yaml", tmpdir);
+        f = fopen(bad, "we");
+        fprintf(f, "rules: %s\nstaions: x\nkafka:\n  brokers: b\n  topics: {rain: x, snow: y}\ntick: soon\n", path("rules"));
+        fclose(f);
+        const char *argv[] = { bin, "run", "--config", bad, "--check", NULL };
+        r = run(NULL, argv);
+        assert_int_equal(r.code, 1);
+        snprintf(cmd, sizeof(cmd), "%s:2:1: unknown key 'staions'", bad);
+        assert_non_null(strstr(r.err, cmd));
+        snprintf(cmd, sizeof(cmd), "%s:5:21: unknown station kind 'snow'", bad);
+        assert_non_null(strstr(r.err, cmd));
+        snprintf(cmd, sizeof(cmd), "%s:6:7: 'tick' must be a duration", bad);
+        assert_non_null(strstr(r.err, cmd));
+        result_free(&r);
+}
+
 static int setup(void **state) {
         bin = getenv("FENGHUO");
         src = getenv("SRCDIR");
@@ -493,6 +545,8 @@ int main(void) {
                 cmocka_unit_test(bad_usage_exits_2_and_invalid_stations_exit_1),
                 cmocka_unit_test(four_years_of_beijing_rain_reach_orange_but_never_red),
                 cmocka_unit_test(replay_leaks_nothing_under_valgrind),
+                cmocka_unit_test(systemd_unit_passes_systemd_analyze_verify),
+                cmocka_unit_test(example_config_is_valid_and_a_bad_one_is_refused_with_positions),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

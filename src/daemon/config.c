@@ -12,6 +12,7 @@
 #define CONFIG_FILE_MAX (1u << 20)
 
 typedef struct ctx {
+        yaml_node_t *key;          /* the key being read, for "unknown key" */
         yaml_document_t *doc;
         const char *file;
         fh_diags *diags;
@@ -103,12 +104,14 @@ static void each_key(ctx *c, yaml_node_t *map, const char *what, key_fn fn, void
                         err(c, k, "keys of %s must be plain names%s", what, "");
                         continue;
                 }
+                c->key = k;
                 fn(c, (const char *) k->data.scalar.value, yaml_document_get_node(c->doc, p->value), target);
         }
 }
 
 static void unknown(ctx *c, yaml_node_t *v, const char *key, const char *where) {
-        err(c, v, "unknown key '%s' in %s", key, where);
+        (void) v;
+        err(c, c->key, "unknown key '%s' in %s", key, where);
 }
 
 static void kafka_topics_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
@@ -116,7 +119,7 @@ static void kafka_topics_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
         fh_kind k;
 
         if (fh_kind_from_string(key, strlen(key), &k) < 0) {
-                err(c, v, "unknown station kind '%s' in kafka.topics (rain, water_level, landslide, bridge)%s", key, "");
+                err(c, c->key, "unknown station kind '%s' in kafka.topics (rain, water_level, landslide, bridge)%s", key, "");
                 return;
         }
         set_str(c, v, key, &cfg->topics[k]);
@@ -288,7 +291,7 @@ int fh_daemon_config_load(const char *path, fh_daemon_config *ret, fh_diags *dia
                 fh_daemon_config_free(&cfg);
                 return -EINVAL;
         }
-        ctx c = { &doc, path, diags };
+        ctx c = { NULL, &doc, path, diags };
         yaml_node_t *root = yaml_document_get_root_node(&doc);
         if (root)
                 each_key(&c, root, "the configuration", top_key, &cfg);

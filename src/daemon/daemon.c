@@ -931,6 +931,32 @@ static void on_stopped_main(void *userdata, int code) {
         (void) code;
 }
 
+int fh_daemon_check(const char *config_path) {
+        fh_daemon_config cfg = { 0 };
+        fh_diags diags = FH_DIAGS_NULL;
+        fh_engine *e = NULL;
+        int r;
+
+        r = fh_daemon_config_load(config_path, &cfg, &diags);
+        if (r == 0) {
+                fh_engine_config ecfg = FH_ENGINE_CONFIG_DEFAULT;
+                ecfg.tick_ms = cfg.tick_ms;
+                ecfg.lateness_ms = cfg.lateness_ms;
+                ecfg.tz_offset_min = cfg.tz_offset_min;
+                r = fh_load_engine(cfg.rules, cfg.stations, &ecfg, &e, &diags);
+        }
+        fh_diags_sort(&diags);
+        fh_print_diags(&diags);
+        fh_diags_clear(&diags);
+        if (r == 0)
+                printf("%s: ok: %zu rules, %zu stations\n", config_path, fh_engine_rules(e)->n_rules,
+                       fh_engine_registry(e)->n_stations);
+        if (cfg.path)
+                fh_daemon_config_free(&cfg);
+        fh_engine_free(e);
+        return r == 0 ? 0 : 1;
+}
+
 int fh_daemon_main(const char *config_path) {
         fh_daemon_config cfg;
         fh_diags diags = FH_DIAGS_NULL;

@@ -37,6 +37,10 @@ uint64_t fh_daemon_dead_letters(const fh_daemon *d);
 void fh_daemon_stop(fh_daemon *d);
 fh_daemon *fh_daemon_free(fh_daemon *d);
 
+/* `fenghuo run --config FILE --check`: configuration, rules and stations
+ * are loaded and every problem printed; 0 when all are valid, else 1. */
+int fh_daemon_check(const char *config_path);
+
 /* The whole `fenghuo run --config FILE`: returns the exit code. */
 int fh_daemon_main(const char *config_path);
 
