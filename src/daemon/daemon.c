@@ -16,19 +16,23 @@
 #include "daemon.h"
 #include "log.h"
 #include "redis_sink.h"
+#include "dedupe.h"
 #include "state.h"
 #include "tracker.h"
 
 /* Messages handled per loop iteration before other events get a turn. */
 #define DRAIN_BATCH 2048
 
-/* An alert on its way to the sinks. Lives until every sink answered. */
+/* Something on its way to the sinks: an alert, or a dead letter. It lives
+ * until every sink confirmed it, and is saved with checkpoints until then. */
 typedef struct fh_out {
         struct fh_out *prev, *next;
         fh_daemon *d;
         fh_track *track;          /* the message that caused it; NULL for ticks */
-        uint8_t waiting;          /* sinks that have not answered */
-        bool redis_gates_commit;  /* Redis was up: its answer gates the commit */
+        uint8_t gating;           /* sinks whose answer still holds back the commit */
+        bool in_retry;
+        struct fh_out *retry_next;
+        fh_outbox_item it;        /* payload; it.sinks = not yet confirmed */
 } fh_out;
 
 typedef struct kafka_wake {
@@ -54,6 +58,12 @@ struct fh_daemon {
 
         fh_redis *redis;
         fh_tracker *tracker;
+        fh_strset *suppress;      /* alerts already on the Kafka topic (after a crash) */
+        fh_offsets watermarks;    /* alerts topic: offset after the last confirmed alert */
+        fh_offsets scan_from;     /* where the suppression set was read from */
+        fh_out *retry;            /* Kafka deliveries to try again */
+        uv_timer_t retry_timer;
+        uint64_t suppressed;
         fh_track *current;        /* the message being processed */
         fh_out outs;              /* list head of alerts in flight */
         size_t n_outs;
@@ -75,6 +85,8 @@ struct fh_daemon {
         bool checkpoint_failing;
 };
 
+static void on_retry_timer(uv_timer_t *h);
+
 static int64_t wall_ms(void) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -83,80 +95,143 @@ static int64_t wall_ms(void) {
 
 /* ---- alerts out ---- */
 
-static void out_done(fh_out *o) {
+static void out_release_gate(fh_out *o, uint8_t sink) {
         fh_daemon *d = o->d;
 
+        if (!(o->gating & sink))
+                return;
+        o->gating &= (uint8_t) ~sink;
+        if (o->gating == 0 && o->track) {
+                fh_tracker_release(d->tracker, o->track);
+                o->track = NULL;
+        }
+}
+
+/* A sink confirmed: when it was the last, the item is done. */
+static void out_confirm(fh_out *o, uint8_t sink) {
+        fh_daemon *d = o->d;
+
+        out_release_gate(o, sink);
+        o->it.sinks &= (uint8_t) ~sink;
+        if (o->it.sinks)
+                return;
         o->prev->next = o->next;
         o->next->prev = o->prev;
         d->n_outs--;
-        if (o->track)
-                fh_tracker_release(d->tracker, o->track);
+        fh_outbox_item_clear(&o->it);
         free(o);
-}
-
-static void out_answered(fh_out *o) {
-        if (--o->waiting == 0)
-                out_done(o);
 }
 
 static void on_redis_ack(void *userdata, void *token, int status) {
         fh_out *o = token;
         (void) userdata;
-        (void) status;
-        /* DEFERRED: Redis went down with this alert unanswered; it waits in
-         * the sink's backlog and no longer holds back the Kafka commit. */
-        out_answered(o);
+        if (status == FH_REDIS_DEFERRED)
+                /* Redis went away with this alert unanswered: it waits in the
+                 * sink's backlog and in our checkpoints, and no longer holds
+                 * back the Kafka commit. */
+                out_release_gate(o, FH_SINK_REDIS);
+        else
+                out_confirm(o, FH_SINK_REDIS);
 }
 
-static void publish(fh_daemon *d, const fh_alert *a) {
-        fh_buf *j = &d->json;
-        fh_out *o;
+static fh_out *out_new(fh_daemon *d, fh_track *track) {
+        fh_out *o = fh_calloc(1, sizeof(*o));
 
-        fh_buf_reset(j);
-        fh_alert_to_json(d->engine, a, j);
-
-        o = fh_calloc(1, sizeof(*o));
         o->d = d;
-        o->track = d->current;
-        o->waiting = 1;  /* released at the end of publish() */
+        o->track = track;
         o->next = &d->outs;
         o->prev = d->outs.prev;
         d->outs.prev->next = o;
         d->outs.prev = o;
         d->n_outs++;
-        if (o->track)
-                fh_track_hold(o->track);
+        if (track)
+                fh_track_hold(track);
+        /* Held by the caller until every sink has been handed the item. */
+        o->it.sinks = 0x80;
+        o->gating = 0x80;
+        return o;
+}
 
-        if (d->producer && d->cfg.alerts_topic) {
-                rd_kafka_resp_err_t err = rd_kafka_producev(
-                        d->producer,
-                        RD_KAFKA_V_TOPIC(d->cfg.alerts_topic),
-                        RD_KAFKA_V_KEY(a->station->id, a->station->id_len),
-                        RD_KAFKA_V_VALUE(j->data, j->len),
-                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                        RD_KAFKA_V_OPAQUE(o),
-                        RD_KAFKA_V_END);
-                if (err) {
-                        /* Only a full local queue can get here: the queue is
-                         * sized far above max_in_flight. */
-                        log_err("failed to queue alert for Kafka: %s rule=%s sensor=%s",
-                                rd_kafka_err2str(err), a->rule->id, a->station->id);
-                        d->delivery_errors++;
-                } else
-                        o->waiting++;
+static void kafka_produce(fh_daemon *d, fh_out *o) {
+        const fh_outbox_item *it = &o->it;
+        rd_kafka_resp_err_t err;
+
+        if (it->kind == FH_OUT_ALERT) {
+                err = rd_kafka_producev(d->producer,
+                                        RD_KAFKA_V_TOPIC(d->cfg.alerts_topic),
+                                        RD_KAFKA_V_KEY(it->key, it->key_len),
+                                        RD_KAFKA_V_VALUE(it->value, it->value_len),
+                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                        RD_KAFKA_V_OPAQUE(o),
+                                        RD_KAFKA_V_END);
+        } else {
+                char part[16], off[24];
+                snprintf(part, sizeof(part), "%d", it->src_partition);
+                snprintf(off, sizeof(off), "%lld", (long long) it->src_offset);
+                err = rd_kafka_producev(d->producer,
+                                        RD_KAFKA_V_TOPIC(d->cfg.dead_letter_topic),
+                                        RD_KAFKA_V_KEY(it->key, it->key_len),
+                                        RD_KAFKA_V_VALUE(it->value, it->value_len),
+                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                        RD_KAFKA_V_HEADER("fenghuo.reason", it->reason, -1),
+                                        RD_KAFKA_V_HEADER("fenghuo.detail", it->detail, -1),
+                                        RD_KAFKA_V_HEADER("fenghuo.topic", it->src_topic, -1),
+                                        RD_KAFKA_V_HEADER("fenghuo.partition", part, -1),
+                                        RD_KAFKA_V_HEADER("fenghuo.offset", off, -1),
+                                        RD_KAFKA_V_OPAQUE(o),
+                                        RD_KAFKA_V_END);
         }
-        if (d->redis) {
-                char field[256];
-                snprintf(field, sizeof(field), "%s:%s", a->rule->id, a->station->id);
+        if (err) {
+                /* The local queue is sized far above max_in_flight; should it
+                 * still refuse, try again from the retry timer. */
+                d->delivery_errors++;
+                log_err("failed to queue for Kafka: %s", rd_kafka_err2str(err));
+                if (!o->in_retry) {
+                        o->in_retry = true;
+                        o->retry_next = d->retry;
+                        d->retry = o;
+                }
+                if (!uv_is_active((uv_handle_t *) &d->retry_timer))
+                        uv_timer_start(&d->retry_timer, on_retry_timer, 1000, 0);
+        }
+}
+
+/* Hands the item to the sinks still in it.sinks (those not confirmed). */
+static void out_send(fh_daemon *d, fh_out *o, uint8_t sinks) {
+        fh_outbox_item *it = &o->it;
+
+        if ((sinks & FH_SINK_KAFKA) && d->producer &&
+            (it->kind == FH_OUT_ALERT ? d->cfg.alerts_topic != NULL : d->cfg.dead_letter_topic != NULL)) {
+                if (it->kind == FH_OUT_ALERT && it->dedupe && d->suppress && fh_strset_take(d->suppress, it->dedupe)) {
+                        /* Already on the topic before the crash: not twice. */
+                        d->suppressed++;
+                } else {
+                        o->it.sinks |= FH_SINK_KAFKA;
+                        o->gating |= FH_SINK_KAFKA;
+                        kafka_produce(d, o);
+                }
+        }
+        if ((sinks & FH_SINK_REDIS) && d->redis && it->kind == FH_OUT_ALERT) {
                 bool up = fh_redis_connected(d->redis);
-                int r = fh_redis_send(d->redis, j->data, j->len, field, fh_level_name(a->level),
-                                      a->event == FH_EVENT_CLEARED, up ? o : NULL);
-                if (r < 0)
-                        log_err("Redis backlog full, alert not queued for Redis: rule=%s sensor=%s event=%s",
-                                a->rule->id, a->station->id, fh_event_name(a->event));
-                else if (up)
-                        o->waiting++;
+                int r = fh_redis_send(d->redis, it->value, it->value_len, it->field, it->level, it->cleared, o);
+                if (r < 0) {
+                        log_err("Redis backlog full: alert %s not queued for Redis", it->dedupe);
+                } else {
+                        o->it.sinks |= FH_SINK_REDIS;
+                        if (up)
+                                o->gating |= FH_SINK_REDIS;
+                }
         }
+        out_confirm(o, 0x80);
+}
+
+static void publish(fh_daemon *d, const fh_alert *a) {
+        fh_buf *j = &d->json;
+        char ts[FH_TIME_RFC3339_MAX], key[512];
+        fh_out *o;
+
+        fh_buf_reset(j);
+        fh_alert_to_json(d->engine, a, j);
         if (d->cfg.stdout_alerts) {
                 fwrite(j->data, 1, j->len, stdout);
                 fputc('\n', stdout);
@@ -164,7 +239,23 @@ static void publish(fh_daemon *d, const fh_alert *a) {
         }
         if (d->hooks.on_alert)
                 d->hooks.on_alert(d->hooks.userdata, a, j->data, j->len);
-        out_answered(o);
+
+        o = out_new(d, d->current);
+        fh_outbox_item *it = &o->it;
+        it->kind = FH_OUT_ALERT;
+        it->key = fh_strndup(a->station->id, a->station->id_len);
+        it->key_len = a->station->id_len;
+        it->value = fh_strndup(j->data, j->len);
+        it->value_len = j->len;
+        snprintf(key, sizeof(key), "%s:%s", a->rule->id, a->station->id);
+        it->field = fh_strdup(key);
+        it->level = fh_strdup(fh_level_name(a->level));
+        it->cleared = a->event == FH_EVENT_CLEARED;
+        fh_time_format_rfc3339(a->ts_ms, d->cfg.tz_offset_min, ts);
+        snprintf(key, sizeof(key), "%s:%s:%lld|%s|%s", a->rule->id, a->station->id, (long long) a->raised_ms,
+                 fh_event_name(a->event), ts);
+        it->dedupe = fh_strdup(key);
+        out_send(d, o, FH_SINK_KAFKA | FH_SINK_REDIS);
 }
 
 static void on_alert(void *userdata, const fh_alert *a) {
@@ -174,47 +265,38 @@ static void on_alert(void *userdata, const fh_alert *a) {
 /* ---- dead letters ---- */
 
 static void dead_letter(fh_daemon *d, const rd_kafka_message_t *m, const char *reason, const char *why) {
-        char part[16], off[24];
-
         d->dlq++;
         log_debug("rejected reading topic=%s partition=%d offset=%" PRId64 " reason=%s: %s",
                   rd_kafka_topic_name(m->rkt), m->partition, m->offset, reason, why);
         if (!d->producer || !d->cfg.dead_letter_topic)
                 return;
-        snprintf(part, sizeof(part), "%d", m->partition);
-        snprintf(off, sizeof(off), "%" PRId64, m->offset);
+        fh_out *o = out_new(d, d->current);
+        fh_outbox_item *it = &o->it;
+        it->kind = FH_OUT_DEAD_LETTER;
+        it->key = m->key ? fh_strndup(m->key, m->key_len) : NULL;
+        it->key_len = m->key ? m->key_len : 0;
+        it->value = fh_strndup(m->payload ? m->payload : "", m->len);
+        it->value_len = m->len;
+        it->reason = fh_strdup(reason);
+        it->detail = fh_strdup(why);
+        it->src_topic = fh_strdup(rd_kafka_topic_name(m->rkt));
+        it->src_partition = m->partition;
+        it->src_offset = m->offset;
+        out_send(d, o, FH_SINK_KAFKA);
+}
 
-        fh_out *o = fh_calloc(1, sizeof(*o));
-        o->d = d;
-        o->track = d->current;
-        o->waiting = 1;
-        o->next = &d->outs;
-        o->prev = d->outs.prev;
-        d->outs.prev->next = o;
-        d->outs.prev = o;
-        d->n_outs++;
-        if (o->track)
-                fh_track_hold(o->track);
-        const char *topic = rd_kafka_topic_name(m->rkt);
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-                d->producer,
-                RD_KAFKA_V_TOPIC(d->cfg.dead_letter_topic),
-                RD_KAFKA_V_KEY(m->key, m->key_len),
-                RD_KAFKA_V_VALUE(m->payload, m->len),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_HEADER("fenghuo.reason", reason, -1),
-                RD_KAFKA_V_HEADER("fenghuo.detail", why, -1),
-                RD_KAFKA_V_HEADER("fenghuo.topic", topic, -1),
-                RD_KAFKA_V_HEADER("fenghuo.partition", part, -1),
-                RD_KAFKA_V_HEADER("fenghuo.offset", off, -1),
-                RD_KAFKA_V_OPAQUE(o),
-                RD_KAFKA_V_END);
-        if (err) {
-                log_err("failed to queue dead letter: %s", rd_kafka_err2str(err));
-                d->delivery_errors++;
-        } else
-                o->waiting++;
-        out_answered(o);
+/* Re-sends what a checkpoint held unconfirmed, before anything new. */
+static void resend_outbox(fh_daemon *d, fh_checkpoint *c) {
+        for (size_t i = 0; i < c->n_outbox; i++) {
+                fh_out *o = out_new(d, NULL);
+                uint8_t sinks = c->outbox[i].sinks;
+                o->it = c->outbox[i];
+                o->it.sinks = 0x80;
+                c->outbox[i] = (fh_outbox_item) { 0 };
+                out_send(d, o, sinks);
+        }
+        if (c->n_outbox)
+                log_notice("re-sent %zu alerts and dead letters a previous run had not seen confirmed", c->n_outbox);
 }
 
 /* ---- consuming ---- */
@@ -396,21 +478,49 @@ static void on_commit_timer(uv_timer_t *h) {
 
 /* ---- Kafka callbacks (run inside rd_kafka_*_poll, on the loop thread) ---- */
 
+static void on_retry_timer(uv_timer_t *h) {
+        fh_daemon *d = h->data;
+        fh_out *list = d->retry;
+
+        d->retry = NULL;
+        while (list) {
+                fh_out *o = list;
+                list = o->retry_next;
+                o->in_retry = false;
+                kafka_produce(d, o);
+        }
+        if (d->retry)
+                uv_timer_start(&d->retry_timer, on_retry_timer, 5000, 0);
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
         fh_daemon *d = opaque;
         fh_out *o = m->_private;
 
         (void) rk;
         if (m->err) {
-                /* message.timeout.ms is infinite, so this is a permanent
-                 * error (authorisation, a record too large): the offset of
-                 * its reading must never be committed. */
+                /* message.timeout.ms is infinite, so this is an error retries
+                 * cannot fix (authorisation, a record too large, the topic
+                 * gone). Keep the item, its reading uncommitted, and try
+                 * again; consumption pauses once too much waits. */
                 d->delivery_errors++;
-                log_err("failed to deliver to Kafka topic %s: %s; its reading will not be committed",
+                log_err("failed to deliver to Kafka topic %s: %s; will retry, its reading stays uncommitted",
                         rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
-                o->track = NULL;  /* keeps the reading's offset held forever */
+                if (!o->in_retry) {
+                        o->in_retry = true;
+                        o->retry_next = d->retry;
+                        d->retry = o;
+                }
+                if (!uv_is_active((uv_handle_t *) &d->retry_timer))
+                        uv_timer_start(&d->retry_timer, on_retry_timer, 5000, 0);
+                return;
         }
-        out_answered(o);
+        if (o->it.kind == FH_OUT_ALERT) {
+                int64_t cur = fh_offsets_get(&d->watermarks, d->cfg.alerts_topic, m->partition);
+                if (m->offset + 1 > cur)
+                        fh_offsets_add(&d->watermarks, d->cfg.alerts_topic, m->partition, m->offset + 1);
+        }
+        out_confirm(o, FH_SINK_KAFKA);
 }
 
 static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -571,18 +681,34 @@ static void collect_all(void *userdata, const char *topic, int32_t partition, in
 }
 
 static int checkpoint(fh_daemon *d) {
-        fh_offsets o = { 0 };
+        fh_checkpoint c = { 0 };
+        const fh_offsets *wm;
         int r;
 
         if (!d->cfg.state_dir)
                 return 0;
-        /* The engine's state includes every reading handed to it, so the
-         * offsets saved with it are those of the last message processed,
-         * not the last delivered; alerts still in flight are what a crash
-         * can lose (docs/operations.md). */
-        fh_tracker_foreach(d->tracker, collect_all, &o);
-        r = fh_state_save(d->cfg.state_dir, d->engine, &o);
-        fh_offsets_clear(&o);
+        /* The engine's state holds every reading handed to it, so it goes
+         * with the positions after the last message processed, and with
+         * everything produced but not confirmed yet (the outbox): a restart
+         * re-sends the outbox and replays from the positions. */
+        fh_tracker_foreach_processed(d->tracker, collect_all, &c.positions);
+        /* While alerts from before a crash are still expected again, a new
+         * crash must read them again too: keep the older scan start. */
+        wm = d->suppress && fh_strset_size(d->suppress) > 0 ? &d->scan_from : &d->watermarks;
+        for (size_t i = 0; i < wm->n; i++)
+                fh_offsets_add(&c.watermarks, wm->v[i].topic, wm->v[i].partition, wm->v[i].offset);
+        c.outbox = d->n_outs ? fh_calloc(d->n_outs, sizeof(*c.outbox)) : NULL;
+        for (fh_out *o = d->outs.next; o != &d->outs; o = o->next) {
+                fh_outbox_item *it = &c.outbox[c.n_outbox++];
+                *it = o->it;
+                it->sinks &= FH_SINK_KAFKA | FH_SINK_REDIS;
+        }
+        r = fh_state_save(d->cfg.state_dir, d->engine, &c);
+        /* The outbox entries borrow the live items' strings. */
+        free(c.outbox);
+        c.outbox = NULL;
+        c.n_outbox = 0;
+        fh_checkpoint_clear(&c);
         if (r < 0) {
                 if (!d->checkpoint_failing)
                         log_err("cannot checkpoint state to %s/state: %s; alerting goes on without it",
@@ -701,6 +827,8 @@ static void finish_stop(fh_daemon *d) {
         uv_timer_stop(&d->stats_timer);
         uv_timer_stop(&d->commit_timer);
         uv_timer_stop(&d->stop_timer);
+        uv_timer_stop(&d->retry_timer);
+        close_handle(d, (uv_handle_t *) &d->retry_timer);
         close_handle(d, (uv_handle_t *) &d->tick_timer);
         close_handle(d, (uv_handle_t *) &d->checkpoint_timer);
         close_handle(d, (uv_handle_t *) &d->stats_timer);
@@ -814,15 +942,41 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         }
         fh_engine_set_alert_cb(d->engine, on_alert, d);
 
+        fh_checkpoint cp = { 0 };
+        bool restored = false;
         if (d->cfg.state_dir) {
                 if (mkdir(d->cfg.state_dir, 0700) < 0 && errno != EEXIST)
                         log_warning("cannot create state directory %s: %m", d->cfg.state_dir);
-                r = fh_state_load(d->cfg.state_dir, d->engine, &d->resume);
-                if (r == 0)
-                        log_info("state restored from %s/state partitions=%zu", d->cfg.state_dir, d->resume.n);
-                else if (r != -ENOENT)
+                r = fh_state_load(d->cfg.state_dir, d->engine, &cp);
+                if (r == 0) {
+                        restored = true;
+                        d->resume = cp.positions;
+                        cp.positions = (fh_offsets) { 0 };
+                        log_info("state restored from %s/state partitions=%zu unconfirmed=%zu",
+                                 d->cfg.state_dir, d->resume.n, cp.n_outbox);
+                } else if (r != -ENOENT)
                         log_err("cannot restore state from %s/state: %s; starting from committed offsets",
                                 d->cfg.state_dir, strerror(-r));
+        }
+        if (d->cfg.alerts_topic) {
+                char err[512];
+                /* Every partition gets a watermark from the start, so a
+                 * checkpoint always says where to look after a crash. */
+                if (fh_kafka_watermarks(&d->cfg, d->cfg.alerts_topic, &d->watermarks, err, sizeof(err)) < 0)
+                        log_warning("cannot read the watermarks of %s: %s", d->cfg.alerts_topic, err);
+                if (restored && cp.watermarks.n > 0) {
+                        d->suppress = fh_strset_new();
+                        long n = fh_kafka_scan_alerts(&d->cfg, d->cfg.alerts_topic, &cp.watermarks, d->suppress,
+                                                      30000, err, sizeof(err));
+                        if (n < 0)
+                                log_err("cannot read back %s after the last checkpoint: %s; alerts published since "
+                                        "may be published again", d->cfg.alerts_topic, err);
+                        else
+                                log_info("%ld alerts were published after the last checkpoint; they will not be "
+                                         "published again", n);
+                        d->scan_from = cp.watermarks;
+                        cp.watermarks = (fh_offsets) { 0 };
+                }
         }
 
         uv_idle_init(loop, &d->drain_idle);
@@ -832,19 +986,25 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         uv_timer_init(loop, &d->stats_timer);
         uv_timer_init(loop, &d->stop_timer);
         uv_timer_init(loop, &d->commit_timer);
+        uv_timer_init(loop, &d->retry_timer);
         d->tick_timer.data = d->checkpoint_timer.data = d->stats_timer.data = d->stop_timer.data =
-                d->commit_timer.data = d;
+                d->commit_timer.data = d->retry_timer.data = d;
 
         if (d->cfg.redis_enabled) {
                 r = fh_redis_new(&d->redis, loop, &d->cfg.redis, on_redis_ack, d);
                 if (r < 0) {
                         log_err("failed to set up Redis: %s", strerror(-r));
+                        fh_checkpoint_clear(&cp);
                         goto fail;
                 }
         }
         r = kafka_start(d);
-        if (r < 0)
+        if (r < 0) {
+                fh_checkpoint_clear(&cp);
                 goto fail;
+        }
+        resend_outbox(d, &cp);
+        fh_checkpoint_clear(&cp);
 
         if (!d->cfg.event_clock) {
                 fh_engine_tick(d->engine, wall_ms());
@@ -896,8 +1056,13 @@ uint64_t fh_daemon_dead_letters(const fh_daemon *d) {
 fh_daemon *fh_daemon_free(fh_daemon *d) {
         if (!d)
                 return NULL;
-        while (d->outs.next != &d->outs)
-                out_done(d->outs.next);
+        while (d->outs.next != &d->outs) {
+                fh_out *o = d->outs.next;
+                o->prev->next = o->next;
+                o->next->prev = o->prev;
+                fh_outbox_item_clear(&o->it);
+                free(o);
+        }
         if (d->consumer) {
                 rd_kafka_consumer_close(d->consumer);
                 if (d->cq)
@@ -918,6 +1083,9 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
         if (d->assignment)
                 rd_kafka_topic_partition_list_destroy(d->assignment);
         fh_offsets_clear(&d->resume);
+        fh_offsets_clear(&d->watermarks);
+        fh_offsets_clear(&d->scan_from);
+        fh_strset_free(d->suppress);
         fh_tracker_free(d->tracker);
         fh_engine_free(d->engine);
         fh_buf_free(&d->json);

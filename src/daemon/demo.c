@@ -39,6 +39,7 @@ typedef struct demo {
         size_t produced;
         int64_t step_ms;
         int64_t sim_now;
+        uint64_t seed;
         uint64_t pace_ms;
         uv_timer_t pace;
         uv_signal_t sigint, sigterm;
@@ -126,7 +127,8 @@ static void summary(demo *dm) {
         printf("still active: %zu\n", dm->active);
         printf("Every alert also went to the Kafka topic fenghuo.alerts of the embedded cluster.\n"
                "The same alerts, from the command line:\n"
-               "  fenghuo simulate --stations stations/miyun.csv --bad 0.003 | fenghuo replay --rules rules --stations stations/miyun.csv\n");
+               "  fenghuo simulate --stations stations/miyun.csv --bad 0.003 --seed %llu | "
+               "fenghuo replay --rules rules --stations stations/miyun.csv\n", (unsigned long long) dm->seed);
 }
 
 static void on_daemon_stopped(void *userdata, int code) {
@@ -290,6 +292,7 @@ int fh_cmd_demo(int argc, char **argv) {
                 .storm_scale = 1.0,
         };
         fh_time_parse_rfc3339("2023-07-29T00:00:00+08:00", 25, &so.start_ms, NULL);
+        dm.seed = seed;
         fh_simulate(reg, &so, collect, &dm);
         dm.step_ms = so.step_ms;
         dm.sim_now = so.start_ms - so.step_ms;

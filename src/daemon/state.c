@@ -8,7 +8,7 @@
 
 #include "state.h"
 
-#define STATE_MAGIC "FHSTATE1"
+#define STATE_MAGIC "FHSTATE2"
 
 void fh_offsets_add(fh_offsets *o, const char *topic, int32_t partition, int64_t offset) {
         for (size_t i = 0; i < o->n; i++)
@@ -32,6 +32,132 @@ void fh_offsets_clear(fh_offsets *o) {
                 free(o->v[i].topic);
         free(o->v);
         *o = (fh_offsets) { 0 };
+}
+
+void fh_outbox_item_clear(fh_outbox_item *it) {
+        free(it->key);
+        free(it->value);
+        free(it->field);
+        free(it->level);
+        free(it->dedupe);
+        free(it->reason);
+        free(it->detail);
+        free(it->src_topic);
+        *it = (fh_outbox_item) { 0 };
+}
+
+void fh_checkpoint_clear(fh_checkpoint *c) {
+        fh_offsets_clear(&c->positions);
+        fh_offsets_clear(&c->watermarks);
+        for (size_t i = 0; i < c->n_outbox; i++)
+                fh_outbox_item_clear(&c->outbox[i]);
+        free(c->outbox);
+        *c = (fh_checkpoint) { 0 };
+}
+
+static void put_offsets(fh_buf *b, const fh_offsets *o) {
+        fh_buf_u32(b, (uint32_t) o->n);
+        for (size_t i = 0; i < o->n; i++) {
+                fh_buf_str(b, o->v[i].topic, strlen(o->v[i].topic));
+                fh_buf_u32(b, (uint32_t) o->v[i].partition);
+                fh_buf_u64(b, (uint64_t) o->v[i].offset);
+        }
+}
+
+static int get_offsets(fh_rd *rd, fh_offsets *o) {
+        uint32_t n;
+        if (fh_rd_u32(rd, &n) < 0 || n > 1000000)
+                return -EBADMSG;
+        for (uint32_t i = 0; i < n; i++) {
+                const char *topic;
+                size_t len;
+                uint32_t part;
+                uint64_t off;
+                if (fh_rd_str(rd, &topic, &len) < 0 || fh_rd_u32(rd, &part) < 0 || fh_rd_u64(rd, &off) < 0)
+                        return -EBADMSG;
+                char *t = fh_strndup(topic, len);
+                fh_offsets_add(o, t, (int32_t) part, (int64_t) off);
+                free(t);
+        }
+        return 0;
+}
+
+static void put_s(fh_buf *b, const char *s, size_t n) {
+        if (!s) {
+                fh_buf_u32(b, UINT32_MAX);
+                return;
+        }
+        fh_buf_str(b, s, n);
+}
+
+static int get_s(fh_rd *rd, char **ret, size_t *ret_len) {
+        size_t save = rd->off;
+        uint32_t n;
+        const char *p;
+        size_t len;
+
+        if (fh_rd_u32(rd, &n) < 0)
+                return -EBADMSG;
+        if (n == UINT32_MAX) {
+                *ret = NULL;
+                if (ret_len)
+                        *ret_len = 0;
+                return 0;
+        }
+        rd->off = save;
+        if (fh_rd_str(rd, &p, &len) < 0)
+                return -EBADMSG;
+        *ret = fh_strndup(p, len);
+        if (ret_len)
+                *ret_len = len;
+        return 0;
+}
+
+static void put_outbox(fh_buf *b, const fh_outbox_item *v, size_t n) {
+        fh_buf_u32(b, (uint32_t) n);
+        for (size_t i = 0; i < n; i++) {
+                const fh_outbox_item *it = &v[i];
+                fh_buf_u8(b, it->kind);
+                fh_buf_u8(b, it->sinks);
+                fh_buf_u8(b, it->cleared);
+                put_s(b, it->key, it->key_len);
+                put_s(b, it->value, it->value_len);
+                put_s(b, it->field, it->field ? strlen(it->field) : 0);
+                put_s(b, it->level, it->level ? strlen(it->level) : 0);
+                put_s(b, it->dedupe, it->dedupe ? strlen(it->dedupe) : 0);
+                put_s(b, it->reason, it->reason ? strlen(it->reason) : 0);
+                put_s(b, it->detail, it->detail ? strlen(it->detail) : 0);
+                put_s(b, it->src_topic, it->src_topic ? strlen(it->src_topic) : 0);
+                fh_buf_u32(b, (uint32_t) it->src_partition);
+                fh_buf_u64(b, (uint64_t) it->src_offset);
+        }
+}
+
+static int get_outbox(fh_rd *rd, fh_checkpoint *c) {
+        uint32_t n;
+        if (fh_rd_u32(rd, &n) < 0 || n > 100000000)
+                return -EBADMSG;
+        c->outbox = n ? fh_calloc(n, sizeof(*c->outbox)) : NULL;
+        for (uint32_t i = 0; i < n; i++) {
+                fh_outbox_item *it = &c->outbox[i];
+                uint8_t cleared;
+                uint32_t part;
+                uint64_t off;
+                c->n_outbox = i + 1;
+                if (fh_rd_u8(rd, &it->kind) < 0 || fh_rd_u8(rd, &it->sinks) < 0 || fh_rd_u8(rd, &cleared) < 0 ||
+                    get_s(rd, &it->key, &it->key_len) < 0 || get_s(rd, &it->value, &it->value_len) < 0 ||
+                    get_s(rd, &it->field, NULL) < 0 || get_s(rd, &it->level, NULL) < 0 ||
+                    get_s(rd, &it->dedupe, NULL) < 0 || get_s(rd, &it->reason, NULL) < 0 ||
+                    get_s(rd, &it->detail, NULL) < 0 || get_s(rd, &it->src_topic, NULL) < 0 ||
+                    fh_rd_u32(rd, &part) < 0 || fh_rd_u64(rd, &off) < 0)
+                        return -EBADMSG;
+                it->cleared = cleared;
+                it->src_partition = (int32_t) part;
+                it->src_offset = (int64_t) off;
+                if (!it->value || (it->kind != FH_OUT_ALERT && it->kind != FH_OUT_DEAD_LETTER))
+                        return -EBADMSG;
+        }
+        return 0;
 }
 
 static uint64_t fnv1a(const void *data, size_t n) {
@@ -58,7 +184,7 @@ static int write_all(int fd, const char *p, size_t n) {
         return 0;
 }
 
-int fh_state_save(const char *dir, const fh_engine *e, const fh_offsets *o) {
+int fh_state_save(const char *dir, const fh_engine *e, const fh_checkpoint *c) {
         char path[PATH_MAX], tmp[PATH_MAX];
         fh_buf b = FH_BUF_NULL;
         int fd, r;
@@ -68,12 +194,9 @@ int fh_state_save(const char *dir, const fh_engine *e, const fh_offsets *o) {
                 return -ENAMETOOLONG;
 
         fh_buf_append(&b, STATE_MAGIC, 8);
-        fh_buf_u32(&b, (uint32_t) o->n);
-        for (size_t i = 0; i < o->n; i++) {
-                fh_buf_str(&b, o->v[i].topic, strlen(o->v[i].topic));
-                fh_buf_u32(&b, (uint32_t) o->v[i].partition);
-                fh_buf_u64(&b, (uint64_t) o->v[i].offset);
-        }
+        put_offsets(&b, &c->positions);
+        put_offsets(&b, &c->watermarks);
+        put_outbox(&b, c->outbox, c->n_outbox);
         size_t at = b.len;
         fh_buf_u64(&b, 0);
         fh_engine_snapshot(e, NULL, NULL, &b);
@@ -110,9 +233,9 @@ out:
         return r;
 }
 
-int fh_state_load(const char *dir, fh_engine *e, fh_offsets *ret) {
+int fh_state_load(const char *dir, fh_engine *e, fh_checkpoint *ret) {
         char path[PATH_MAX];
-        fh_offsets o = { 0 };
+        fh_checkpoint o = { 0 };
         FILE *f;
         fh_buf b = FH_BUF_NULL;
         int r = -EBADMSG;
@@ -143,20 +266,8 @@ int fh_state_load(const char *dir, fh_engine *e, fh_offsets *ret) {
         if (fh_rd_u64(&tail, &sum) < 0 || sum != fnv1a(b.data, b.len - 8))
                 goto out;
         fh_rd rd = { (const uint8_t *) b.data, b.len - 8, 8 };
-        uint32_t n;
-        if (fh_rd_u32(&rd, &n) < 0 || n > 1000000)
+        if (get_offsets(&rd, &o.positions) < 0 || get_offsets(&rd, &o.watermarks) < 0 || get_outbox(&rd, &o) < 0)
                 goto out;
-        for (uint32_t i = 0; i < n; i++) {
-                const char *topic;
-                size_t len;
-                uint32_t part;
-                uint64_t off;
-                if (fh_rd_str(&rd, &topic, &len) < 0 || fh_rd_u32(&rd, &part) < 0 || fh_rd_u64(&rd, &off) < 0)
-                        goto out;
-                char *t = fh_strndup(topic, len);
-                fh_offsets_add(&o, t, (int32_t) part, (int64_t) off);
-                free(t);
-        }
         uint64_t snap_len;
         if (fh_rd_u64(&rd, &snap_len) < 0 || snap_len != rd.n - rd.off)
                 goto out;
@@ -164,10 +275,10 @@ int fh_state_load(const char *dir, fh_engine *e, fh_offsets *ret) {
         if (r < 0)
                 goto out;
         *ret = o;
-        o = (fh_offsets) { 0 };
+        o = (fh_checkpoint) { 0 };
         r = 0;
 out:
-        fh_offsets_clear(&o);
+        fh_checkpoint_clear(&o);
         fh_buf_free(&b);
         return r;
 }

@@ -23,10 +23,42 @@ void fh_offsets_add(fh_offsets *o, const char *topic, int32_t partition, int64_t
 int64_t fh_offsets_get(const fh_offsets *o, const char *topic, int32_t partition);
 void fh_offsets_clear(fh_offsets *o);
 
+/* Something produced but not yet confirmed by every sink: saved with a
+ * checkpoint so that a crash loses none of it. */
+enum { FH_OUT_ALERT = 1, FH_OUT_DEAD_LETTER = 2 };
+enum { FH_SINK_KAFKA = 1, FH_SINK_REDIS = 2 };
+typedef struct fh_outbox_item {
+        uint8_t kind;
+        uint8_t sinks;             /* those still to confirm */
+        char *key;                 /* Kafka key: the sensor (or the original key) */
+        size_t key_len;
+        char *value;               /* the alert JSON, or the rejected message's bytes */
+        size_t value_len;
+        char *field;               /* alert: "rule:sensor" of the active hash */
+        char *level;               /* alert: new level name */
+        bool cleared;
+        char *dedupe;              /* alert: "alert_id|event|ts", the same on every replay */
+        char *reason, *detail;     /* dead letter */
+        char *src_topic;
+        int32_t src_partition;
+        int64_t src_offset;
+} fh_outbox_item;
+
+void fh_outbox_item_clear(fh_outbox_item *it);
+
+typedef struct fh_checkpoint {
+        fh_offsets positions;      /* input partitions: next offset to process */
+        fh_offsets watermarks;     /* alerts topic: offset after the last alert confirmed */
+        fh_outbox_item *outbox;
+        size_t n_outbox;
+} fh_checkpoint;
+
+void fh_checkpoint_clear(fh_checkpoint *c);
+
 /* Writes dir/state (through dir/state.tmp). 0 or -errno (ENOSPC, EROFS...). */
-int fh_state_save(const char *dir, const fh_engine *e, const fh_offsets *o);
+int fh_state_save(const char *dir, const fh_engine *e, const fh_checkpoint *c);
 /* 0 and restored; -ENOENT when there is no state; -EBADMSG when corrupt
  * (the engine is untouched then); other -errno. */
-int fh_state_load(const char *dir, fh_engine *e, fh_offsets *ret);
+int fh_state_load(const char *dir, fh_engine *e, fh_checkpoint *ret);
 
 #endif

@@ -9,6 +9,7 @@ typedef struct part {
         int32_t partition;
         fh_track *head, *tail;   /* messages in offset order, oldest first */
         int64_t done_next;       /* committable: -1 before the first */
+        int64_t processed_next;  /* after the last message handed to the engine */
         int64_t reported;
         bool forgotten;
         struct part *next;
@@ -67,6 +68,7 @@ static part *find_part(fh_tracker *t, const char *topic, int32_t partition, bool
         p->topic = fh_strdup(topic);
         p->partition = partition;
         p->done_next = -1;
+        p->processed_next = -1;
         p->reported = -1;
         p->next = t->parts;
         t->parts = p;
@@ -82,6 +84,8 @@ fh_track *fh_tracker_begin(fh_tracker *t, const char *topic, int32_t partition, 
         else
                 k = fh_malloc(sizeof(*k));
         *k = (fh_track) { .p = p, .offset = offset, .holds = 1 };
+        if (offset + 1 > p->processed_next)
+                p->processed_next = offset + 1;
         if (p->tail)
                 p->tail->next = k;
         else
@@ -129,10 +133,10 @@ void fh_tracker_collect(fh_tracker *t, fh_offset_fn fn, void *userdata) {
                 }
 }
 
-void fh_tracker_foreach(const fh_tracker *t, fh_offset_fn fn, void *userdata) {
+void fh_tracker_foreach_processed(const fh_tracker *t, fh_offset_fn fn, void *userdata) {
         for (part *p = t->parts; p; p = p->next)
-                if (p->done_next >= 0)
-                        fn(userdata, p->topic, p->partition, p->done_next);
+                if (p->processed_next >= 0)
+                        fn(userdata, p->topic, p->partition, p->processed_next);
 }
 
 size_t fh_tracker_pending(const fh_tracker *t) {

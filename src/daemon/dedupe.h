@@ -1,0 +1,40 @@
+/* Exactly-once on the Kafka alerts topic across crashes.
+ *
+ * Alert events are deterministic: the same readings of a sensor give the
+ * same events with the same alert_id, event and ts. After a crash the
+ * daemon replays from its last checkpoint, so it regenerates alerts it may
+ * already have published. Before it starts, it reads the alerts topic from
+ * the checkpoint's watermarks to the end and remembers those events; each
+ * regenerated event found there is not published again. */
+#ifndef FENGHUO_DEDUPE_H
+#define FENGHUO_DEDUPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "state.h"
+
+typedef struct fh_strset fh_strset;
+
+fh_strset *fh_strset_new(void);
+fh_strset *fh_strset_free(fh_strset *s);
+void fh_strset_add(fh_strset *s, const char *str);
+/* Removes str when present: true when it was there. */
+bool fh_strset_take(fh_strset *s, const char *str);
+size_t fh_strset_size(const fh_strset *s);
+
+/* "alert_id|event|ts" of an alert event's JSON; 0, or -EINVAL when the
+ * text is not an alert event. */
+int fh_alert_dedupe_key(const char *json, size_t len, char *buf, size_t n);
+
+/* High watermarks of every partition of topic (blocking, for start-up). */
+int fh_kafka_watermarks(const fh_daemon_config *cfg, const char *topic, fh_offsets *ret, char *err, size_t errlen);
+
+/* Adds the dedupe key of every alert in topic from the offsets in from to
+ * the end. Blocking, bounded by timeout_ms. Returns the count read, or a
+ * negative errno with err set. */
+long fh_kafka_scan_alerts(const fh_daemon_config *cfg, const char *topic, const fh_offsets *from,
+                          fh_strset *into, int timeout_ms, char *err, size_t errlen);
+
+#endif
