@@ -279,6 +279,15 @@ static void warn_missing_columns(fh_engine *e, const fh_rule *r, fh_diags *diags
                         progs[np++] = r->levels[l];
         if (r->report)
                 progs[np++] = r->report;
+        if (r->message)
+                for (size_t i = 0; i < r->message->n_parts; i++) {
+                        const fh_tpl_part *p = &r->message->parts[i];
+                        if (p->kind == FH_TPL_STATION && fh_registry_column(e->reg, p->text, p->len) < 0)
+                                fh_diags_warn(diags, r->file, r->line, r->col,
+                                              "rule '%s' has {station.%.*s} in its message, but the station registry "
+                                              "has no column '%.*s': it renders empty",
+                                              r->id, (int) p->len, p->text, (int) p->len, p->text);
+                }
         for (size_t k = 0; k < np; k++)
                 for (uint32_t i = 0; i < progs[k]->n; i++) {
                         const fh_insn *in = &progs[k]->code[i];
