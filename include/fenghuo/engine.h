@@ -133,6 +133,9 @@ void fh_alert_message(const fh_engine *e, const fh_alert *a, fh_buf *out);
 typedef bool (*fh_sensor_filter)(void *userdata, const fh_station *s);
 void fh_engine_snapshot(const fh_engine *e, fh_sensor_filter filter, void *userdata, fh_buf *out);
 int fh_engine_restore(fh_engine *e, const void *data, size_t len);
+/* The same, calling fn for each sensor restored. */
+typedef void (*fh_station_fn)(void *userdata, const fh_station *s);
+int fh_engine_restore_each(fh_engine *e, const void *data, size_t len, fh_station_fn fn, void *userdata);
 /* Forget the state of the filtered sensors (partition revoked). */
 void fh_engine_forget(fh_engine *e, fh_sensor_filter filter, void *userdata);
 

@@ -108,7 +108,7 @@ static int rd_i64(fh_rd *r, int64_t *ret) {
 
 /* One pass that either only checks (e == NULL) or applies. Keeping the two
  * in one function means what is checked is exactly what is applied. */
-static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors) {
+static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, void *userdata) {
         for (uint32_t si = 0; si < n_sensors; si++) {
                 const char *id, *name;
                 size_t id_len, name_len;
@@ -125,6 +125,8 @@ static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors) {
                 if (e) {
                         const fh_station *st = fh_registry_find(e->reg, id, id_len);
                         if (st) {
+                                if (fn)
+                                        fn(userdata, st);
                                 s = &e->sensors[st->index];
                                 fh_sensor_clear(s);
                                 s->latest = latest;
@@ -206,6 +208,10 @@ static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors) {
 }
 
 int fh_engine_restore(fh_engine *e, const void *data, size_t len) {
+        return fh_engine_restore_each(e, data, len, NULL, NULL);
+}
+
+int fh_engine_restore_each(fh_engine *e, const void *data, size_t len, fh_station_fn fn, void *userdata) {
         const uint8_t *p = data;
         fh_rd rd;
         uint32_t version, n;
@@ -227,11 +233,11 @@ int fh_engine_restore(fh_engine *e, const void *data, size_t len) {
                 return -EBADMSG;
 
         size_t body = rd.off;
-        r = walk(NULL, &rd, n);
+        r = walk(NULL, &rd, n, NULL, NULL);
         if (r < 0)
                 return r;
         rd.off = body;
-        r = walk(e, &rd, n);
+        r = walk(e, &rd, n, fn, userdata);
         if (r < 0)
                 return r;   /* cannot happen: the same bytes passed the check */
         if (clock != FH_TIME_NONE && (e->clock == FH_TIME_NONE || clock > e->clock))

@@ -139,6 +139,8 @@ static void kafka_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
                 set_str(c, v, key, &cfg->alerts_topic);
         else if (!strcmp(key, "dead_letter_topic"))
                 set_str(c, v, key, &cfg->dead_letter_topic);
+        else if (!strcmp(key, "state_topic"))
+                set_str(c, v, key, &cfg->state_topic);
         else if (!strcmp(key, "properties"))
                 set_kvs(c, v, key, &cfg->kafka_props);
         else if (!strcmp(key, "consumer_properties"))
@@ -343,6 +345,7 @@ void fh_daemon_config_free(fh_daemon_config *c) {
                 free(c->topics[k]);
         free(c->alerts_topic);
         free(c->dead_letter_topic);
+        free(c->state_topic);
         kvs_free(&c->kafka_props);
         kvs_free(&c->consumer_props);
         kvs_free(&c->producer_props);

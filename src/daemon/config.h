@@ -39,6 +39,8 @@ typedef struct fh_daemon_config {
         char *topics[FH_KIND__MAX];    /* input topic per station kind, NULL = not consumed */
         char *alerts_topic;            /* NULL: no Kafka alerts */
         char *dead_letter_topic;       /* NULL: rejected readings only logged */
+        char *state_topic;             /* compacted topic that carries partition state
+                                          across rebalances; NULL: not kept */
         fh_kvs kafka_props;            /* librdkafka properties for both clients */
         fh_kvs consumer_props;
         fh_kvs producer_props;

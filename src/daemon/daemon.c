@@ -17,6 +17,7 @@
 #include "log.h"
 #include "redis_sink.h"
 #include "dedupe.h"
+#include "handoff.h"
 #include "state.h"
 #include "tracker.h"
 
@@ -59,6 +60,12 @@ struct fh_daemon {
         fh_redis *redis;
         fh_tracker *tracker;
         fh_strset *suppress;      /* alerts already on the Kafka topic (after a crash) */
+        /* Which input partition each station's readings come from (index
+         * into slots, 0 = none yet), so a revoked partition's sensors can
+         * be handed over. */
+        uint16_t *sensor_slot;
+        fh_offset *slots;
+        size_t n_slots;
         fh_offsets watermarks;    /* alerts topic: offset after the last confirmed alert */
         fh_offsets scan_from;     /* where the suppression set was read from */
         fh_out *retry;            /* Kafka deliveries to try again */
@@ -86,6 +93,7 @@ struct fh_daemon {
 };
 
 static void on_retry_timer(uv_timer_t *h);
+static uint16_t slot_of(fh_daemon *d, const char *topic, int32_t partition, bool create);
 
 static int64_t wall_ms(void) {
         struct timespec ts;
@@ -335,6 +343,10 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
         } else if (fh_engine_ingest(d->engine, &rd) == FH_OUTCOME_UNKNOWN_SENSOR) {
                 snprintf(why, sizeof(why), "sensor \"%s\" is not in the station registry", rd.sensor);
                 dead_letter(d, m, "unknown_sensor", why);
+        } else if (d->cfg.state_topic) {
+                const fh_station *st = fh_registry_find(fh_engine_registry(d->engine), rd.sensor, rd.sensor_len);
+                if (st && d->sensor_slot[st->index] == 0)
+                        d->sensor_slot[st->index] = slot_of(d, rd_kafka_topic_name(m->rkt), m->partition, true);
         }
         fh_track *t = d->current;
         d->current = NULL;
@@ -538,13 +550,163 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *op
         log_warning("Kafka %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
 }
 
+static uint16_t slot_of(fh_daemon *d, const char *topic, int32_t partition, bool create) {
+        for (size_t i = 1; i < d->n_slots; i++)
+                if (d->slots[i].partition == partition && !strcmp(d->slots[i].topic, topic))
+                        return (uint16_t) i;
+        if (!create || d->n_slots >= UINT16_MAX)
+                return 0;
+        if (d->n_slots == 0)
+                d->n_slots = 1;  /* slot 0 means "none" */
+        d->slots = fh_realloc(d->slots, (d->n_slots + 1) * sizeof(*d->slots));
+        d->slots[d->n_slots] = (fh_offset) { fh_strdup(topic), partition, 0 };
+        return (uint16_t) d->n_slots++;
+}
+
+typedef struct slot_filter {
+        const fh_daemon *d;
+        uint16_t slot;
+} slot_filter;
+
+static bool in_slot(void *userdata, const fh_station *st) {
+        const slot_filter *f = userdata;
+        return f->d->sensor_slot[st->index] == f->slot;
+}
+
+static void mark_slot(void *userdata, const fh_station *st) {
+        slot_filter *f = userdata;
+        ((fh_daemon *) f->d)->sensor_slot[st->index] = f->slot;
+}
+
+/* Revoked: every alert of these partitions confirmed by Kafka first, then
+ * their sensors' state written to the state topic and forgotten here. */
+static void handoff_save(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
+        char key[512];
+        fh_buf snap = FH_BUF_NULL, rec = FH_BUF_NULL;
+
+        if (d->producer && rd_kafka_flush(d->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                log_err("rebalance: %d messages still unconfirmed by Kafka after 10 s", rd_kafka_outq_len(d->producer));
+        for (int i = 0; i < parts->cnt; i++) {
+                const char *topic = parts->elems[i].topic;
+                int32_t p = parts->elems[i].partition;
+                uint16_t slot = slot_of(d, topic, p, false);
+                int64_t pos = fh_tracker_processed(d->tracker, topic, p);
+                slot_filter f = { d, slot };
+
+                if (slot == 0 || pos < 0)
+                        continue;  /* nothing was read from it here */
+                fh_buf_reset(&snap);
+                fh_buf_reset(&rec);
+                fh_engine_snapshot(d->engine, in_slot, &f, &snap);
+                fh_handoff_encode(&rec, pos, &d->watermarks, snap.data, snap.len);
+                fh_handoff_key(key, sizeof(key), d->cfg.group_id, topic, p);
+                rd_kafka_resp_err_t e = rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(d->cfg.state_topic),
+                                                          RD_KAFKA_V_KEY(key, strlen(key)),
+                                                          RD_KAFKA_V_VALUE(rec.data, rec.len),
+                                                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                                          RD_KAFKA_V_OPAQUE(NULL), RD_KAFKA_V_END);
+                if (e)
+                        log_err("rebalance: cannot hand over %s [%d]: %s", topic, p, rd_kafka_err2str(e));
+                fh_engine_forget(d->engine, in_slot, &f);
+                for (size_t s = 0; s < fh_engine_registry(d->engine)->n_stations; s++)
+                        if (d->sensor_slot[s] == slot)
+                                d->sensor_slot[s] = 0;
+                log_info("rebalance: handed over %s [%d] at offset %lld (%zu bytes of state)", topic, p,
+                         (long long) pos, rec.len);
+        }
+        if (d->producer && rd_kafka_flush(d->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                log_err("rebalance: state records not confirmed by Kafka within 10 s");
+        fh_buf_free(&snap);
+        fh_buf_free(&rec);
+}
+
+/* Assigned: take over what the previous owner handed over. */
+static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
+        size_t n = (size_t) parts->cnt;
+        char **keys = fh_calloc(n + 1, sizeof(*keys));
+        fh_buf *values = fh_calloc(n + 1, sizeof(*values));
+        bool *found = fh_calloc(n + 1, sizeof(*found));
+        fh_offsets scan = { 0 };
+        char err[512];
+
+        for (size_t i = 0; i < n; i++) {
+                keys[i] = fh_malloc(512);
+                fh_handoff_key(keys[i], 512, d->cfg.group_id, parts->elems[i].topic, parts->elems[i].partition);
+        }
+        int r = fh_handoff_fetch(&d->cfg, d->cfg.state_topic, (const char *const *) keys, n, values, found, 60000,
+                                 err, sizeof(err));
+        if (r < 0)
+                log_err("rebalance: cannot read handed-over state from %s: %s", d->cfg.state_topic, err);
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                int64_t pos;
+                fh_offsets wm = { 0 };
+                const void *snap;
+                size_t snap_len;
+                const char *topic = parts->elems[i].topic;
+                int32_t p = parts->elems[i].partition;
+
+                if (!found[i])
+                        continue;
+                if (fh_handoff_decode(values[i].data, values[i].len, &pos, &wm, &snap, &snap_len) < 0) {
+                        log_err("rebalance: the state record for %s [%d] is corrupt; starting from the committed offset",
+                                topic, p);
+                        continue;
+                }
+                /* A newer position of our own (from the local state file)
+                 * wins over an older hand-over. */
+                int64_t own = fh_offsets_get(&d->resume, topic, p);
+                if (own >= pos) {
+                        fh_offsets_clear(&wm);
+                        continue;
+                }
+                slot_filter f = { d, slot_of(d, topic, p, true) };
+                if (fh_engine_restore_each(d->engine, snap, snap_len, mark_slot, &f) < 0) {
+                        log_err("rebalance: the state snapshot for %s [%d] is corrupt", topic, p);
+                        fh_offsets_clear(&wm);
+                        continue;
+                }
+                parts->elems[i].offset = pos;
+                for (size_t k = 0; k < wm.n; k++) {
+                        int64_t cur = fh_offsets_get(&scan, wm.v[k].topic, wm.v[k].partition);
+                        if (cur < 0 || wm.v[k].offset < cur)
+                                fh_offsets_add(&scan, wm.v[k].topic, wm.v[k].partition, wm.v[k].offset);
+                }
+                fh_offsets_clear(&wm);
+                log_info("rebalance: took over %s [%d] at offset %lld", topic, p, (long long) pos);
+        }
+        /* Alerts the previous owner published that we will regenerate. */
+        if (scan.n > 0 && d->cfg.alerts_topic) {
+                if (!d->suppress)
+                        d->suppress = fh_strset_new();
+                long k = fh_kafka_scan_alerts(&d->cfg, d->cfg.alerts_topic, &scan, d->suppress, 30000, err, sizeof(err));
+                if (k < 0)
+                        log_err("rebalance: cannot read back %s: %s; some alerts may be published twice",
+                                d->cfg.alerts_topic, err);
+                for (size_t k2 = 0; k2 < scan.n; k2++) {
+                        int64_t cur = fh_offsets_get(&d->scan_from, scan.v[k2].topic, scan.v[k2].partition);
+                        if (cur < 0 || scan.v[k2].offset < cur)
+                                fh_offsets_add(&d->scan_from, scan.v[k2].topic, scan.v[k2].partition, scan.v[k2].offset);
+                }
+        }
+        fh_offsets_clear(&scan);
+        for (size_t i = 0; i < n; i++) {
+                free(keys[i]);
+                fh_buf_free(&values[i]);
+        }
+        free(keys);
+        free(values);
+        free(found);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque) {
         fh_daemon *d = opaque;
 
         if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+                if (d->cfg.state_topic)
+                        handoff_load(d, parts);
                 for (int i = 0; i < parts->cnt; i++) {
                         int64_t off = fh_offsets_get(&d->resume, parts->elems[i].topic, parts->elems[i].partition);
-                        if (off >= 0)
+                        if (off >= 0 && off > parts->elems[i].offset)
                                 parts->elems[i].offset = off;
                 }
                 fh_offsets_clear(&d->resume);
@@ -556,6 +718,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                 if (d->paused)
                         rd_kafka_pause_partitions(rk, d->assignment);
         } else {
+                if (d->cfg.state_topic)
+                        handoff_save(d, parts);
                 store_offsets(d);
                 rd_kafka_commit(rk, NULL, 0);
                 for (int i = 0; i < parts->cnt; i++)
@@ -703,6 +867,17 @@ static int checkpoint(fh_daemon *d) {
                 *it = o->it;
                 it->sinks &= FH_SINK_KAFKA | FH_SINK_REDIS;
         }
+        const fh_registry *reg = fh_engine_registry(d->engine);
+        for (size_t i = 1; i < d->n_slots; i++)
+                fh_offsets_add(&c.partitions, d->slots[i].topic, d->slots[i].partition, (int64_t) i);
+        c.sensor_ids = fh_calloc(reg->n_stations + 1, sizeof(*c.sensor_ids));
+        c.sensor_part = fh_calloc(reg->n_stations + 1, sizeof(*c.sensor_part));
+        for (size_t i = 0; i < reg->n_stations; i++)
+                if (d->sensor_slot[i]) {
+                        /* partitions was filled in slot order: index = slot - 1 */
+                        c.sensor_ids[c.n_sensors] = fh_strdup(reg->stations[i].id);
+                        c.sensor_part[c.n_sensors++] = d->sensor_slot[i] - 1u;
+                }
         r = fh_state_save(d->cfg.state_dir, d->engine, &c);
         /* The outbox entries borrow the live items' strings. */
         free(c.outbox);
@@ -782,6 +957,17 @@ static void reload(fh_daemon *d) {
                 return;
         }
         fh_engine_set_alert_cb(ne, on_alert, d);
+        /* Stations may have moved in the new registry: carry partitions by id. */
+        const fh_registry *oreg = fh_engine_registry(d->engine), *nreg = fh_engine_registry(ne);
+        uint16_t *slots = fh_calloc(nreg->n_stations + 1, sizeof(*slots));
+        for (size_t i = 0; i < oreg->n_stations; i++)
+                if (d->sensor_slot[i]) {
+                        const fh_station *st = fh_registry_find(nreg, oreg->stations[i].id, oreg->stations[i].id_len);
+                        if (st)
+                                slots[st->index] = d->sensor_slot[i];
+                }
+        free(d->sensor_slot);
+        d->sensor_slot = slots;
         fh_engine_free(d->engine);
         d->engine = ne;
         log_notice("reloaded rules=%zu stations=%zu", fh_engine_rules(ne)->n_rules,
@@ -941,6 +1127,7 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                 goto fail;
         }
         fh_engine_set_alert_cb(d->engine, on_alert, d);
+        d->sensor_slot = fh_calloc(fh_engine_registry(d->engine)->n_stations + 1, sizeof(*d->sensor_slot));
 
         fh_checkpoint cp = { 0 };
         bool restored = false;
@@ -954,6 +1141,13 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                         cp.positions = (fh_offsets) { 0 };
                         log_info("state restored from %s/state partitions=%zu unconfirmed=%zu",
                                  d->cfg.state_dir, d->resume.n, cp.n_outbox);
+                        const fh_registry *reg = fh_engine_registry(d->engine);
+                        for (size_t i = 0; i < cp.n_sensors; i++) {
+                                const fh_station *st = fh_registry_find(reg, cp.sensor_ids[i], strlen(cp.sensor_ids[i]));
+                                const fh_offset *po = &cp.partitions.v[cp.sensor_part[i]];
+                                if (st)
+                                        d->sensor_slot[st->index] = slot_of(d, po->topic, po->partition, true);
+                        }
                 } else if (r != -ENOENT)
                         log_err("cannot restore state from %s/state: %s; starting from committed offsets",
                                 d->cfg.state_dir, strerror(-r));
@@ -1086,6 +1280,10 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
         fh_offsets_clear(&d->watermarks);
         fh_offsets_clear(&d->scan_from);
         fh_strset_free(d->suppress);
+        free(d->sensor_slot);
+        for (size_t i = 1; i < d->n_slots; i++)
+                free(d->slots[i].topic);
+        free(d->slots);
         fh_tracker_free(d->tracker);
         fh_engine_free(d->engine);
         fh_buf_free(&d->json);

@@ -52,6 +52,11 @@ void fh_checkpoint_clear(fh_checkpoint *c) {
         for (size_t i = 0; i < c->n_outbox; i++)
                 fh_outbox_item_clear(&c->outbox[i]);
         free(c->outbox);
+        fh_offsets_clear(&c->partitions);
+        for (size_t i = 0; i < c->n_sensors; i++)
+                free(c->sensor_ids[i]);
+        free(c->sensor_ids);
+        free(c->sensor_part);
         *c = (fh_checkpoint) { 0 };
 }
 
@@ -197,6 +202,12 @@ int fh_state_save(const char *dir, const fh_engine *e, const fh_checkpoint *c) {
         put_offsets(&b, &c->positions);
         put_offsets(&b, &c->watermarks);
         put_outbox(&b, c->outbox, c->n_outbox);
+        put_offsets(&b, &c->partitions);
+        fh_buf_u32(&b, (uint32_t) c->n_sensors);
+        for (size_t i = 0; i < c->n_sensors; i++) {
+                fh_buf_str(&b, c->sensor_ids[i], strlen(c->sensor_ids[i]));
+                fh_buf_u32(&b, c->sensor_part[i]);
+        }
         size_t at = b.len;
         fh_buf_u64(&b, 0);
         fh_engine_snapshot(e, NULL, NULL, &b);
@@ -266,8 +277,24 @@ int fh_state_load(const char *dir, fh_engine *e, fh_checkpoint *ret) {
         if (fh_rd_u64(&tail, &sum) < 0 || sum != fnv1a(b.data, b.len - 8))
                 goto out;
         fh_rd rd = { (const uint8_t *) b.data, b.len - 8, 8 };
-        if (get_offsets(&rd, &o.positions) < 0 || get_offsets(&rd, &o.watermarks) < 0 || get_outbox(&rd, &o) < 0)
+        if (get_offsets(&rd, &o.positions) < 0 || get_offsets(&rd, &o.watermarks) < 0 || get_outbox(&rd, &o) < 0 ||
+            get_offsets(&rd, &o.partitions) < 0)
                 goto out;
+        uint32_t ns;
+        if (fh_rd_u32(&rd, &ns) < 0 || ns > 100000000)
+                goto out;
+        o.sensor_ids = fh_calloc(ns + 1, sizeof(*o.sensor_ids));
+        o.sensor_part = fh_calloc(ns + 1, sizeof(*o.sensor_part));
+        for (uint32_t i = 0; i < ns; i++) {
+                const char *id;
+                size_t len;
+                o.n_sensors = i;
+                if (fh_rd_str(&rd, &id, &len) < 0 || fh_rd_u32(&rd, &o.sensor_part[i]) < 0 ||
+                    o.sensor_part[i] >= o.partitions.n)
+                        goto out;
+                o.sensor_ids[i] = fh_strndup(id, len);
+                o.n_sensors = i + 1;
+        }
         uint64_t snap_len;
         if (fh_rd_u64(&rd, &snap_len) < 0 || snap_len != rd.n - rd.off)
                 goto out;

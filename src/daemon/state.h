@@ -51,6 +51,12 @@ typedef struct fh_checkpoint {
         fh_offsets watermarks;     /* alerts topic: offset after the last alert confirmed */
         fh_outbox_item *outbox;
         size_t n_outbox;
+        /* Which input partition each sensor's readings came from: the
+         * partition of sensor_ids[i] is partitions.v[sensor_part[i]]. */
+        fh_offsets partitions;
+        char **sensor_ids;
+        uint32_t *sensor_part;
+        size_t n_sensors;
 } fh_checkpoint;
 
 void fh_checkpoint_clear(fh_checkpoint *c);

@@ -139,6 +139,13 @@ void fh_tracker_foreach_processed(const fh_tracker *t, fh_offset_fn fn, void *us
                         fn(userdata, p->topic, p->partition, p->processed_next);
 }
 
+int64_t fh_tracker_processed(const fh_tracker *t, const char *topic, int32_t partition) {
+        for (part *p = t->parts; p; p = p->next)
+                if (p->partition == partition && strcmp(p->topic, topic) == 0)
+                        return p->processed_next;
+        return -1;
+}
+
 size_t fh_tracker_pending(const fh_tracker *t) {
         return t->pending;
 }

@@ -24,6 +24,8 @@ void fh_tracker_collect(fh_tracker *t, fh_offset_fn fn, void *userdata);
 /* Every partition's position after the last message processed: what a
  * checkpoint of the engine's state corresponds to. */
 void fh_tracker_foreach_processed(const fh_tracker *t, fh_offset_fn fn, void *userdata);
+/* Position after the last message processed in one partition, or -1. */
+int64_t fh_tracker_processed(const fh_tracker *t, const char *topic, int32_t partition);
 /* Messages not yet fully acknowledged. */
 size_t fh_tracker_pending(const fh_tracker *t);
 /* A revoked partition: forget it (pending tracks stay valid and are freed

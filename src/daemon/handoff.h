@@ -1,0 +1,31 @@
+/* Moving a partition's state between instances of one consumer group.
+ *
+ * When a partition is revoked, the instance that had it writes a record to
+ * the state topic (compacted, keyed by group, topic and partition): the
+ * engine state of the sensors seen on that partition, the position after
+ * the last message it processed, and the alerts topic's watermarks. The
+ * instance it is assigned to reads the latest record for its key, restores
+ * the sensors, starts consuming at that position, and suppresses alerts the
+ * alerts topic already holds past those watermarks. */
+#ifndef FENGHUO_HANDOFF_H
+#define FENGHUO_HANDOFF_H
+
+#include "fenghuo/buf.h"
+#include "config.h"
+#include "state.h"
+
+void fh_handoff_key(char *buf, size_t n, const char *group, const char *topic, int32_t partition);
+
+void fh_handoff_encode(fh_buf *out, int64_t position, const fh_offsets *watermarks, const void *snap, size_t snap_len);
+/* 0, or -EBADMSG. *ret_snap points into p. */
+int fh_handoff_decode(const void *p, size_t n, int64_t *ret_position, fh_offsets *ret_watermarks,
+                      const void **ret_snap, size_t *ret_snap_len);
+
+/* Reads the state topic to its end and keeps, for each of keys[0..n), the
+ * latest value (an empty value is a tombstone: not found). values[i] gets
+ * the bytes, found[i] whether there were any. Blocking, for rebalances.
+ * 0 or a negative errno with err set. */
+int fh_handoff_fetch(const fh_daemon_config *cfg, const char *topic, const char *const *keys, size_t n,
+                     fh_buf *values, bool *found, int timeout_ms, char *err, size_t errlen);
+
+#endif
