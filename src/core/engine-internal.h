@@ -33,6 +33,12 @@ typedef struct fh_pair {
         int64_t run[FH_LEVEL__MAX];  /* since when each level's condition held */
         int64_t wait;                /* since when the target has been below */
         int64_t raised;              /* alert_id time, FH_TIME_NONE when none */
+        /* The last event, so the alerts active now can be told exactly as
+         * they were last published (an operator's view, a resync). */
+        uint8_t last_event;
+        uint8_t last_previous;
+        int64_t last_ts;
+        double last_value;
 } fh_pair;
 
 typedef struct fh_recent {

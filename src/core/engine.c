@@ -248,6 +248,10 @@ void fh_pair_reset(fh_pair *p) {
                 p->run[l] = FH_TIME_NONE;
         p->wait = FH_TIME_NONE;
         p->raised = FH_TIME_NONE;
+        p->last_event = 0;
+        p->last_previous = 0;
+        p->last_ts = FH_TIME_NONE;
+        p->last_value = NAN;
 }
 
 void fh_sensor_clear(fh_sensor *s) {
@@ -484,6 +488,10 @@ static void emit(fh_engine *e, const fh_sensor *s, const fh_rule *rule, fh_pair 
         else
                 a.event = to > p->level ? FH_EVENT_ESCALATED : FH_EVENT_DEESCALATED;
         a.raised_ms = p->raised;
+        p->last_event = (uint8_t) a.event;
+        p->last_previous = (uint8_t) a.previous;
+        p->last_ts = t;
+        p->last_value = a.value;
         p->level = (uint8_t) to;
         if (to == FH_LEVEL_NONE)
                 p->raised = FH_TIME_NONE;
@@ -691,17 +699,15 @@ void fh_engine_foreach_active(const fh_engine *e, fh_alert_fn fn, void *userdata
                         const fh_pair *p = &s->pairs[b->pair[i]];
                         if (p->level == FH_LEVEL_NONE)
                                 continue;
-                        evctx c = { e, s, s->latest };
-                        fh_eval_env env = { ev_field, ev_station, ev_age, &c };
                         fh_alert a = {
-                                .event = FH_EVENT_RAISED,
+                                .event = (fh_event) p->last_event,
                                 .rule = rule,
                                 .station = s->st,
                                 .level = (fh_level) p->level,
-                                .previous = FH_LEVEL_NONE,
-                                .ts_ms = s->latest,
+                                .previous = (fh_level) p->last_previous,
+                                .ts_ms = p->last_ts,
                                 .raised_ms = p->raised,
-                                .value = rule->report ? fh_program_eval(rule->report, &env) : NAN,
+                                .value = p->last_value,
                         };
                         fn(userdata, &a);
                 }

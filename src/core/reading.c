@@ -179,6 +179,31 @@ static inline bool is_plain(uint8_t c) {
         return cls[c] & C_PLAIN;
 }
 
+/* How many of s[0..8) are plain before the first one that is not (8 when
+ * all are). Whole-word tests: each flags exactly the lowest byte that is
+ * >= 0x80, < 0x20, '"' or '\\' (bytes above it may be flagged wrongly, but
+ * only the lowest counts), so a string costs a few instructions per eight
+ * bytes instead of a table lookup per byte. */
+static inline unsigned plain_run8(const uint8_t *s) {
+        const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+        uint64_t x, q, b, m;
+
+        memcpy(&x, s, sizeof(x));
+        q = x ^ (ones * '"');
+        b = x ^ (ones * '\\');
+        m = (x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & high;
+        if (m == 0)
+                return 8;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        return (unsigned)__builtin_ctzll(m) >> 3;
+#else
+        unsigned i = 0;
+        while (is_plain(s[i]))
+                i++;
+        return i;
+#endif
+}
+
 static int hex4(const uint8_t *s) {
         int v = 0;
 
@@ -266,6 +291,12 @@ static int read_string(parser *p, char *out, size_t cap, str_tok *t) {
                 uint8_t dec[4];
                 size_t k;
 
+                while (end - s >= 8) {
+                        unsigned k8 = plain_run8(s);
+                        s += k8;
+                        if (k8 < 8)
+                                break;
+                }
                 while (s < end && is_plain(*s))
                         s++;
                 k = (size_t)(s - run);

@@ -5,11 +5,12 @@
  * runs, so a snapshot survives a reload with new windows, a move to another
  * instance, and an upgrade that changes the in-memory layout.
  *
- * Layout (little-endian), version 1:
+ * Layout (little-endian), version 2:
  *   "FHSNAP01"  u32 version  i64 clock  u32 n_sensors
  *   per sensor: str id  i64 latest  u32 n_recent  i64[n]
  *               u32 n_fields  { str field  u32 n  { i64 ts  f64 v }[n] }[n_fields]
- *               u32 n_pairs   { str rule  u64 hash  u8 level  i64 run[5]  i64 wait  i64 raised }[n_pairs]
+ *               u32 n_pairs   { str rule  u64 hash  u8 level  i64 run[5]  i64 wait  i64 raised
+ *                               u8 last_event  u8 last_previous  i64 last_ts  f64 last_value }[n_pairs]
  *   u64 FNV-1a of everything before it
  * Restore checks the whole snapshot before it changes anything. */
 #include <errno.h>
@@ -22,7 +23,7 @@
 #include "engine-internal.h"
 
 #define SNAP_MAGIC "FHSNAP01"
-#define SNAP_VERSION 1u
+#define SNAP_VERSION 2u
 #define SNAP_MAX_ITEMS 100000000u
 
 static uint64_t fnv1a(const uint8_t *p, size_t n) {
@@ -70,6 +71,10 @@ static void snapshot_sensor(const fh_engine *e, const fh_sensor *s, fh_buf *out)
                         put_i64(out, pr->run[l]);
                 put_i64(out, pr->wait);
                 put_i64(out, pr->raised);
+                fh_buf_u8(out, pr->last_event);
+                fh_buf_u8(out, pr->last_previous);
+                put_i64(out, pr->last_ts);
+                fh_buf_f64(out, pr->last_value);
         }
 }
 
@@ -193,7 +198,11 @@ static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, v
                         for (int l = 0; l < FH_LEVEL__MAX; l++)
                                 if (rd_i64(rd, &pr.run[l]) < 0)
                                         return -EBADMSG;
-                        if (rd_i64(rd, &pr.wait) < 0 || rd_i64(rd, &pr.raised) < 0)
+                        if (rd_i64(rd, &pr.wait) < 0 || rd_i64(rd, &pr.raised) < 0 ||
+                            fh_rd_u8(rd, &pr.last_event) < 0 || fh_rd_u8(rd, &pr.last_previous) < 0 ||
+                            rd_i64(rd, &pr.last_ts) < 0 || fh_rd_f64(rd, &pr.last_value) < 0)
+                                return -EBADMSG;
+                        if (pr.last_event >= FH_EVENT__MAX || pr.last_previous >= FH_LEVEL__MAX)
                                 return -EBADMSG;
                         if (!s)
                                 continue;

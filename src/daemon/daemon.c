@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +232,52 @@ static void out_send(fh_daemon *d, fh_out *o, uint8_t sinks) {
                 }
         }
         out_confirm(o, 0x80);
+}
+
+typedef struct active_list {
+        const fh_engine *e;
+        char **fields;
+        char **jsons;
+        size_t n, cap;
+} active_list;
+
+static void collect_active(void *userdata, const fh_alert *a) {
+        active_list *l = userdata;
+        fh_buf j = FH_BUF_NULL;
+        char field[256];
+
+        if (l->n == l->cap) {
+                l->cap = l->cap ? l->cap * 2 : 64;
+                l->fields = fh_realloc(l->fields, l->cap * sizeof(*l->fields));
+                l->jsons = fh_realloc(l->jsons, l->cap * sizeof(*l->jsons));
+        }
+        snprintf(field, sizeof(field), "%s:%s", a->rule->id, a->station->id);
+        fh_alert_to_json(l->e, a, &j);
+        l->fields[l->n] = fh_strdup(field);
+        l->jsons[l->n++] = j.data ? j.data : fh_strdup("");
+}
+
+/* Redis came (back): after what waits in the backlog, the active hash is
+ * made exactly the engine's alerts active now, whatever Redis lost. */
+static void on_redis_state(void *userdata, bool up) {
+        fh_daemon *d = userdata;
+        active_list l = { .e = d->engine };
+
+        if (!up) {
+                log_warning("Redis connection lost: %s; alerts wait in the backlog (%zu now)",
+                            fh_redis_last_error(d->redis), fh_redis_backlog(d->redis));
+                return;
+        }
+        fh_engine_foreach_active(d->engine, collect_active, &l);
+        if (fh_redis_sync_active(d->redis, (const char *const *) l.fields, (const char *const *) l.jsons, l.n) < 0)
+                log_err("Redis: cannot queue the active-alerts resync (backlog full)");
+        log_notice("Redis connected; backlog=%zu active=%zu", fh_redis_backlog(d->redis), l.n);
+        for (size_t i = 0; i < l.n; i++) {
+                free(l.fields[i]);
+                free(l.jsons[i]);
+        }
+        free(l.fields);
+        free(l.jsons);
 }
 
 static void publish(fh_daemon *d, const fh_alert *a) {
@@ -510,6 +557,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         fh_out *o = m->_private;
 
         (void) rk;
+        if (!o) {
+                /* A hand-over state record (handoff_save): nothing waits on it
+                 * but the flush there. */
+                if (m->err)
+                        log_err("rebalance: state record not delivered to %s: %s", rd_kafka_topic_name(m->rkt),
+                                rd_kafka_err2str(m->err));
+                return;
+        }
         if (m->err) {
                 /* message.timeout.ms is infinite, so this is an error retries
                  * cannot fix (authorisation, a record too large, the topic
@@ -1191,6 +1246,7 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                         fh_checkpoint_clear(&cp);
                         goto fail;
                 }
+                fh_redis_set_state_cb(d->redis, on_redis_state, d);
         }
         r = kafka_start(d);
         if (r < 0) {
@@ -1331,6 +1387,9 @@ int fh_daemon_main(const char *config_path) {
         char line[4096];
         int code;
 
+        /* A peer that resets a socket must be an error to handle, not a
+         * signal that ends the daemon. */
+        signal(SIGPIPE, SIG_IGN);
         fh_log_init(LOG_INFO);
         if (fh_daemon_config_load(config_path, &cfg, &diags) < 0) {
                 for (size_t i = 0; i < diags.n; i++) {

@@ -8,6 +8,7 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +274,7 @@ int fh_cmd_demo(int argc, char **argv) {
                 return 2;
         }
         fh_log_init(verbose ? LOG_INFO : LOG_WARNING);
+        signal(SIGPIPE, SIG_IGN);
         dm.color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
 
         if (fh_load_registry(stations, &reg, &diags) < 0) {

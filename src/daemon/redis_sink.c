@@ -33,6 +33,7 @@
  * getaddrinfo(), so names are resolved first with uv_getaddrinfo() and
  * hiredis is handed a numeric address. */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -76,7 +77,8 @@ typedef struct item {
         void *token;
         enum item_kind kind;
         bool cleared;
-        bool acked;            /* the token has had its one report */
+        bool deferred;         /* the token has been told DEFERRED */
+        bool delivered;        /* the token has been told DELIVERED */
         unsigned ncmds;        /* replies that complete the item */
         unsigned nreplied;     /* on the current connection */
         /* ITEM_ALERT: point into data[] */
@@ -118,6 +120,9 @@ struct fh_redis {
         uv_loop_t *loop;
         fh_redis_ack_fn ack;
         void *userdata;
+        fh_redis_state_fn state_fn;
+        void *state_data;
+        bool announced_up;
 
         /* config, owned copies */
         char *host;
@@ -162,7 +167,8 @@ struct fh_redis {
         void *done_userdata;
 
         fh_redis_stats stats;
-        char last_error[256];
+        char label[HOST_MAX + 16];     /* "host:port" or the socket path, for messages */
+        char last_error[512];
 };
 
 static void start_connect(fh_redis *r);
@@ -333,9 +339,14 @@ static void enqueue(fh_redis *r, item *it) {
 }
 
 static void report(fh_redis *r, item *it, int status) {
-        if (!it->token || it->acked)
+        if (!it->token || it->delivered)
                 return;
-        it->acked = true;
+        if (status == FH_REDIS_DEFERRED) {
+                if (it->deferred)
+                        return;
+                it->deferred = true;
+        } else
+                it->delivered = true;
         if (r->ack)
                 r->ack(r->userdata, it->token, status);
 }
@@ -394,6 +405,10 @@ static void conn_gone(fh_redis *r) {
         it = r->head;
         for (size_t i = 0; i < n_back && it; i++, it = it->next)
                 report(r, it, FH_REDIS_DEFERRED);
+        if (r->state_fn && r->announced_up) {
+                r->announced_up = false;
+                r->state_fn(r->state_data, false);
+        }
 }
 
 /* Outside hiredis callbacks only (timers). */
@@ -442,7 +457,7 @@ static void on_watchdog(uv_timer_t *t) {
                 uv_timer_start(&r->watchdog, on_watchdog, deadline - now, 0);
                 return;
         }
-        set_error(r, "redis %s:%d: no answer within %" PRIu64 " ms", r->host, r->port, r->timeout_ms);
+        set_error(r, "redis %s: no answer within %" PRIu64 " ms", r->label, r->timeout_ms);
         drop_connection(r);
 }
 
@@ -458,6 +473,10 @@ static void ready(fh_redis *r) {
         r->ever_ready = true;
         uv_timer_stop(&r->watchdog);
         pump(r);
+        if (r->state_fn && !r->announced_up) {
+                r->announced_up = true;
+                r->state_fn(r->state_data, true);
+        }
 }
 
 static void on_handshake_reply(redisAsyncContext *ac, void *reply, void *privdata) {
@@ -469,7 +488,7 @@ static void on_handshake_reply(redisAsyncContext *ac, void *reply, void *privdat
         if (rep->type == REDIS_REPLY_ERROR) {
                 r->stats.errors++;
                 r->error_drop = true;
-                set_error(r, "redis %s:%d: %s refused: %s", r->host, r->port,
+                set_error(r, "redis %s: %s refused: %s", r->label,
                           (const char *)privdata, rep->str);
                 drop_from_reply(r);
                 return;
@@ -485,7 +504,7 @@ static void on_connect(const redisAsyncContext *cac, int status) {
 
         if (status != REDIS_OK) {
                 /* hiredis frees the context when this returns. */
-                set_error(r, "redis %s:%d: connect failed: %s", r->host, r->port,
+                set_error(r, "redis %s: connect failed: %s", r->label,
                           cac->errstr ? cac->errstr : "unknown error");
                 conn_gone(r);
                 return;
@@ -513,7 +532,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
         fh_redis *r = cac->data;
 
         if (status != REDIS_OK && cac->errstr)
-                set_error(r, "redis %s:%d: connection lost: %s", r->host, r->port, cac->errstr);
+                set_error(r, "redis %s: connection lost: %s", r->label, cac->errstr);
         conn_gone(r);
 }
 
@@ -525,14 +544,14 @@ static void do_connect(fh_redis *r, const char *addr) {
         if (!ac)
                 fh_oom();
         if (ac->err) {
-                set_error(r, "redis %s:%d: connect failed: %s", r->host, r->port, ac->errstr);
+                set_error(r, "redis %s: connect failed: %s", r->label, ac->errstr);
                 redisAsyncFree(ac);
                 schedule_reconnect(r);
                 return;
         }
         rc = conn_attach(ac, r->loop);
         if (rc < 0) {
-                set_error(r, "redis %s:%d: cannot poll socket: %s", r->host, r->port, uv_strerror(rc));
+                set_error(r, "redis %s: cannot poll socket: %s", r->label, uv_strerror(rc));
                 redisAsyncFree(ac);
                 schedule_reconnect(r);
                 return;
@@ -551,6 +570,7 @@ static void do_connect(fh_redis *r, const char *addr) {
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
         fh_redis *r = req->data;
         char addr[INET6_ADDRSTRLEN] = "";
+        const struct addrinfo *pick = NULL;
 
         r->resolving = false;
         if (r->shutting) {
@@ -564,11 +584,26 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
                 schedule_reconnect(r);
                 return;
         }
-        if (res->ai_family == AF_INET6)
-                uv_ip6_name((const struct sockaddr_in6 *)res->ai_addr, addr, sizeof(addr));
-        else
-                uv_ip4_name((const struct sockaddr_in *)res->ai_addr, addr, sizeof(addr));
+        /* IPv4 first, as hiredis does itself: "localhost" often lists ::1
+         * first while redis listens on 127.0.0.1 only. */
+        for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+                if (ai->ai_family == AF_INET) {
+                        pick = ai;
+                        break;
+                }
+                if (ai->ai_family == AF_INET6 && !pick)
+                        pick = ai;
+        }
+        if (pick && pick->ai_family == AF_INET)
+                uv_ip4_name((const struct sockaddr_in *)pick->ai_addr, addr, sizeof(addr));
+        else if (pick)
+                uv_ip6_name((const struct sockaddr_in6 *)pick->ai_addr, addr, sizeof(addr));
         uv_freeaddrinfo(res);
+        if (!addr[0]) {
+                set_error(r, "redis %s: no IPv4 or IPv6 address", r->host);
+                schedule_reconnect(r);
+                return;
+        }
         do_connect(r, addr);
 }
 
@@ -607,6 +642,10 @@ static bool error_is_transient(const char *s) {
 
         if (!s)
                 return false;
+        /* Sent right after accept() when maxclients is reached, so it
+         * answers our first pipelined command. */
+        if (strncmp(s, "ERR max number of clients", 25) == 0)
+                return true;
         for (size_t i = 0; i < FH_ARRAY_SIZE(prefixes); i++) {
                 size_t n = strlen(prefixes[i]);
                 if (strncmp(s, prefixes[i], n) == 0 && (s[n] == ' ' || s[n] == '\0'))
@@ -621,7 +660,7 @@ static int reply_check(fh_redis *r, const redisReply *rep) {
 
         if (rep->type == REDIS_REPLY_ERROR) {
                 r->stats.errors++;
-                set_error(r, "redis %s:%d: %s", r->host, r->port, rep->str);
+                set_error(r, "redis %s: %s", r->label, rep->str);
                 return error_is_transient(rep->str) ? -1 : 1;
         }
         /* EXEC answers with the replies of the queued commands. */
@@ -654,6 +693,7 @@ static void on_item_reply(redisAsyncContext *ac, void *reply, void *privdata) {
                 return;
 
         /* Replies come in order: a complete item is the head. */
+        assert(it == r->head);
         r->head = it->next;
         if (r->tail == it)
                 r->tail = NULL;
@@ -749,7 +789,7 @@ static void pump(fh_redis *r) {
                          * watchdog replaces it from the loop, since pump()
                          * may run inside fh_redis_send(), where no report
                          * may be made. */
-                        set_error(r, "redis %s:%d: hiredis refused a command", r->host, r->port);
+                        set_error(r, "redis %s: hiredis refused a command", r->label);
                         r->state = ST_DROPPING;
                         uv_timer_start(&r->watchdog, on_watchdog, 0, 0);
                         return;
@@ -776,6 +816,10 @@ int fh_redis_new(fh_redis **ret, uv_loop_t *loop, const fh_redis_config *cfg,
         r->userdata = userdata;
         r->host = fh_strdup(cfg->host);
         r->port = cfg->port;
+        if (r->host[0] == '/')
+                snprintf(r->label, sizeof(r->label), "%s", r->host);
+        else
+                snprintf(r->label, sizeof(r->label), "%s:%d", r->host, r->port);
         r->password = cfg->password ? fh_strdup(cfg->password) : NULL;
         r->db = cfg->db;
         r->channel = fh_strdup(cfg->channel);
@@ -901,6 +945,11 @@ int fh_redis_sync_active(fh_redis *r, const char *const *fields, const char *con
         enqueue(r, it);
         pump(r);
         return 0;
+}
+
+void fh_redis_set_state_cb(fh_redis *r, fh_redis_state_fn fn, void *userdata) {
+        r->state_fn = fn;
+        r->state_data = userdata;
 }
 
 bool fh_redis_connected(const fh_redis *r) {

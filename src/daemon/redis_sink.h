@@ -37,8 +37,8 @@ typedef struct fh_redis_config {
 
 void fh_redis_config_defaults(fh_redis_config *c);   /* fills the defaults (static strings) */
 
-/* Delivery report for one fh_redis_send() with a non-NULL token, exactly
- * one per token:
+/* Delivery reports for one fh_redis_send() with a non-NULL token: at most
+ * one DEFERRED, then at most one DELIVERED, nothing after DELIVERED:
  *   FH_REDIS_DELIVERED: every command of the alert was answered. An error
  *     reply that retrying cannot fix (WRONGTYPE, unknown command) counts as
  *     answered, so one bad key cannot wedge the queue; it is counted in
@@ -71,6 +71,11 @@ int fh_redis_send(fh_redis *r, const char *json, size_t json_len, const char *fi
  * MULTI/EXEC), queued like an alert, so a restarted daemon leaves no stale
  * entries. fields[i] -> jsons[i]. */
 int fh_redis_sync_active(fh_redis *r, const char *const *fields, const char *const *jsons, size_t n);
+
+/* Told when the connection becomes ready (up) and when it is lost (down),
+ * on the loop thread; fn may call fh_redis_send and fh_redis_sync_active. */
+typedef void (*fh_redis_state_fn)(void *userdata, bool up);
+void fh_redis_set_state_cb(fh_redis *r, fh_redis_state_fn fn, void *userdata);
 
 bool fh_redis_connected(const fh_redis *r);
 size_t fh_redis_backlog(const fh_redis *r);       /* alerts not yet answered */

@@ -62,6 +62,16 @@ port_in_use() {
                 /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
+# Only a listening socket stops a restart on the same port: redis-server
+# binds with SO_REUSEADDR, so the TIME_WAIT sockets its clients left behind
+# do not.
+port_listening() {
+        local hex
+        hex=$(printf '%04X' "$1")
+        awk -v h="$hex" 'FNR > 1 && $4 == "0A" { n = split($2, a, ":"); if (toupper(a[n]) == h) f = 1 } END { exit !f }' \
+                /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
 pick_port() {
         local p _
         for _ in $(seq 1 200); do
@@ -144,7 +154,7 @@ cmd_start() {
         # Reusing the old port lets a test bounce redis under a connected client.
         local prev=$port
         for attempt in 1 2 3; do
-                if [ "$attempt" -eq 1 ] && [ -n "$prev" ] && ! port_in_use "$prev"; then
+                if [ "$attempt" -eq 1 ] && [ -n "$prev" ] && ! port_listening "$prev"; then
                         port=$prev
                 else
                         port=$(pick_port)
