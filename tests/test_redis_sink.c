@@ -857,9 +857,36 @@ static void test_bad_arguments_are_rejected(void **state) {
         f->r = NULL;
 }
 
+static void test_an_event_sent_twice_with_its_id_is_delivered_once(void **state) {
+        fixture *f = *state;
+        char json[256];
+        redisReply *rep;
+
+        sink_open(f);
+        alert_json(json, sizeof(json), 1, "red");
+        for (int k = 0; k < 3; k++)
+                assert_int_equal(fh_redis_send_once(f->r, json, strlen(json), "rainstorm:MY-RG-0001", "red", false,
+                                                    "rainstorm:MY-RG-0001:1|raised|t", &f->acks[1]), 0);
+        alert_json(json, sizeof(json), 2, "none");
+        assert_int_equal(fh_redis_send_once(f->r, json, strlen(json), "rainstorm:MY-RG-0001", "none", true,
+                                            "rainstorm:MY-RG-0001:1|cleared|t2", &f->acks[2]), 0);
+        assert_true(run_until(f, backlog_empty, 5000));
+        rep = query(f, "XLEN %s", STREAM);
+        assert_int_equal(rep->integer, 2);
+        freeReplyObject(rep);
+        rep = query(f, "HEXISTS %s %s", HASH, "rainstorm:MY-RG-0001");
+        assert_int_equal(rep->integer, 0);
+        freeReplyObject(rep);
+        rep = query(f, "TTL %s:seen:rainstorm:MY-RG-0001:1|raised|t", STREAM);
+        assert_true(rep->integer > 0);
+        freeReplyObject(rep);
+        assert_int_equal(sink_close(f, 1000), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_an_alert_reaches_the_subscribers_the_stream_and_the_active_hash, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_an_event_sent_twice_with_its_id_is_delivered_once, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_a_cleared_alert_removes_its_field_from_the_active_hash, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_alerts_sent_while_redis_is_down_are_delivered_in_order_once_it_is_back, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_the_backlog_is_bounded_while_redis_is_down, setup, teardown),

@@ -56,6 +56,11 @@ struct fh_daemon {
         uv_idle_t drain_idle;
         rd_kafka_topic_partition_list_t *assignment;
         fh_offsets resume;        /* offsets from the state file, used at the first assignment */
+        /* Where each partition we hold starts, until this run has processed
+         * a message of it (the tracker knows only those): a checkpoint must
+         * keep these positions, or the state it saves, restored, would be
+         * replayed from the committed offsets, which can be past it. */
+        fh_offsets carried;
         bool paused;
 
         fh_redis *redis;
@@ -222,7 +227,8 @@ static void out_send(fh_daemon *d, fh_out *o, uint8_t sinks) {
         }
         if ((sinks & FH_SINK_REDIS) && d->redis && it->kind == FH_OUT_ALERT) {
                 bool up = fh_redis_connected(d->redis);
-                int r = fh_redis_send(d->redis, it->value, it->value_len, it->field, it->level, it->cleared, o);
+                int r = fh_redis_send_once(d->redis, it->value, it->value_len, it->field, it->level, it->cleared,
+                                           it->dedupe, o);
                 if (r < 0) {
                         log_err("Redis backlog full: alert %s not queued for Redis", it->dedupe);
                 } else {
@@ -753,6 +759,21 @@ static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         free(found);
 }
 
+static void drop_carried(fh_daemon *d, const rd_kafka_topic_partition_list_t *parts) {
+        fh_offsets keep = { 0 };
+
+        for (size_t i = 0; i < d->carried.n; i++) {
+                bool revoked = false;
+                for (int k = 0; k < parts->cnt && !revoked; k++)
+                        revoked = parts->elems[k].partition == d->carried.v[i].partition &&
+                                  !strcmp(parts->elems[k].topic, d->carried.v[i].topic);
+                if (!revoked)
+                        fh_offsets_add(&keep, d->carried.v[i].topic, d->carried.v[i].partition, d->carried.v[i].offset);
+        }
+        fh_offsets_clear(&d->carried);
+        d->carried = keep;
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque) {
         fh_daemon *d = opaque;
 
@@ -765,6 +786,11 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                                 parts->elems[i].offset = off;
                 }
                 fh_offsets_clear(&d->resume);
+                fh_offsets_clear(&d->carried);
+                for (int i = 0; i < parts->cnt; i++)
+                        if (parts->elems[i].offset >= 0)
+                                fh_offsets_add(&d->carried, parts->elems[i].topic, parts->elems[i].partition,
+                                               parts->elems[i].offset);
                 rd_kafka_assign(rk, parts);
                 if (d->assignment)
                         rd_kafka_topic_partition_list_destroy(d->assignment);
@@ -779,6 +805,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                 rd_kafka_commit(rk, NULL, 0);
                 for (int i = 0; i < parts->cnt; i++)
                         fh_tracker_forget(d->tracker, parts->elems[i].topic, parts->elems[i].partition);
+                drop_carried(d, parts);
                 rd_kafka_assign(rk, NULL);
                 if (d->assignment)
                         rd_kafka_topic_partition_list_destroy(d->assignment);
@@ -911,6 +938,10 @@ static int checkpoint(fh_daemon *d) {
          * everything produced but not confirmed yet (the outbox): a restart
          * re-sends the outbox and replays from the positions. */
         fh_tracker_foreach_processed(d->tracker, collect_all, &c.positions);
+        for (size_t i = 0; i < d->carried.n; i++)
+                if (fh_offsets_get(&c.positions, d->carried.v[i].topic, d->carried.v[i].partition) < 0)
+                        fh_offsets_add(&c.positions, d->carried.v[i].topic, d->carried.v[i].partition,
+                                       d->carried.v[i].offset);
         /* While alerts from before a crash are still expected again, a new
          * crash must read them again too: keep the older scan start. */
         wm = d->suppress && fh_strset_size(d->suppress) > 0 ? &d->scan_from : &d->watermarks;
@@ -1194,6 +1225,11 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                         restored = true;
                         d->resume = cp.positions;
                         cp.positions = (fh_offsets) { 0 };
+                        /* Until the partitions are assigned, a checkpoint
+                         * saves the state just restored: with its positions. */
+                        for (size_t i = 0; i < d->resume.n; i++)
+                                fh_offsets_add(&d->carried, d->resume.v[i].topic, d->resume.v[i].partition,
+                                               d->resume.v[i].offset);
                         log_info("state restored from %s/state partitions=%zu unconfirmed=%zu",
                                  d->cfg.state_dir, d->resume.n, cp.n_outbox);
                         const fh_registry *reg = fh_engine_registry(d->engine);
@@ -1333,6 +1369,7 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
         if (d->assignment)
                 rd_kafka_topic_partition_list_destroy(d->assignment);
         fh_offsets_clear(&d->resume);
+        fh_offsets_clear(&d->carried);
         fh_offsets_clear(&d->watermarks);
         fh_offsets_clear(&d->scan_from);
         fh_strset_free(d->suppress);

@@ -88,6 +88,8 @@ typedef struct item {
         size_t field_len;
         const char *chan;      /* "<channel>:<level>" */
         size_t chan_len;
+        const char *seen;      /* "<stream>:seen:<event id>", or NULL */
+        size_t seen_len;
         /* ITEM_SYNC */
         sync_entry *entries;   /* one allocation with the strings after the array */
         size_t n;
@@ -137,6 +139,8 @@ struct fh_redis {
         size_t hash_len;
         char maxlen[24];
         size_t maxlen_len;
+        char seen_ttl[24];
+        size_t seen_ttl_len;
         size_t max_backlog;
         uint64_t backoff_min_ms, backoff_max_ms, timeout_ms;
 
@@ -281,6 +285,7 @@ void fh_redis_config_defaults(fh_redis_config *c) {
                 .backoff_min_ms = 100,
                 .backoff_max_ms = 5000,
                 .timeout_ms = 2000,
+                .seen_ttl_s = 604800,
         };
 }
 
@@ -719,7 +724,34 @@ static void cmd(fh_redis *r, item *it, int *rc, int argc, const char **argv, con
                 *rc = -EIO;
 }
 
+/* One event, once: the SET NX of its id and everything it does run as one
+ * script, so a resend after a broken connection (or a restarted daemon
+ * re-sending its outbox) changes nothing the second time. */
+static const char once_script[] =
+        "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[7]) then "
+        "redis.call('PUBLISH', ARGV[2], ARGV[1]) "
+        "redis.call('PUBLISH', ARGV[3], ARGV[1]) "
+        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', ARGV[1]) "
+        "if ARGV[6] == '1' then redis.call('HDEL', KEYS[3], ARGV[5]) "
+        "else redis.call('HSET', KEYS[3], ARGV[5], ARGV[1]) end "
+        "return 1 end return 0";
+
+static int send_alert_once(fh_redis *r, item *it) {
+        const char *argv[] = { "EVAL", once_script, "3", it->seen, r->stream, r->active_hash,
+                               it->json, r->channel, it->chan, r->maxlen, it->field,
+                               it->cleared ? "1" : "0", r->seen_ttl };
+        const size_t lens[] = { 4, sizeof(once_script) - 1, 1, it->seen_len, r->stream_len, r->hash_len,
+                                it->json_len, r->channel_len, it->chan_len, r->maxlen_len, it->field_len,
+                                1, r->seen_ttl_len };
+        int rc = 0;
+
+        cmd(r, it, &rc, 13, argv, lens);
+        return rc;
+}
+
 static int send_alert(fh_redis *r, item *it) {
+        if (it->seen)
+                return send_alert_once(r, it);
         const char *pub[] = { "PUBLISH", r->channel, it->json };
         const size_t pub_len[] = { 7, r->channel_len, it->json_len };
         const char *pub_lvl[] = { "PUBLISH", it->chan, it->json };
@@ -829,6 +861,8 @@ int fh_redis_new(fh_redis **ret, uv_loop_t *loop, const fh_redis_config *cfg,
         r->active_hash = fh_strdup(cfg->active_hash);
         r->hash_len = strlen(r->active_hash);
         r->maxlen_len = (size_t)snprintf(r->maxlen, sizeof(r->maxlen), "%ld", cfg->stream_maxlen);
+        r->seen_ttl_len = (size_t)snprintf(r->seen_ttl, sizeof(r->seen_ttl), "%ld",
+                                           cfg->seen_ttl_s > 0 ? cfg->seen_ttl_s : 604800L);
         r->max_backlog = cfg->max_backlog;
         r->backoff_min_ms = (uint64_t)cfg->backoff_min_ms;
         r->backoff_max_ms = (uint64_t)cfg->backoff_max_ms;
@@ -864,14 +898,14 @@ static bool level_ok(const char *level) {
         return true;
 }
 
-int fh_redis_send(fh_redis *r, const char *json, size_t json_len, const char *field,
-                  const char *level, bool cleared, void *token) {
-        size_t field_len, level_len;
+int fh_redis_send_once(fh_redis *r, const char *json, size_t json_len, const char *field,
+                       const char *level, bool cleared, const char *event_id, void *token) {
+        size_t field_len, level_len, id_len = 0;
         item *it;
         char *p;
 
         if (!r || !json || json_len == 0 || json_len > JSON_MAX || !str_ok(field, FIELD_MAX) ||
-            !level_ok(level))
+            !level_ok(level) || (event_id && !str_ok(event_id, FIELD_MAX)))
                 return -EINVAL;
         if (r->closing)
                 return -ESHUTDOWN;
@@ -880,9 +914,12 @@ int fh_redis_send(fh_redis *r, const char *json, size_t json_len, const char *fi
 
         field_len = strlen(field);
         level_len = strlen(level);
-        /* One allocation: json, field and "<channel>:<level>" follow the item. */
-        it = fh_malloc(sizeof(*it) + json_len + 1 + field_len + 1 + r->channel_len + 1 + level_len + 1);
-        *it = (item){ .token = token, .kind = ITEM_ALERT, .cleared = cleared, .ncmds = 4 };
+        if (event_id)
+                id_len = r->stream_len + 6 + strlen(event_id);
+        /* One allocation: json, field, "<channel>:<level>" and the seen key
+         * follow the item. */
+        it = fh_malloc(sizeof(*it) + json_len + 1 + field_len + 1 + r->channel_len + 1 + level_len + 1 + id_len + 1);
+        *it = (item){ .token = token, .kind = ITEM_ALERT, .cleared = cleared, .ncmds = event_id ? 1 : 4 };
         p = it->data;
         memcpy(p, json, json_len);
         p[json_len] = '\0';
@@ -898,10 +935,21 @@ int fh_redis_send(fh_redis *r, const char *json, size_t json_len, const char *fi
         memcpy(p + r->channel_len + 1, level, level_len + 1);
         it->chan = p;
         it->chan_len = r->channel_len + 1 + level_len;
+        p += it->chan_len + 1;
+        if (event_id) {
+                snprintf(p, id_len + 1, "%s:seen:%s", r->stream, event_id);
+                it->seen = p;
+                it->seen_len = id_len;
+        }
 
         enqueue(r, it);
         pump(r);
         return 0;
+}
+
+int fh_redis_send(fh_redis *r, const char *json, size_t json_len, const char *field,
+                  const char *level, bool cleared, void *token) {
+        return fh_redis_send_once(r, json, json_len, field, level, cleared, NULL, token);
 }
 
 int fh_redis_sync_active(fh_redis *r, const char *const *fields, const char *const *jsons, size_t n) {

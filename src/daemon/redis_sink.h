@@ -33,6 +33,7 @@ typedef struct fh_redis_config {
         int64_t backoff_min_ms;   /* default 100 */
         int64_t backoff_max_ms;   /* default 5000 */
         int64_t timeout_ms;       /* connect and command timeout, default 2000 */
+        long seen_ttl_s;          /* how long an event id is remembered, default 7 days */
 } fh_redis_config;
 
 void fh_redis_config_defaults(fh_redis_config *c);   /* fills the defaults (static strings) */
@@ -66,6 +67,13 @@ int fh_redis_new(fh_redis **ret, uv_loop_t *loop, const fh_redis_config *cfg,
  * not [a-z_]{1,16}), -ESHUTDOWN after fh_redis_close(). Copies everything. */
 int fh_redis_send(fh_redis *r, const char *json, size_t json_len, const char *field,
                   const char *level, bool cleared, void *token);
+
+/* The same, at most once per event_id: a Lua script sets
+ * "<stream>:seen:<event_id>" (expiring after seen_ttl_s) and does the
+ * PUBLISHes, XADD and HSET/HDEL only when the id was new, so a resend after
+ * a broken connection or a daemon restart is not delivered twice. */
+int fh_redis_send_once(fh_redis *r, const char *json, size_t json_len, const char *field,
+                       const char *level, bool cleared, const char *event_id, void *token);
 
 /* Replaces the active hash with exactly these entries (DEL + HSET in a
  * MULTI/EXEC), queued like an alert, so a restarted daemon leaves no stale
