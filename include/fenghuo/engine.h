@@ -108,6 +108,9 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r);
 void fh_engine_tick(fh_engine *e, int64_t now_ms);
 
 int64_t fh_engine_clock(const fh_engine *e);   /* FH_TIME_NONE before the first */
+/* Moves the clock without evaluating the boundaries passed: a daemon that
+ * was down must not judge sensors silent for the time it was not reading. */
+void fh_engine_set_clock(fh_engine *e, int64_t now_ms);
 void fh_engine_count_reject(fh_engine *e, fh_reject why);
 const fh_engine_stats *fh_engine_stats_get(const fh_engine *e);
 const fh_ruleset *fh_engine_rules(const fh_engine *e);

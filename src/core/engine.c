@@ -658,6 +658,10 @@ int64_t fh_engine_clock(const fh_engine *e) {
         return e->clock;
 }
 
+void fh_engine_set_clock(fh_engine *e, int64_t now_ms) {
+        e->clock = now_ms;
+}
+
 void fh_engine_count_reject(fh_engine *e, fh_reject why) {
         if ((unsigned) why < FH_REJECT__MAX)
                 e->stats.rejected[why]++;
