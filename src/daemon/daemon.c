@@ -55,11 +55,16 @@ struct fh_daemon {
         kafka_wake cwake, pwake;
         uv_idle_t drain_idle;
         rd_kafka_topic_partition_list_t *assignment;
-        fh_offsets resume;        /* offsets from the state file, used at the first assignment */
-        /* Where each partition we hold starts, until this run has processed
-         * a message of it (the tracker knows only those): a checkpoint must
-         * keep these positions, or the state it saves, restored, would be
-         * replayed from the committed offsets, which can be past it. */
+        /* Positions from the state file, each used when its partition is
+         * first assigned: after a crash the first assignment is often
+         * partial (the dead instance is still in the group until its
+         * session expires), and the rest come at the next one. */
+        fh_offsets resume;
+        /* Where each assigned partition starts, until this run has
+         * processed a message of it (the tracker knows only those). With
+         * the unused resume positions, a checkpoint must keep these, or the
+         * state it saves would be replayed from the committed offsets,
+         * which can be past it. */
         fh_offsets carried;
         bool paused;
 
@@ -759,19 +764,20 @@ static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         free(found);
 }
 
-static void drop_carried(fh_daemon *d, const rd_kafka_topic_partition_list_t *parts) {
+/* Removes the partitions of parts from o. */
+static void offsets_drop(fh_offsets *o, const rd_kafka_topic_partition_list_t *parts) {
         fh_offsets keep = { 0 };
 
-        for (size_t i = 0; i < d->carried.n; i++) {
-                bool revoked = false;
-                for (int k = 0; k < parts->cnt && !revoked; k++)
-                        revoked = parts->elems[k].partition == d->carried.v[i].partition &&
-                                  !strcmp(parts->elems[k].topic, d->carried.v[i].topic);
-                if (!revoked)
-                        fh_offsets_add(&keep, d->carried.v[i].topic, d->carried.v[i].partition, d->carried.v[i].offset);
+        for (size_t i = 0; i < o->n; i++) {
+                bool listed = false;
+                for (int k = 0; k < parts->cnt && !listed; k++)
+                        listed = parts->elems[k].partition == o->v[i].partition &&
+                                 !strcmp(parts->elems[k].topic, o->v[i].topic);
+                if (!listed)
+                        fh_offsets_add(&keep, o->v[i].topic, o->v[i].partition, o->v[i].offset);
         }
-        fh_offsets_clear(&d->carried);
-        d->carried = keep;
+        fh_offsets_clear(o);
+        *o = keep;
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque) {
@@ -785,8 +791,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                         if (off >= 0 && off > parts->elems[i].offset)
                                 parts->elems[i].offset = off;
                 }
-                fh_offsets_clear(&d->resume);
-                fh_offsets_clear(&d->carried);
+                offsets_drop(&d->resume, parts);
+                offsets_drop(&d->carried, parts);
                 for (int i = 0; i < parts->cnt; i++)
                         if (parts->elems[i].offset >= 0)
                                 fh_offsets_add(&d->carried, parts->elems[i].topic, parts->elems[i].partition,
@@ -805,7 +811,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                 rd_kafka_commit(rk, NULL, 0);
                 for (int i = 0; i < parts->cnt; i++)
                         fh_tracker_forget(d->tracker, parts->elems[i].topic, parts->elems[i].partition);
-                drop_carried(d, parts);
+                offsets_drop(&d->carried, parts);
                 rd_kafka_assign(rk, NULL);
                 if (d->assignment)
                         rd_kafka_topic_partition_list_destroy(d->assignment);
@@ -938,10 +944,12 @@ static int checkpoint(fh_daemon *d) {
          * everything produced but not confirmed yet (the outbox): a restart
          * re-sends the outbox and replays from the positions. */
         fh_tracker_foreach_processed(d->tracker, collect_all, &c.positions);
-        for (size_t i = 0; i < d->carried.n; i++)
-                if (fh_offsets_get(&c.positions, d->carried.v[i].topic, d->carried.v[i].partition) < 0)
-                        fh_offsets_add(&c.positions, d->carried.v[i].topic, d->carried.v[i].partition,
-                                       d->carried.v[i].offset);
+        for (int k = 0; k < 2; k++) {
+                const fh_offsets *o = k == 0 ? &d->carried : &d->resume;
+                for (size_t i = 0; i < o->n; i++)
+                        if (fh_offsets_get(&c.positions, o->v[i].topic, o->v[i].partition) < 0)
+                                fh_offsets_add(&c.positions, o->v[i].topic, o->v[i].partition, o->v[i].offset);
+        }
         /* While alerts from before a crash are still expected again, a new
          * crash must read them again too: keep the older scan start. */
         wm = d->suppress && fh_strset_size(d->suppress) > 0 ? &d->scan_from : &d->watermarks;
@@ -1225,11 +1233,6 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                         restored = true;
                         d->resume = cp.positions;
                         cp.positions = (fh_offsets) { 0 };
-                        /* Until the partitions are assigned, a checkpoint
-                         * saves the state just restored: with its positions. */
-                        for (size_t i = 0; i < d->resume.n; i++)
-                                fh_offsets_add(&d->carried, d->resume.v[i].topic, d->resume.v[i].partition,
-                                               d->resume.v[i].offset);
                         log_info("state restored from %s/state partitions=%zu unconfirmed=%zu",
                                  d->cfg.state_dir, d->resume.n, cp.n_outbox);
                         const fh_registry *reg = fh_engine_registry(d->engine);
@@ -1293,7 +1296,10 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         fh_checkpoint_clear(&cp);
 
         if (!d->cfg.event_clock) {
-                fh_engine_tick(d->engine, wall_ms());
+                /* Not the boundaries of the time we were down: the readings
+                 * of that time are still in Kafka, unread, and would make
+                 * every sensor look silent. */
+                fh_engine_set_clock(d->engine, wall_ms());
                 on_tick(&d->tick_timer);
         }
         if (d->cfg.checkpoint_ms > 0)
