@@ -101,6 +101,8 @@ void fh_engine_set_alert_cb(fh_engine *e, fh_alert_fn fn, void *userdata);
 
 /* Applies one parsed reading. Returns the outcome (never negative). */
 fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r);
+/* The station of the last reading ingested (NULL if it was unknown). */
+const fh_station *fh_engine_last_station(const fh_engine *e);
 
 /* FH_CLOCK_EXTERNAL: evaluates age() rules at every tick boundary in
  * (clock, now_ms] and moves the clock to now_ms. Ignored when now_ms is not

@@ -69,6 +69,7 @@ struct fh_engine {
         void *alert_data;
         fh_engine_stats stats;
         int64_t clock;
+        const fh_station *last_station;
 
         fh_sensor *sensors;          /* one per station, same index */
         fh_rule_bind *bind;          /* one per rule */

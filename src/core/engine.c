@@ -599,6 +599,7 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
         int64_t ts = r->ts_ms;
         bool late = false;
 
+        e->last_station = st;
         if (!st) {
                 e->stats.rejected[FH_REJECT_UNKNOWN_SENSOR]++;
                 return FH_OUTCOME_UNKNOWN_SENSOR;
@@ -652,6 +653,10 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
         for (uint32_t i = 0; i < p->n_rules; i++)
                 fh_engine_eval_pair(e, s, i, s->latest);
         return late ? FH_OUTCOME_LATE : FH_OUTCOME_ACCEPTED;
+}
+
+const fh_station *fh_engine_last_station(const fh_engine *e) {
+        return e->last_station;
 }
 
 int64_t fh_engine_clock(const fh_engine *e) {

@@ -275,8 +275,9 @@ static void on_redis_state(void *userdata, bool up) {
         active_list l = { .e = d->engine };
 
         if (!up) {
-                log_warning("Redis connection lost: %s; alerts wait in the backlog (%zu now)",
-                            fh_redis_last_error(d->redis), fh_redis_backlog(d->redis));
+                if (!d->stopping)
+                        log_warning("Redis connection lost: %s; alerts wait in the backlog (%zu now)",
+                                    fh_redis_last_error(d->redis), fh_redis_backlog(d->redis));
                 return;
         }
         fh_engine_foreach_active(d->engine, collect_active, &l);
@@ -401,9 +402,11 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
         } else if (fh_engine_ingest(d->engine, &rd) == FH_OUTCOME_UNKNOWN_SENSOR) {
                 snprintf(why, sizeof(why), "sensor \"%s\" is not in the station registry", rd.sensor);
                 dead_letter(d, m, "unknown_sensor", why);
-        } else if (d->cfg.state_topic) {
-                const fh_station *st = fh_registry_find(fh_engine_registry(d->engine), rd.sensor, rd.sensor_len);
-                if (st && d->sensor_slot[st->index] == 0)
+        } else {
+                /* Remember the sensor's partition: its state moves with it,
+                 * and after a crash only its alerts are looked for again. */
+                const fh_station *st = fh_engine_last_station(d->engine);
+                if (d->sensor_slot[st->index] == 0)
                         d->sensor_slot[st->index] = slot_of(d, rd_kafka_topic_name(m->rkt), m->partition, true);
         }
         fh_track *t = d->current;
@@ -686,6 +689,18 @@ static void handoff_save(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         fh_buf_free(&rec);
 }
 
+typedef struct slot_set {
+        const fh_daemon *d;
+        const bool *slots;       /* indexed by slot */
+} slot_set;
+
+static bool sensor_in_slots(void *userdata, const void *key, size_t len) {
+        const slot_set *ss = userdata;
+        const fh_station *st = key ? fh_registry_find(fh_engine_registry(ss->d->engine), key, len) : NULL;
+        uint16_t slot = st ? ss->d->sensor_slot[st->index] : 0;
+        return slot != 0 && (!ss->slots || ss->slots[slot]);
+}
+
 /* Assigned: take over what the previous owner handed over. */
 static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         size_t n = (size_t) parts->cnt;
@@ -694,6 +709,7 @@ static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         bool *found = fh_calloc(n + 1, sizeof(*found));
         fh_offsets scan = { 0 };
         char err[512];
+        bool *taken = fh_calloc(UINT16_MAX + 1, sizeof(*taken));   /* slots taken over now */
 
         for (size_t i = 0; i < n; i++) {
                 keys[i] = fh_malloc(512);
@@ -726,6 +742,7 @@ static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
                         continue;
                 }
                 slot_filter f = { d, slot_of(d, topic, p, true) };
+                taken[f.slot] = true;
                 if (fh_engine_restore_each(d->engine, snap, snap_len, mark_slot, &f) < 0) {
                         log_err("rebalance: the state snapshot for %s [%d] is corrupt", topic, p);
                         fh_offsets_clear(&wm);
@@ -744,7 +761,9 @@ static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         if (scan.n > 0 && d->cfg.alerts_topic) {
                 if (!d->suppress)
                         d->suppress = fh_strset_new();
-                long k = fh_kafka_scan_alerts(&d->cfg, d->cfg.alerts_topic, &scan, d->suppress, 30000, err, sizeof(err));
+                slot_set ss = { d, taken };
+                long k = fh_kafka_scan_alerts(&d->cfg, d->cfg.alerts_topic, &scan, sensor_in_slots, &ss,
+                                              d->suppress, 30000, err, sizeof(err));
                 if (k < 0)
                         log_err("rebalance: cannot read back %s: %s; some alerts may be published twice",
                                 d->cfg.alerts_topic, err);
@@ -755,6 +774,7 @@ static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
                 }
         }
         fh_offsets_clear(&scan);
+        free(taken);
         for (size_t i = 0; i < n; i++) {
                 free(keys[i]);
                 fh_buf_free(&values[i]);
@@ -990,7 +1010,31 @@ static int checkpoint(fh_daemon *d) {
         return r;
 }
 
+/* Once every assigned partition has been read up to where it ended when we
+ * looked, everything this instance was going to regenerate has been: the
+ * alerts still in the suppression set belong to other instances. */
+static void drop_suppression_when_caught_up(fh_daemon *d) {
+        if (!d->suppress || fh_strset_size(d->suppress) == 0 || !d->assignment || d->resume.n > 0)
+                return;
+        for (int i = 0; i < d->assignment->cnt; i++) {
+                const char *topic = d->assignment->elems[i].topic;
+                int32_t p = d->assignment->elems[i].partition;
+                int64_t lo, hi;
+                if (rd_kafka_get_watermark_offsets(d->consumer, topic, p, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+                    hi < 0)
+                        return;
+                int64_t pos = fh_tracker_processed(d->tracker, topic, p);
+                if (hi > 0 && pos < hi)
+                        return;
+        }
+        log_info("caught up: %zu alerts read back were not regenerated here; forgetting them",
+                 fh_strset_size(d->suppress));
+        d->suppress = fh_strset_free(d->suppress);
+        fh_offsets_clear(&d->scan_from);
+}
+
 static void on_checkpoint(uv_timer_t *h) {
+        drop_suppression_when_caught_up(h->data);
         checkpoint(h->data);
 }
 
@@ -1254,7 +1298,11 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                         log_warning("cannot read the watermarks of %s: %s", d->cfg.alerts_topic, err);
                 if (restored && cp.watermarks.n > 0) {
                         d->suppress = fh_strset_new();
-                        long n = fh_kafka_scan_alerts(&d->cfg, d->cfg.alerts_topic, &cp.watermarks, d->suppress,
+                        /* All of them: a sensor first heard of after the
+                         * checkpoint has no known partition yet. What is not
+                         * regenerated here is dropped once caught up. */
+                        long n = fh_kafka_scan_alerts(&d->cfg, d->cfg.alerts_topic, &cp.watermarks,
+                                                      NULL, NULL, d->suppress,
                                                       30000, err, sizeof(err));
                         if (n < 0)
                                 log_err("cannot read back %s after the last checkpoint: %s; alerts published since "

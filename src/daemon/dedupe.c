@@ -138,9 +138,10 @@ static rd_kafka_t *make_client(const fh_daemon_config *cfg, rd_kafka_type_t type
                 if (rd_kafka_conf_set(conf, cfg->kafka_props.v[i].key, cfg->kafka_props.v[i].value, err, errlen) != RD_KAFKA_CONF_OK)
                         goto fail;
         if (type == RD_KAFKA_CONSUMER &&
-            (rd_kafka_conf_set(conf, "group.id", "fenghuo-dedupe-scan", err, errlen) != RD_KAFKA_CONF_OK ||
+            (rd_kafka_conf_set(conf, "group.id", "fenghuo-read-back", err, errlen) != RD_KAFKA_CONF_OK ||
              rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, errlen) != RD_KAFKA_CONF_OK ||
-             rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, errlen) != RD_KAFKA_CONF_OK))
+             rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, errlen) != RD_KAFKA_CONF_OK ||
+             rd_kafka_conf_set(conf, "fetch.message.max.bytes", "67108864", err, errlen) != RD_KAFKA_CONF_OK))
                 goto fail;
         rd_kafka_t *rk = rd_kafka_new(type, conf, err, errlen);
         if (!rk)
@@ -185,66 +186,82 @@ out:
         return r;
 }
 
-long fh_kafka_scan_alerts(const fh_daemon_config *cfg, const char *topic, const fh_offsets *from,
-                          fh_strset *into, int timeout_ms, char *err, size_t errlen) {
+int fh_kafka_read_to_end(const fh_daemon_config *cfg, const char *topic, const fh_offsets *from, int timeout_ms,
+                         fh_message_fn fn, void *userdata, char *err, size_t errlen) {
         fh_offsets ends = { 0 };
         rd_kafka_t *rk;
-        long count = 0;
         int r = fh_kafka_watermarks(cfg, topic, &ends, err, errlen);
 
         if (r < 0)
                 return r;
-        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int) ends.n);
+        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int) ends.n + 1);
         int remaining = 0;
         for (size_t i = 0; i < ends.n; i++) {
-                int64_t start = fh_offsets_get(from, topic, ends.v[i].partition);
-                if (start < 0 || start >= ends.v[i].offset)
+                int64_t start = from ? fh_offsets_get(from, topic, ends.v[i].partition) : RD_KAFKA_OFFSET_BEGINNING;
+                if (from && (start < 0 || start >= ends.v[i].offset))
+                        continue;
+                if (!from && ends.v[i].offset == 0)
                         continue;
                 rd_kafka_topic_partition_list_add(parts, topic, ends.v[i].partition)->offset = start;
                 remaining++;
         }
-        if (remaining == 0) {
-                rd_kafka_topic_partition_list_destroy(parts);
-                fh_offsets_clear(&ends);
-                return 0;
-        }
-        rk = make_client(cfg, RD_KAFKA_CONSUMER, err, errlen);
-        if (!rk) {
-                rd_kafka_topic_partition_list_destroy(parts);
-                fh_offsets_clear(&ends);
-                return -EINVAL;
-        }
-        rd_kafka_poll_set_consumer(rk);
-        rd_kafka_assign(rk, parts);
-
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        while (remaining > 0) {
-                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-                clock_gettime(CLOCK_MONOTONIC, &t1);
-                if ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms) {
-                        snprintf(err, errlen, "reading %s did not reach the end within %d ms", topic, timeout_ms);
-                        if (m)
-                                rd_kafka_message_destroy(m);
-                        count = -ETIMEDOUT;
-                        break;
-                }
-                if (!m)
-                        continue;
-                if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                        remaining--;
-                } else if (!m->err) {
-                        char key[512];
-                        if (fh_alert_dedupe_key(m->payload, m->len, key, sizeof(key)) == 0) {
-                                fh_strset_add(into, key);
-                                count++;
+        rk = remaining ? make_client(cfg, RD_KAFKA_CONSUMER, err, errlen) : NULL;
+        if (remaining && !rk)
+                r = -EINVAL;
+        if (rk) {
+                rd_kafka_poll_set_consumer(rk);
+                rd_kafka_assign(rk, parts);
+                struct timespec t0, t1;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                while (remaining > 0) {
+                        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+                        clock_gettime(CLOCK_MONOTONIC, &t1);
+                        if ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms) {
+                                snprintf(err, errlen, "reading %s did not reach its end within %d ms", topic, timeout_ms);
+                                if (m)
+                                        rd_kafka_message_destroy(m);
+                                r = -ETIMEDOUT;
+                                break;
                         }
+                        if (!m)
+                                continue;
+                        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                                remaining--;
+                        else if (!m->err)
+                                fn(userdata, m);
+                        rd_kafka_message_destroy(m);
                 }
-                rd_kafka_message_destroy(m);
+                rd_kafka_consumer_close(rk);
+                rd_kafka_destroy(rk);
         }
-        rd_kafka_consumer_close(rk);
-        rd_kafka_destroy(rk);
         rd_kafka_topic_partition_list_destroy(parts);
         fh_offsets_clear(&ends);
-        return count;
+        return r;
+}
+
+typedef struct scan {
+        fh_key_filter want;
+        void *userdata;
+        fh_strset *into;
+        long count;
+} scan;
+
+static void scan_one(void *userdata, const rd_kafka_message_t *m) {
+        scan *s = userdata;
+        char key[512];
+
+        if (s->want && !s->want(s->userdata, m->key, m->key_len))
+                return;
+        if (fh_alert_dedupe_key(m->payload, m->len, key, sizeof(key)) == 0) {
+                fh_strset_add(s->into, key);
+                s->count++;
+        }
+}
+
+long fh_kafka_scan_alerts(const fh_daemon_config *cfg, const char *topic, const fh_offsets *from,
+                          fh_key_filter want, void *userdata, fh_strset *into, int timeout_ms,
+                          char *err, size_t errlen) {
+        scan s = { want, userdata, into, 0 };
+        int r = fh_kafka_read_to_end(cfg, topic, from, timeout_ms, scan_one, &s, err, errlen);
+        return r < 0 ? r : s.count;
 }

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <librdkafka/rdkafka.h>
 
 #include "config.h"
 #include "state.h"
@@ -31,10 +32,22 @@ int fh_alert_dedupe_key(const char *json, size_t len, char *buf, size_t n);
 /* High watermarks of every partition of topic (blocking, for start-up). */
 int fh_kafka_watermarks(const fh_daemon_config *cfg, const char *topic, fh_offsets *ret, char *err, size_t errlen);
 
+/* Reads topic from the offsets in from (NULL: from the beginning of every
+ * partition) to the end as it was at the call, calling fn for each
+ * message. Blocking, bounded by timeout_ms: for start-up and rebalances.
+ * 0 or a negative errno with err set. */
+typedef void (*fh_message_fn)(void *userdata, const rd_kafka_message_t *m);
+int fh_kafka_read_to_end(const fh_daemon_config *cfg, const char *topic, const fh_offsets *from, int timeout_ms,
+                         fh_message_fn fn, void *userdata, char *err, size_t errlen);
+
 /* Adds the dedupe key of every alert in topic from the offsets in from to
- * the end. Blocking, bounded by timeout_ms. Returns the count read, or a
+ * the end whose Kafka key (the sensor) want() accepts: only the sensors
+ * this instance will regenerate, so in a group the set empties as they
+ * come. Blocking, bounded by timeout_ms. Returns the count added, or a
  * negative errno with err set. */
+typedef bool (*fh_key_filter)(void *userdata, const void *key, size_t len);
 long fh_kafka_scan_alerts(const fh_daemon_config *cfg, const char *topic, const fh_offsets *from,
-                          fh_strset *into, int timeout_ms, char *err, size_t errlen);
+                          fh_key_filter want, void *userdata, fh_strset *into, int timeout_ms,
+                          char *err, size_t errlen);
 
 #endif

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dedupe.h"
 #include "handoff.h"
@@ -62,82 +61,34 @@ int fh_handoff_decode(const void *p, size_t n, int64_t *ret_position, fh_offsets
         return 0;
 }
 
+typedef struct fetch {
+        const char *const *keys;
+        size_t n;
+        fh_buf *values;
+        bool *found;
+} fetch;
+
+static void fetch_one(void *userdata, const rd_kafka_message_t *m) {
+        fetch *f = userdata;
+
+        if (!m->key)
+                return;
+        for (size_t i = 0; i < f->n; i++)
+                if (strlen(f->keys[i]) == m->key_len && !memcmp(f->keys[i], m->key, m->key_len)) {
+                        /* Later records replace earlier ones; an empty one
+                         * is a tombstone. */
+                        fh_buf_reset(&f->values[i]);
+                        f->found[i] = m->len > 0;
+                        if (m->len)
+                                fh_buf_append(&f->values[i], m->payload, m->len);
+                }
+}
+
 int fh_handoff_fetch(const fh_daemon_config *cfg, const char *topic, const char *const *keys, size_t n,
                      fh_buf *values, bool *found, int timeout_ms, char *err, size_t errlen) {
-        fh_offsets ends = { 0 };
-        int r = fh_kafka_watermarks(cfg, topic, &ends, err, errlen);
-        rd_kafka_conf_t *conf;
-        rd_kafka_t *rk;
-        int remaining = 0;
+        fetch f = { keys, n, values, found };
 
         for (size_t i = 0; i < n; i++)
                 found[i] = false;
-        if (r < 0)
-                return r;
-
-        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int) ends.n + 1);
-        for (size_t i = 0; i < ends.n; i++)
-                if (ends.v[i].offset > 0) {
-                        rd_kafka_topic_partition_list_add(parts, topic, ends.v[i].partition)->offset =
-                                RD_KAFKA_OFFSET_BEGINNING;
-                        remaining++;
-                }
-        if (remaining == 0)
-                goto out_parts;
-
-        conf = rd_kafka_conf_new();
-        if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->brokers, err, errlen) != RD_KAFKA_CONF_OK)
-                goto fail_conf;
-        for (size_t i = 0; i < cfg->kafka_props.n; i++)
-                if (rd_kafka_conf_set(conf, cfg->kafka_props.v[i].key, cfg->kafka_props.v[i].value, err, errlen) != RD_KAFKA_CONF_OK)
-                        goto fail_conf;
-        if (rd_kafka_conf_set(conf, "group.id", "fenghuo-handoff-read", err, errlen) != RD_KAFKA_CONF_OK ||
-            rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, errlen) != RD_KAFKA_CONF_OK ||
-            rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, errlen) != RD_KAFKA_CONF_OK ||
-            rd_kafka_conf_set(conf, "fetch.message.max.bytes", "67108864", err, errlen) != RD_KAFKA_CONF_OK)
-                goto fail_conf;
-        rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errlen);
-        if (!rk) {
-                r = -EINVAL;
-                goto out_parts;
-        }
-        rd_kafka_poll_set_consumer(rk);
-        rd_kafka_assign(rk, parts);
-
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        while (remaining > 0) {
-                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-                clock_gettime(CLOCK_MONOTONIC, &t1);
-                if ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms) {
-                        snprintf(err, errlen, "reading the state topic %s did not reach its end within %d ms", topic, timeout_ms);
-                        r = -ETIMEDOUT;
-                        if (m)
-                                rd_kafka_message_destroy(m);
-                        break;
-                }
-                if (!m)
-                        continue;
-                if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                        remaining--;
-                else if (!m->err && m->key)
-                        for (size_t i = 0; i < n; i++)
-                                if (strlen(keys[i]) == m->key_len && !memcmp(keys[i], m->key, m->key_len)) {
-                                        fh_buf_reset(&values[i]);
-                                        found[i] = m->len > 0;
-                                        if (m->len)
-                                                fh_buf_append(&values[i], m->payload, m->len);
-                                }
-                rd_kafka_message_destroy(m);
-        }
-        rd_kafka_consumer_close(rk);
-        rd_kafka_destroy(rk);
-        goto out_parts;
-fail_conf:
-        rd_kafka_conf_destroy(conf);
-        r = -EINVAL;
-out_parts:
-        rd_kafka_topic_partition_list_destroy(parts);
-        fh_offsets_clear(&ends);
-        return r;
+        return fh_kafka_read_to_end(cfg, topic, NULL, timeout_ms, fetch_one, &f, err, errlen);
 }

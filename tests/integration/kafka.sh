@@ -181,7 +181,8 @@ format_storage() {
         # saves a JVM start for `StorageTool random-uuid`.
         id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
         rm -rf "$dir/data"
-        run_java "$dir" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" \
+        # --cluster-id=: an id starting with '-' must not read as an option.
+        run_java "$dir" kafka.tools.StorageTool format --cluster-id="$id" -c "$dir/server.properties" \
                 >"$dir/format.log" 2>&1 || {
                 cat "$dir/format.log" >&2
                 die "formatting $dir/data failed"
