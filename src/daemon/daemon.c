@@ -100,6 +100,7 @@ struct fh_daemon {
         uint64_t watchdog_last;
         uint64_t dlq, future_rejected, delivery_errors, consumed;
         int64_t last_input_ms;
+        int64_t batch_now;
         bool checkpoint_failing;
 };
 
@@ -379,7 +380,7 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
                 return;
         }
         d->consumed++;
-        d->last_input_ms = wall_ms();
+        d->last_input_ms = d->batch_now;
         d->current = fh_tracker_begin(d->tracker, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
 
         if (!m->payload || m->len == 0) {
@@ -444,6 +445,9 @@ static void check_flow(fh_daemon *d) {
 }
 
 static bool drain_consumer(fh_daemon *d) {
+        /* One clock read per batch: the future check needs seconds, not
+         * nanoseconds. */
+        d->batch_now = wall_ms();
         for (int i = 0; i < DRAIN_BATCH; i++) {
                 if (d->stopping || d->paused)
                         return false;
@@ -880,7 +884,8 @@ static int kafka_start(fh_daemon *d) {
                  * is away, and consumption pauses behind it. */
                 if (set_prop(conf, "enable.idempotence", "true") < 0 ||
                     set_prop(conf, "message.timeout.ms", "0") < 0 ||
-                    set_prop(conf, "linger.ms", "2") < 0 ||
+                    /* Alerts are few and every millisecond counts: no batching delay. */
+                    set_prop(conf, "linger.ms", "0") < 0 ||
                     set_prop(conf, "queue.buffering.max.messages", "2000000") < 0) {
                         rd_kafka_conf_destroy(conf);
                         return -EINVAL;
@@ -905,7 +910,11 @@ static int kafka_start(fh_daemon *d) {
                 return -EINVAL;
         if (set_prop(conf, "group.id", d->cfg.group_id) < 0 ||
             set_prop(conf, "enable.auto.offset.store", "false") < 0 ||
-            set_prop(conf, "auto.offset.reset", "earliest") < 0) {
+            set_prop(conf, "auto.offset.reset", "earliest") < 0 ||
+            /* librdkafka 2.0 stops prefetching at 100,000 queued messages and
+             * looks again only a second later: with a loop that drains in
+             * batches that caps a partition at one fetch a second. */
+            set_prop(conf, "queued.min.messages", "1000000") < 0) {
                 rd_kafka_conf_destroy(conf);
                 return -EINVAL;
         }

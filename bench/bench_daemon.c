@@ -1,0 +1,1250 @@
+/* The daemon benchmark: `fenghuo run` against a real Kafka broker.
+ *
+ *   bench_daemon --brokers HOST:PORT --fenghuo PATH --rules DIR --stations FILE
+ *                --workdir DIR [--readings N] [--variant NAME:PROPS]...
+ *                [--rate R] [--seconds S] [--latency-run NAME:LINGER:DAEMON_LINGER]...
+ *                [--skip-throughput] [--skip-latency]
+ *
+ * Throughput: N simulated readings (keyed by sensor, one topic of 4
+ * partitions per station kind) are produced once. Then, for each variant (a
+ * list of librdkafka consumer properties, "k=v,k=v", given to both), a plain
+ * librdkafka consumer (this program's `drain` mode, a separate process) and
+ * the daemon, each in a new consumer group, read them from the start. Both
+ * are timed by the same observer, from spawning the process until the
+ * group's committed offsets cover every partition's end.
+ *
+ * Latency: the daemon runs on a fresh topic with a one-rule set that
+ * alternates for a few dedicated rain gauges (0 mm, 200 mm, ...) while
+ * readings are produced at a steady rate; 1 in 50 is such a flip, which
+ * raises or clears an alert. An alert consumer in this process records when
+ * each arrives; latency is that time minus the time the reading was handed
+ * to the producer. A run is NAME:LINGER:DAEMON_LINGER: the readings'
+ * producer linger.ms, and the daemon's producer linger.ms ("-" keeps the
+ * daemon's own; "kafka" runs no daemon and times one Kafka hop instead: the
+ * flip readings themselves, read back from the input topic).
+ *
+ * RULES should not contain age() rules: the daemon's clock is wall time,
+ * and simulated readings are from 2023, so every sensor would look silent.
+ * Figures go to stdout as "name value" lines; progress to stderr.
+ *
+ *   bench_daemon drain --brokers B --group G --topics T1,T2,.. --count N [--props PROPS]
+ * is the plain consumer. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fenghuo/buf.h"
+#include "fenghuo/registry.h"
+#include "fenghuo/simulate.h"
+#include "fenghuo/timeutil.h"
+#include "cli.h"
+
+extern char **environ;
+
+#define PARTITIONS 4
+#define FLIP_EVERY 50
+#define FLIP_GAUGES 200
+#define WARM_MS 3000
+
+static double mono_s(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
+}
+
+static int64_t wall_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Processes started and not yet reaped, killed if we die first. */
+static volatile pid_t live[2];
+
+static void kill_live(void) {
+        for (size_t i = 0; i < FH_ARRAY_SIZE(live); i++)
+                if (live[i] > 0)
+                        kill(live[i], SIGKILL);
+}
+
+static void on_fatal_signal(int sig) {
+        kill_live();
+        signal(sig, SIG_DFL);
+        raise(sig);
+}
+
+__attribute__((format(printf, 1, 2), noreturn))
+static void die(const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        fputs("bench_daemon: ", stderr);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+        kill_live();
+        exit(1);
+}
+
+__attribute__((format(printf, 1, 2)))
+static void note(const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        fputs("bench_daemon: ", stderr);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+}
+
+static void set(rd_kafka_conf_t *c, const char *k, const char *v) {
+        char err[512];
+        if (rd_kafka_conf_set(c, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK)
+                die("librdkafka property %s=%s: %s", k, v, err);
+}
+
+/* "k=v,k=v" onto a configuration. */
+static void set_list(rd_kafka_conf_t *c, const char *props) {
+        char *copy = fh_strdup(props), *save = NULL;
+        for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+                char *eq = strchr(kv, '=');
+                if (!eq)
+                        die("property '%s' is not k=v", kv);
+                *eq = 0;
+                set(c, kv, eq + 1);
+        }
+        free(copy);
+}
+
+static rd_kafka_t *client(rd_kafka_type_t type, rd_kafka_conf_t *c) {
+        char err[512];
+        rd_kafka_t *rk = rd_kafka_new(type, c, err, sizeof(err));
+        if (!rk)
+                die("rd_kafka_new: %s", err);
+        return rk;
+}
+
+/* ---- topics ---- */
+
+static void create_topics(const char *brokers, char **names, size_t n) {
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        set(c, "bootstrap.servers", brokers);
+        rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, c);
+        rd_kafka_NewTopic_t **nt = fh_calloc(n, sizeof(*nt));
+        char err[512];
+
+        for (size_t i = 0; i < n; i++) {
+                nt[i] = rd_kafka_NewTopic_new(names[i], PARTITIONS, 1, err, sizeof(err));
+                if (!nt[i])
+                        die("topic %s: %s", names[i], err);
+        }
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_CreateTopics(rk, nt, n, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+        if (!ev)
+                die("CreateTopics timed out");
+        const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+        size_t nres;
+        const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &nres);
+        for (size_t i = 0; i < nres; i++)
+                if (rd_kafka_topic_result_error(tr[i]))
+                        die("creating topic %s: %s", rd_kafka_topic_result_name(tr[i]),
+                            rd_kafka_topic_result_error_string(tr[i]));
+        rd_kafka_event_destroy(ev);
+
+        /* Wait until every partition has a leader, as kafka.sh does. */
+        for (size_t i = 0; i < n; i++) {
+                double deadline = mono_s() + 30;
+                for (;;) {
+                        rd_kafka_topic_t *t = rd_kafka_topic_new(rk, names[i], NULL);
+                        const struct rd_kafka_metadata *md = NULL;
+                        bool ok = false;
+                        if (rd_kafka_metadata(rk, 0, t, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                                ok = md->topic_cnt == 1 && !md->topics[0].err &&
+                                     md->topics[0].partition_cnt == PARTITIONS;
+                                for (int p = 0; ok && p < md->topics[0].partition_cnt; p++)
+                                        ok = md->topics[0].partitions[p].leader >= 0 &&
+                                             !md->topics[0].partitions[p].err;
+                                rd_kafka_metadata_destroy(md);
+                        }
+                        rd_kafka_topic_destroy(t);
+                        if (ok)
+                                break;
+                        if (mono_s() > deadline)
+                                die("topic %s has no leaders after 30 s", names[i]);
+                        usleep(100000);
+                }
+        }
+        for (size_t i = 0; i < n; i++)
+                rd_kafka_NewTopic_destroy(nt[i]);
+        free(nt);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
+}
+
+static rd_kafka_topic_partition_list_t *all_partitions(char **topics, size_t n) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int) n * PARTITIONS);
+        for (size_t i = 0; i < n; i++)
+                for (int p = 0; p < PARTITIONS; p++)
+                        rd_kafka_topic_partition_list_add(l, topics[i], p);
+        return l;
+}
+
+/* Sum of the high watermarks (one client, any type). */
+static int64_t end_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
+        int64_t sum = 0;
+        for (int i = 0; i < parts->cnt; i++) {
+                int64_t lo, hi;
+                rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, parts->elems[i].topic,
+                                                                         parts->elems[i].partition, &lo, &hi, 10000);
+                if (e)
+                        die("watermarks of %s/%d: %s", parts->elems[i].topic, parts->elems[i].partition,
+                            rd_kafka_err2str(e));
+                parts->elems[i].offset = hi;
+                sum += hi;
+        }
+        return sum;
+}
+
+/* ---- processes ---- */
+
+typedef struct child {
+        pid_t pid;
+        int err_fd;            /* its stderr, read line by line */
+        FILE *log;
+        double t_spawn;
+        char buf[8192];
+        size_t len;
+        /* From "stats consumed=N" lines of the daemon: the first that shows
+         * progress and the last before everything was consumed, so the rate
+         * between them leaves out start-up and the end. */
+        long long total;
+        double stats_t0, stats_t1;
+        long long stats_c0, stats_c1;
+        bool have_stats;
+} child;
+
+static void spawn(child *c, char *const argv[], const char *log_path) {
+        int fds[2];
+        posix_spawn_file_actions_t fa;
+
+        memset(c, 0, sizeof(*c));
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                die("pipe: %s", strerror(errno));
+        c->log = fopen(log_path, "we");
+        if (!c->log)
+                die("cannot write %s: %s", log_path, strerror(errno));
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log_path, O_WRONLY | O_APPEND, 0);
+        posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO);
+        c->t_spawn = mono_s();
+        int r = posix_spawn(&c->pid, argv[0], &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        if (r != 0)
+                die("cannot run %s: %s", argv[0], strerror(r));
+        close(fds[1]);
+        c->err_fd = fds[0];
+        for (size_t i = 0; i < FH_ARRAY_SIZE(live); i++)
+                if (live[i] <= 0) {
+                        live[i] = c->pid;
+                        break;
+                }
+        fcntl(c->err_fd, F_SETFL, O_NONBLOCK);
+}
+
+static void child_line(child *c, const char *line, double t) {
+        const char *p;
+
+        fprintf(c->log, "[+%.3fs] %s\n", t - c->t_spawn, line);
+        if ((p = strstr(line, "stats consumed=")) != NULL) {
+                long long n = atoll(p + strlen("stats consumed="));
+                if (n > 0 && !c->have_stats) {
+                        c->have_stats = true;
+                        c->stats_t0 = t;
+                        c->stats_c0 = n;
+                }
+                if (n > 0 && n < c->total) {
+                        c->stats_t1 = t;
+                        c->stats_c1 = n;
+                }
+        }
+}
+
+/* Reads what the child wrote to stderr so far, stamping each line. */
+static void child_pump(child *c) {
+        for (;;) {
+                ssize_t n = read(c->err_fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len);
+                if (n <= 0)
+                        return;
+                double t = mono_s();
+                c->len += (size_t) n;
+                c->buf[c->len] = 0;
+                char *s = c->buf, *nl;
+                while ((nl = strchr(s, '\n')) != NULL) {
+                        *nl = 0;
+                        child_line(c, s, t);
+                        s = nl + 1;
+                }
+                c->len = strlen(s);
+                memmove(c->buf, s, c->len);
+                if (c->len == sizeof(c->buf) - 1) {
+                        c->buf[c->len] = 0;
+                        child_line(c, c->buf, t);
+                        c->len = 0;
+                }
+        }
+}
+
+/* user+system CPU seconds of a live child. */
+static double child_cpu_s(pid_t pid) {
+        char path[64], buf[2048];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return NAN;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *p = strrchr(buf, ')');
+        unsigned long ut = 0, st = 0;
+        /* After "pid (comm)": state is field 3, utime 14, stime 15. */
+        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+                return NAN;
+        return (double) (ut + st) / (double) sysconf(_SC_CLK_TCK);
+}
+
+static bool child_alive(child *c) {
+        int status;
+        return waitpid(c->pid, &status, WNOHANG) == 0;
+}
+
+static void child_stop(child *c) {
+        int status;
+        double deadline = mono_s() + 30;
+
+        kill(c->pid, SIGTERM);
+        while (waitpid(c->pid, &status, WNOHANG) == 0) {
+                child_pump(c);
+                if (mono_s() > deadline) {
+                        note("pid %d ignored SIGTERM for 30 s; killing it", (int) c->pid);
+                        kill(c->pid, SIGKILL);
+                        waitpid(c->pid, &status, 0);
+                        break;
+                }
+                usleep(20000);
+        }
+        child_pump(c);
+        close(c->err_fd);
+        fclose(c->log);
+        for (size_t i = 0; i < FH_ARRAY_SIZE(live); i++)
+                if (live[i] == c->pid)
+                        live[i] = 0;
+}
+
+/* ---- throughput ---- */
+
+typedef struct producer_ctx {
+        rd_kafka_t *rk;
+        const fh_registry *reg;
+        char **topic_of_kind;
+        unsigned long long n;
+        unsigned long long limit;
+} producer_ctx;
+
+static void produce(rd_kafka_t *rk, const char *topic, const char *key, size_t key_len,
+                    const char *value, size_t len) {
+        for (;;) {
+                rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                                                          RD_KAFKA_V_KEY(key, key_len),
+                                                          RD_KAFKA_V_VALUE((void *) value, len),
+                                                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                                          RD_KAFKA_V_END);
+                if (!e)
+                        return;
+                if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                        die("produce to %s: %s", topic, rd_kafka_err2str(e));
+                rd_kafka_poll(rk, 10);
+        }
+}
+
+static int on_sim_line(void *userdata, const char *line, size_t len) {
+        producer_ctx *pc = userdata;
+        static const char prefix[] = "{\"sensor\":\"";
+
+        if (pc->n >= pc->limit)
+                return 1;
+        if (len < sizeof(prefix) || memcmp(line, prefix, sizeof(prefix) - 1) != 0)
+                die("unexpected line from the simulator: %.*s", (int) len, line);
+        const char *id = line + sizeof(prefix) - 1;
+        const char *q = memchr(id, '"', len - (sizeof(prefix) - 1));
+        const fh_station *st = q ? fh_registry_find(pc->reg, id, (size_t) (q - id)) : NULL;
+        if (!st)
+                die("simulated sensor not in the registry: %.*s", (int) len, line);
+        produce(pc->rk, pc->topic_of_kind[st->kind], id, (size_t) (q - id), line, len);
+        pc->n++;
+        if ((pc->n & 0xffff) == 0)
+                rd_kafka_poll(pc->rk, 0);
+        return 0;
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+        (void) rk;
+        (void) opaque;
+        if (m->err)
+                die("delivery failed: %s", rd_kafka_err2str(m->err));
+}
+
+/* dir/name, for the caller to free. */
+static char *path_join(const char *dir, const char *name) {
+        char *p;
+        if (asprintf(&p, "%s/%s", dir, name) < 0)
+                fh_oom();
+        return p;
+}
+
+static void write_file(const char *path, const char *text) {
+        FILE *f = fopen(path, "we");
+        if (!f || fputs(text, f) < 0 || fclose(f) != 0)
+                die("cannot write %s: %s", path, strerror(errno));
+}
+
+#define RUNS_MAX 16
+
+typedef struct variant {
+        const char *name;
+        const char *props;             /* consumer properties, "k=v,k=v" or "" */
+} variant;
+
+typedef struct lat_run {
+        const char *name;
+        const char *linger;            /* the readings' producer */
+        const char *daemon_linger;     /* NULL: the daemon's own setting */
+        bool kafka_only;               /* no daemon: one Kafka hop */
+} lat_run;
+
+typedef struct opts {
+        const char *brokers, *fenghuo, *rules, *stations, *workdir, *self;
+        unsigned long long readings;
+        double rate;
+        double seconds;
+        variant variants[RUNS_MAX];
+        size_t n_variants;
+        lat_run runs[RUNS_MAX];
+        size_t n_runs;
+        bool skip_throughput, skip_latency;
+        char tag[32];
+} opts;
+
+/* Observes a consumer group from outside: the time its committed offsets
+ * first cover every produced message. Returns that time, or NAN when the
+ * child died or the timeout passed. */
+static double wait_committed(const opts *o, const char *group, rd_kafka_topic_partition_list_t *ends,
+                             int64_t total, child *c, double timeout_s, double *ret_first) {
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        set(conf, "bootstrap.servers", o->brokers);
+        set(conf, "group.id", group);
+        set(conf, "enable.auto.commit", "false");
+        rd_kafka_t *mon = client(RD_KAFKA_CONSUMER, conf);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(ends);
+        double deadline = mono_s() + timeout_s, done = NAN, last_note = mono_s();
+
+        *ret_first = NAN;
+        for (;;) {
+                child_pump(c);
+                if (!child_alive(c)) {
+                        note("the process under test exited early; see its log");
+                        break;
+                }
+                for (int i = 0; i < l->cnt; i++)
+                        l->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+                rd_kafka_resp_err_t e = rd_kafka_committed(mon, l, 5000);
+                double now = mono_s();
+                if (!e) {
+                        int64_t sum = 0;
+                        for (int i = 0; i < l->cnt; i++)
+                                if (l->elems[i].offset > 0)
+                                        sum += l->elems[i].offset;
+                        if (sum > 0 && isnan(*ret_first))
+                                *ret_first = now;
+                        if (sum >= total) {
+                                done = now;
+                                break;
+                        }
+                        if (now - last_note > 5) {
+                                note("  committed %lld of %lld", (long long) sum, (long long) total);
+                                last_note = now;
+                        }
+                }
+                if (now > deadline) {
+                        note("timed out waiting for group %s to commit everything", group);
+                        break;
+                }
+                usleep(20000);
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+        rd_kafka_destroy(mon);
+        return done;
+}
+
+static void config_text(fh_buf *b, const opts *o, const char *rules, const char *group, char **topics,
+                        const char *alerts, const char *consumer_props, const char *daemon_linger) {
+        static const char *const kinds[FH_KIND__MAX] = { "rain", "water_level", "landslide", "bridge" };
+
+        fh_buf_printf(b, "rules: %s\nstations: %s\nstdout: false\nstats_interval: 1s\nlog_level: info\n"
+                      "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  alerts_topic: %s\n  topics:\n",
+                      rules, o->stations, o->brokers, group, alerts);
+        for (int k = 0; k < FH_KIND__MAX; k++)
+                if (topics[k])
+                        fh_buf_printf(b, "    %s: %s\n", kinds[k], topics[k]);
+        /* Committed offsets are what the observer sees; the default 5 s
+         * auto-commit interval would hide when the work was done. */
+        fh_buf_printf(b, "  consumer_properties:\n    auto.commit.interval.ms: \"100\"\n");
+        char *copy = fh_strdup(consumer_props ? consumer_props : ""), *save = NULL;
+        for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+                char *eq = strchr(kv, '=');
+                if (!eq)
+                        die("property '%s' is not k=v", kv);
+                *eq = 0;
+                fh_buf_printf(b, "    %s: \"%s\"\n", kv, eq + 1);
+        }
+        free(copy);
+        if (daemon_linger)
+                fh_buf_printf(b, "  producer_properties:\n    linger.ms: \"%s\"\n", daemon_linger);
+}
+
+static void throughput_variant(const opts *o, const variant *v, char **topics, const char *alerts,
+                               const char *list, rd_kafka_topic_partition_list_t *ends, int64_t total) {
+        char group[128], count[32];
+        fh_buf cfg = FH_BUF_NULL;
+        child c;
+        char *path, *cfgpath, *name;
+        double first, done, cpu;
+        const char *vn = v->name;
+
+        /* (a) the plain consumer. */
+        snprintf(group, sizeof(group), "bench-%s-%s-plain", o->tag, vn);
+        snprintf(count, sizeof(count), "%lld", (long long) total);
+        if (asprintf(&name, "drain-%s.log", vn) < 0)
+                fh_oom();
+        path = path_join(o->workdir, name);
+        free(name);
+        char *dargv[] = { (char *) o->self, "drain", "--brokers", (char *) o->brokers, "--group", group,
+                          "--topics", (char *) list, "--count", count, "--props", (char *) v->props, NULL };
+        note("%s: plain consumer draining %lld messages (consumer properties: %s)", vn, (long long) total,
+             v->props[0] ? v->props : "none");
+        spawn(&c, dargv, path);
+        done = wait_committed(o, group, ends, total, &c, 600, &first);
+        cpu = child_cpu_s(c.pid);
+        child_stop(&c);
+        if (isnan(done))
+                die("the plain consumer did not finish; see %s", path);
+        double plain_s = done - c.t_spawn;
+        printf("%s.consumer_properties %s\n", vn, v->props[0] ? v->props : "none");
+        printf("%s.plain_s %.3f\n", vn, plain_s);
+        printf("%s.plain_cpu_s %.3f\n", vn, cpu);
+        printf("%s.plain_per_s %.0f\n", vn, (double) total / plain_s);
+        /* Its own view: from process start to the last message in hand. */
+        FILE *f = fopen(path, "re");
+        char line[512];
+        double d_first = NAN, d_last = NAN;
+        while (f && fgets(line, sizeof(line), f)) {
+                sscanf(line, "drain_first_s %lf", &d_first);
+                sscanf(line, "drain_last_s %lf", &d_last);
+        }
+        printf("%s.plain_last_message_s %.3f\n", vn, d_last);
+        /* First to last message: without the group join. */
+        if (d_last > d_first)
+                printf("%s.plain_steady_per_s %.0f\n", vn, (double) total / (d_last - d_first));
+        if (f)
+                fclose(f);
+        free(path);
+
+        /* (b) the daemon. */
+        snprintf(group, sizeof(group), "bench-%s-%s-daemon", o->tag, vn);
+        config_text(&cfg, o, o->rules, group, topics, alerts, v->props, NULL);
+        if (asprintf(&name, "throughput-%s.yaml", vn) < 0)
+                fh_oom();
+        cfgpath = path_join(o->workdir, name);
+        free(name);
+        write_file(cfgpath, cfg.data);
+        if (asprintf(&name, "daemon-throughput-%s.log", vn) < 0)
+                fh_oom();
+        path = path_join(o->workdir, name);
+        free(name);
+        char *argv[] = { (char *) o->fenghuo, "run", "--config", cfgpath, NULL };
+        note("%s: daemon consuming %lld messages", vn, (long long) total);
+        spawn(&c, argv, path);
+        c.total = total;
+        done = wait_committed(o, group, ends, total, &c, 600, &first);
+        cpu = child_cpu_s(c.pid);
+        child_stop(&c);
+        if (isnan(done))
+                die("the daemon did not finish; see %s", path);
+        double daemon_s = done - c.t_spawn;
+        printf("%s.daemon_s %.3f\n", vn, daemon_s);
+        printf("%s.daemon_cpu_s %.3f\n", vn, cpu);
+        printf("%s.daemon_per_s %.0f\n", vn, (double) total / daemon_s);
+        printf("%s.daemon_per_cpu_s %.0f\n", vn, (double) total / cpu);
+        /* From the daemon's 1 s stats lines, start-up and the end left out. */
+        double d_steady = NAN;
+        if (c.have_stats && c.stats_t1 > c.stats_t0)
+                d_steady = (double) (c.stats_c1 - c.stats_c0) / (c.stats_t1 - c.stats_t0);
+        printf("%s.daemon_steady_per_s %.0f\n", vn, d_steady);
+        printf("%s.daemon_vs_plain %.3f\n", vn, plain_s / daemon_s);
+        if (d_last > d_first && !isnan(d_steady))
+                printf("%s.daemon_vs_plain_steady %.3f\n", vn, d_steady / ((double) total / (d_last - d_first)));
+        free(path);
+        free(cfgpath);
+        fh_buf_free(&cfg);
+}
+
+static void throughput(const opts *o, const fh_registry *reg) {
+        static const char *const kinds[FH_KIND__MAX] = { "rain", "water_level", "landslide", "bridge" };
+        char *topics[FH_KIND__MAX + 1];
+        char alerts[128], list[1024] = "";
+
+        for (int k = 0; k < FH_KIND__MAX; k++) {
+                if (asprintf(&topics[k], "tp-%s-%s", o->tag, kinds[k]) < 0)
+                        fh_oom();
+                snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", k ? "," : "", topics[k]);
+        }
+        snprintf(alerts, sizeof(alerts), "tp-%s-alerts", o->tag);
+        topics[FH_KIND__MAX] = alerts;
+        create_topics(o->brokers, topics, FH_KIND__MAX + 1);
+
+        /* Produce. Simulated readings every 5 minutes for as long as it takes. */
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        set(conf, "bootstrap.servers", o->brokers);
+        set(conf, "linger.ms", "20");
+        set(conf, "batch.num.messages", "10000");
+        set(conf, "queue.buffering.max.messages", "1000000");
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+        rd_kafka_t *prod = client(RD_KAFKA_PRODUCER, conf);
+        producer_ctx pc = { prod, reg, topics, 0, o->readings };
+        fh_sim_options so = { .seed = 1, .step_ms = 5 * 60000LL, .tz_offset_min = 480, .storm_scale = 1.0 };
+        fh_time_parse_rfc3339("2023-07-29T00:00:00+08:00", 25, &so.start_ms, NULL);
+        size_t per_step = reg->n_stations ? reg->n_stations : 1;
+        so.duration_ms = (int64_t) ((o->readings + per_step - 1) / per_step + 1) * so.step_ms;
+        double t0 = mono_s();
+        int r = fh_simulate(reg, &so, on_sim_line, &pc);
+        if (r < 0)
+                die("simulate: %s", strerror(-r));
+        while (rd_kafka_flush(prod, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT)
+                ;
+        double t_prod = mono_s() - t0;
+        rd_kafka_topic_partition_list_t *ends = all_partitions(topics, FH_KIND__MAX);
+        int64_t total = end_offsets(prod, ends);
+        rd_kafka_destroy(prod);
+        note("produced %llu readings in %.1f s (%.0f/s); %lld in the topics", pc.n, t_prod,
+             (double) pc.n / t_prod, (long long) total);
+        printf("produced %lld\n", (long long) total);
+        printf("produce_s %.3f\n", t_prod);
+        printf("produce_per_s %.0f\n", (double) total / t_prod);
+
+        for (size_t v = 0; v < o->n_variants; v++)
+                throughput_variant(o, &o->variants[v], topics, alerts, list, ends, total);
+
+        rd_kafka_topic_partition_list_destroy(ends);
+        for (int k = 0; k < FH_KIND__MAX; k++)
+                free(topics[k]);
+}
+
+/* ---- the plain consumer ---- */
+
+static int cmd_drain(int argc, char **argv) {
+        const char *brokers = NULL, *group = NULL, *topics = NULL, *props = "";
+        long long want = -1;
+        double t0 = mono_s();
+
+        for (int i = 2; i + 1 < argc; i += 2) {
+                if (!strcmp(argv[i], "--brokers"))
+                        brokers = argv[i + 1];
+                else if (!strcmp(argv[i], "--group"))
+                        group = argv[i + 1];
+                else if (!strcmp(argv[i], "--topics"))
+                        topics = argv[i + 1];
+                else if (!strcmp(argv[i], "--count"))
+                        want = atoll(argv[i + 1]);
+                else if (!strcmp(argv[i], "--props"))
+                        props = argv[i + 1];
+        }
+        if (!brokers || !group || !topics || want < 0)
+                die("usage: bench_daemon drain --brokers B --group G --topics T1,T2 --count N");
+        /* It waits for SIGTERM at the end: not forever if the parent is gone. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() == 1)
+                return 1;
+
+        /* What the daemon sets for its consumer, nothing more, plus the
+         * variant's properties: the same fetch settings. */
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        set(conf, "bootstrap.servers", brokers);
+        set(conf, "group.id", group);
+        set(conf, "auto.offset.reset", "earliest");
+        set(conf, "auto.commit.interval.ms", "100");
+        set_list(conf, props);
+        rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, conf);
+        rd_kafka_poll_set_consumer(rk);
+        rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(4);
+        char *copy = fh_strdup(topics), *save = NULL;
+        for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                rd_kafka_topic_partition_list_add(sub, t, RD_KAFKA_PARTITION_UA);
+        rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, sub);
+        if (e)
+                die("subscribe: %s", rd_kafka_err2str(e));
+        rd_kafka_topic_partition_list_destroy(sub);
+        free(copy);
+
+        long long n = 0;
+        unsigned long long bytes = 0;
+        double first = NAN, last = NAN;
+        while (n < want) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+                if (!m)
+                        continue;
+                if (!m->err) {
+                        if (n == 0)
+                                first = mono_s();
+                        n++;
+                        bytes += m->len;
+                } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                        fprintf(stderr, "drain: %s\n", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+        }
+        last = mono_s();
+        rd_kafka_commit(rk, NULL, 0);
+        printf("drain_messages %lld\ndrain_bytes %llu\ndrain_first_s %.3f\ndrain_last_s %.3f\n", n, bytes,
+               first - t0, last - t0);
+        fflush(stdout);
+        /* Stay in the group until told to go, like the daemon. */
+        signal(SIGTERM, SIG_DFL);
+        for (;;) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+                if (m)
+                        rd_kafka_message_destroy(m);
+        }
+}
+
+/* ---- latency ---- */
+
+typedef struct flip {
+        int64_t ts_ms;
+        double t_sent;
+        bool timed;                  /* not during the warm-up */
+} flip;
+
+typedef struct received {
+        int gauge;
+        int64_t ts_ms;
+        double t_recv;
+        bool raised;
+} received;
+
+typedef struct lat_ctx {
+        rd_kafka_t *consumer;
+        const fh_registry *reg;
+        bool kafka_only;             /* reading readings, not alerts */
+        int *gauge_of_station;       /* station index -> flip gauge, or -1 */
+        received *rx;
+        size_t n_rx, cap_rx;
+        atomic_bool stop;
+        atomic_long seen;            /* arrivals for gauge 0 (warm-up) */
+} lat_ctx;
+
+static const char *json_str(const char *json, size_t len, const char *key, size_t *ret_len) {
+        char pat[32];
+        snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+        const char *p = memmem(json, len, pat, strlen(pat));
+        if (!p)
+                return NULL;
+        p += strlen(pat);
+        const char *q = memchr(p, '"', (size_t) (json + len - p));
+        if (!q)
+                return NULL;
+        *ret_len = (size_t) (q - p);
+        return p;
+}
+
+/* The flip gauge and evaluation time of an alert, or of a reading in a
+ * Kafka-only run; -1 for anything else. */
+static int classify(lat_ctx *lc, const char *j, size_t len, int64_t *ret_ts, bool *ret_raised) {
+        const fh_station *st;
+
+        if (lc->kafka_only) {
+                fh_reading r;
+                if (fh_reading_parse(j, len, &r, NULL, 0) != FH_REJECT_NONE)
+                        return -1;
+                st = fh_registry_find(lc->reg, r.sensor, r.sensor_len);
+                *ret_ts = r.ts_ms;
+                *ret_raised = r.values[0].v >= 100;
+        } else {
+                const char *s, *ev, *ts;
+                size_t sl, el, tl;
+                s = json_str(j, len, "sensor", &sl);
+                ev = json_str(j, len, "event", &el);
+                ts = json_str(j, len, "ts", &tl);
+                if (!s || !ev || !ts || fh_time_parse_rfc3339(ts, tl, ret_ts, NULL) < 0)
+                        return -1;
+                st = fh_registry_find(lc->reg, s, sl);
+                *ret_raised = el == 6 && !memcmp(ev, "raised", 6);
+        }
+        return st ? lc->gauge_of_station[st->index] : -1;
+}
+
+static void *arrivals(void *arg) {
+        lat_ctx *lc = arg;
+
+        while (!atomic_load(&lc->stop)) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(lc->consumer, 50);
+                if (!m)
+                        continue;
+                double t = mono_s();
+                int64_t ts;
+                bool raised;
+                int g = m->err || !m->payload ? -1 : classify(lc, m->payload, m->len, &ts, &raised);
+                if (g >= 0) {
+                        if (lc->n_rx == lc->cap_rx) {
+                                lc->cap_rx = lc->cap_rx ? lc->cap_rx * 2 : 4096;
+                                lc->rx = fh_realloc(lc->rx, lc->cap_rx * sizeof(*lc->rx));
+                        }
+                        lc->rx[lc->n_rx++] = (received) { g, ts, t, raised };
+                        if (g == 0)
+                                atomic_fetch_add(&lc->seen, 1);
+                }
+                rd_kafka_message_destroy(m);
+        }
+        return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+        double x = *(const double *) a, y = *(const double *) b;
+        return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, size_t n, double p) {
+        if (n == 0)
+                return NAN;
+        size_t i = (size_t) ceil(p / 100.0 * (double) n);
+        return v[i == 0 ? 0 : i - 1];
+}
+
+static void latency(const opts *o, const fh_registry *reg, const lat_run *run) {
+        char topic[160], alerts[160], group[160];
+        char *topics[FH_KIND__MAX] = { topic, NULL, NULL, NULL };
+        char *path = NULL, *rules = NULL, *cfgpath = NULL, *name;
+        fh_buf cfg = FH_BUF_NULL, line = FH_BUF_NULL;
+        const char *rn = run->name;
+
+        /* Rain gauges: the first FLIP_GAUGES flip, the others carry the load. */
+        size_t n_rain = 0;
+        const fh_station **rain = fh_calloc(reg->n_stations + 1, sizeof(*rain));
+        for (size_t i = 0; i < reg->n_stations; i++)
+                if (reg->stations[i].kind == FH_KIND_RAIN)
+                        rain[n_rain++] = &reg->stations[i];
+        if (n_rain < FLIP_GAUGES + 100)
+                die("the registry needs at least %d rain gauges for the latency run", FLIP_GAUGES + 100);
+        size_t n_load = n_rain - FLIP_GAUGES;
+
+        snprintf(topic, sizeof(topic), "lat-%s-%s-rain", o->tag, rn);
+        snprintf(alerts, sizeof(alerts), "lat-%s-%s-alerts", o->tag, rn);
+        char *names[] = { topic, alerts };
+        create_topics(o->brokers, names, 2);
+
+        if (!run->kafka_only) {
+                /* One rule that follows each reading: 200 mm raises, 0 mm clears. */
+                rules = path_join(o->workdir, "rules-latency");
+                mkdir(rules, 0755);
+                path = path_join(rules, "flip.yaml");
+                write_file(path, "rules:\n"
+                                 "  - id: flip\n"
+                                 "    title: latency probe\n"
+                                 "    kind: rain\n"
+                                 "    levels:\n"
+                                 "      red: last(rain_mm) >= 100\n"
+                                 "    report: last(rain_mm)\n"
+                                 "    clear_after: 0s\n");
+                free(path);
+                snprintf(group, sizeof(group), "lat-%s-%s-daemon", o->tag, rn);
+                config_text(&cfg, o, rules, group, topics, alerts, "", run->daemon_linger);
+                if (asprintf(&name, "latency-%s.yaml", rn) < 0)
+                        fh_oom();
+                cfgpath = path_join(o->workdir, name);
+                free(name);
+                write_file(cfgpath, cfg.data);
+        }
+
+        /* The observer: assigned, no group, from the start of a fresh topic,
+         * so it is reading before the first message exists. */
+        lat_ctx lc = { .reg = reg, .kafka_only = run->kafka_only };
+        lc.gauge_of_station = fh_malloc((reg->n_stations + 1) * sizeof(int));
+        for (size_t i = 0; i < reg->n_stations; i++)
+                lc.gauge_of_station[i] = -1;
+        for (int g = 0; g < FLIP_GAUGES; g++)
+                lc.gauge_of_station[rain[g]->index] = g;
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        set(conf, "bootstrap.servers", o->brokers);
+        set(conf, "group.id", "unused");
+        set(conf, "enable.auto.commit", "false");
+        lc.consumer = client(RD_KAFKA_CONSUMER, conf);
+        rd_kafka_poll_set_consumer(lc.consumer);
+        rd_kafka_topic_partition_list_t *ap = rd_kafka_topic_partition_list_new(PARTITIONS);
+        for (int p = 0; p < PARTITIONS; p++)
+                rd_kafka_topic_partition_list_add(ap, run->kafka_only ? topic : alerts, p)->offset =
+                        RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_assign(lc.consumer, ap);
+        rd_kafka_topic_partition_list_destroy(ap);
+        pthread_t th;
+        pthread_create(&th, NULL, arrivals, &lc);
+
+        conf = rd_kafka_conf_new();
+        set(conf, "bootstrap.servers", o->brokers);
+        set(conf, "linger.ms", run->linger);
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+        rd_kafka_t *prod = client(RD_KAFKA_PRODUCER, conf);
+
+        child c = { .pid = 0 };
+        if (!run->kafka_only) {
+                if (asprintf(&name, "daemon-latency-%s.log", rn) < 0)
+                        fh_oom();
+                path = path_join(o->workdir, name);
+                free(name);
+                char *argv[] = { (char *) o->fenghuo, "run", "--config", cfgpath, NULL };
+                spawn(&c, argv, path);
+        }
+
+        /* Warm-up: flip gauge 0 until it comes back twice, so every client
+         * is connected (and the daemon's group joined) before timing. */
+        double deadline = mono_s() + 60;
+        int64_t last_ts = 0;
+        bool high = false;
+        while (atomic_load(&lc.seen) < 2) {
+                if (c.pid) {
+                        child_pump(&c);
+                        if (!child_alive(&c))
+                                die("the daemon exited; see %s", path);
+                }
+                if (mono_s() > deadline)
+                        die("nothing came back within 60 s%s%s", path ? "; see " : "", path ? path : "");
+                int64_t ts = wall_ms();
+                if (ts <= last_ts)
+                        ts = last_ts + 1;
+                last_ts = ts;
+                high = !high;
+                fh_buf_reset(&line);
+                fh_buf_printf(&line, "{\"sensor\":\"%s\",\"ts\":%lld,\"values\":{\"rain_mm\":%d}}", rain[0]->id,
+                              (long long) ts, high ? 200 : 0);
+                produce(prod, topic, rain[0]->id, rain[0]->id_len, line.data, line.len);
+                rd_kafka_poll(prod, 0);
+                usleep(200000);
+        }
+        sleep(1);
+        if (c.pid)
+                child_pump(&c);
+
+        /* A steady rate in 1 ms slots: WARM_MS untimed, so every partition,
+         * connection and code path is in use before timing starts, then the
+         * timed phase. */
+        size_t per_ms = (size_t) llround(o->rate / 1000.0);
+        if (per_ms < 1)
+                per_ms = 1;
+        size_t slots = (size_t) (o->seconds * 1000.0), warm = WARM_MS;
+        size_t total = per_ms * slots, n_flips = per_ms * (slots + warm) / FLIP_EVERY + 1;
+        flip **sent = fh_calloc(FLIP_GAUGES, sizeof(*sent));
+        size_t *n_sent = fh_calloc(FLIP_GAUGES, sizeof(*n_sent));
+        for (int g = 0; g < FLIP_GAUGES; g++)
+                sent[g] = fh_calloc(n_flips / FLIP_GAUGES + 2, sizeof(**sent));
+        int64_t *gauge_last = fh_calloc(n_rain, sizeof(*gauge_last));
+        bool *gauge_high = fh_calloc(FLIP_GAUGES, sizeof(*gauge_high));
+        gauge_high[0] = high;
+        gauge_last[0] = last_ts;
+        size_t k = 0, next_flip = 0, next_load = 0;
+        uint64_t rnd = 88172645463325252ULL;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        double start = mono_s(), phase0 = INFINITY, lag_max = 0;
+
+        note("latency %s: %zu readings at %.0f/s for %.0f s, 1 in %d flips an alert (producer linger.ms %s, "
+             "daemon producer linger.ms %s)", rn, total, o->rate, o->seconds, FLIP_EVERY, run->linger,
+             run->kafka_only ? "n/a: no daemon" : run->daemon_linger ? run->daemon_linger : "as shipped");
+        for (size_t s = 0; s < warm + slots; s++) {
+                bool timed = s >= warm;
+                struct timespec due = t0;
+                long long ns = (long long) s * 1000000LL + t0.tv_nsec;
+                due.tv_sec += (time_t) (ns / 1000000000LL);
+                due.tv_nsec = (long) (ns % 1000000000LL);
+                clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
+                double now = mono_s(), lag = (now - start) * 1000.0 - (double) s;
+                if (s == warm)
+                        phase0 = now;
+                if (timed && lag > lag_max)
+                        lag_max = lag;
+                for (size_t i = 0; i < per_ms; i++, k++) {
+                        bool is_flip = k % FLIP_EVERY == 0;
+                        size_t gi = is_flip ? next_flip++ % FLIP_GAUGES : FLIP_GAUGES + next_load++ % n_load;
+                        const fh_station *st = rain[gi];
+                        int64_t ts = wall_ms();
+                        /* Each reading of a gauge needs a new timestamp, or it is a duplicate. */
+                        if (ts <= gauge_last[gi])
+                                ts = gauge_last[gi] + 1;
+                        gauge_last[gi] = ts;
+                        double v;
+                        if (is_flip) {
+                                gauge_high[gi] = !gauge_high[gi];
+                                v = gauge_high[gi] ? 200 : 0;
+                        } else {
+                                rnd ^= rnd << 13;
+                                rnd ^= rnd >> 7;
+                                rnd ^= rnd << 17;
+                                v = (double) (rnd % 50) / 10.0;
+                        }
+                        fh_buf_reset(&line);
+                        fh_buf_printf(&line, "{\"sensor\":\"%s\",\"ts\":%lld,\"values\":{\"rain_mm\":%.1f}}",
+                                      st->id, (long long) ts, v);
+                        if (is_flip)
+                                sent[gi][n_sent[gi]++] = (flip) { ts, mono_s(), timed };
+                        produce(prod, topic, st->id, st->id_len, line.data, line.len);
+                }
+                rd_kafka_poll(prod, 0);
+                if (c.pid && (s & 255) == 0)
+                        child_pump(&c);
+        }
+        double phase_s = mono_s() - phase0;
+        int queued_at_end = rd_kafka_outq_len(prod);
+        /* Let the last ones arrive. */
+        for (int i = 0; i < 150; i++) {
+                rd_kafka_poll(prod, 20);
+                if (c.pid)
+                        child_pump(&c);
+        }
+        atomic_store(&lc.stop, true);
+        pthread_join(th, NULL);
+        double cpu = NAN;
+        if (c.pid) {
+                cpu = child_cpu_s(c.pid);
+                child_stop(&c);
+        }
+
+        /* Match each arrival of the timed phase to its reading. */
+        size_t flips = 0, matched = 0, unmatched = 0, raised = 0;
+        for (int g = 0; g < FLIP_GAUGES; g++)
+                for (size_t i = 0; i < n_sent[g]; i++)
+                        flips += sent[g][i].timed;
+        double *lat = fh_malloc((flips + 1) * sizeof(*lat));
+        if (asprintf(&name, "latency-%s.tsv", rn) < 0)
+                fh_oom();
+        char *tsv_path = path_join(o->workdir, name);
+        free(name);
+        FILE *tsv = fopen(tsv_path, "we");
+        if (!tsv)
+                die("cannot write %s: %s", tsv_path, strerror(errno));
+        fputs("sent_s\tlatency_ms\tgauge\traised\n", tsv);
+        for (size_t i = 0; i < lc.n_rx; i++) {
+                const received *r = &lc.rx[i];
+                if (r->t_recv < phase0)
+                        continue;   /* the warm-up's */
+                size_t lo = 0, hi = n_sent[r->gauge];
+                const flip *v = sent[r->gauge];
+                while (lo < hi) {
+                        size_t mid = (lo + hi) / 2;
+                        if (v[mid].ts_ms < r->ts_ms)
+                                lo = mid + 1;
+                        else
+                                hi = mid;
+                }
+                if (lo < n_sent[r->gauge] && v[lo].ts_ms == r->ts_ms && !v[lo].timed) {
+                        continue;   /* sent during the warm-up */
+                } else if (lo < n_sent[r->gauge] && v[lo].ts_ms == r->ts_ms) {
+                        lat[matched++] = (r->t_recv - v[lo].t_sent) * 1000.0;
+                        raised += r->raised;
+                        fprintf(tsv, "%.4f\t%.3f\t%d\t%d\n", v[lo].t_sent - phase0, lat[matched - 1], r->gauge,
+                                r->raised);
+                } else
+                        unmatched++;
+        }
+        fclose(tsv);
+        free(tsv_path);
+        qsort(lat, matched, sizeof(*lat), cmp_double);
+        printf("latency.%s.path %s\n", rn, run->kafka_only ? "producer->kafka->consumer" :
+                                                             "producer->kafka->daemon->kafka->consumer");
+        printf("latency.%s.producer_linger_ms %s\n", rn, run->linger);
+        if (!run->kafka_only)
+                printf("latency.%s.daemon_producer_linger_ms %s\n", rn,
+                       run->daemon_linger ? run->daemon_linger : "shipped");
+        printf("latency.%s.rate_per_s %.0f\n", rn, (double) total / phase_s);
+        printf("latency.%s.readings %zu\n", rn, total);
+        printf("latency.%s.probes %zu\n", rn, flips);
+        printf("latency.%s.matched %zu\n", rn, matched);
+        printf("latency.%s.matched_raised %zu\n", rn, raised);
+        printf("latency.%s.unmatched %zu\n", rn, unmatched);
+        printf("latency.%s.producer_lag_max_ms %.1f\n", rn, lag_max);
+        printf("latency.%s.producer_queued_at_end %d\n", rn, queued_at_end);
+        printf("latency.%s.p50_ms %.2f\n", rn, pct(lat, matched, 50));
+        printf("latency.%s.p90_ms %.2f\n", rn, pct(lat, matched, 90));
+        printf("latency.%s.p99_ms %.2f\n", rn, pct(lat, matched, 99));
+        printf("latency.%s.p999_ms %.2f\n", rn, pct(lat, matched, 99.9));
+        printf("latency.%s.max_ms %.2f\n", rn, matched ? lat[matched - 1] : NAN);
+        if (!run->kafka_only)
+                printf("latency.%s.daemon_cpu_s %.3f\n", rn, cpu);
+        /* Other work on the machine shows in the tail: say how busy it was. */
+        FILE *la = fopen("/proc/loadavg", "re");
+        double l1 = NAN;
+        if (la) {
+                if (fscanf(la, "%lf", &l1) != 1)
+                        l1 = NAN;
+                fclose(la);
+        }
+        printf("latency.%s.loadavg_1m %.2f\n", rn, l1);
+
+        rd_kafka_destroy(prod);
+        rd_kafka_consumer_close(lc.consumer);
+        rd_kafka_destroy(lc.consumer);
+        for (int g = 0; g < FLIP_GAUGES; g++)
+                free(sent[g]);
+        free(sent);
+        free(n_sent);
+        free(gauge_last);
+        free(gauge_high);
+        free(lat);
+        free(lc.rx);
+        free(lc.gauge_of_station);
+        free(rain);
+        free(path);
+        free(rules);
+        free(cfgpath);
+        fh_buf_free(&cfg);
+        fh_buf_free(&line);
+}
+
+static void usage(FILE *f) {
+        fputs("usage: bench_daemon --brokers HOST:PORT --fenghuo PATH --rules DIR --stations FILE\n"
+              "                    --workdir DIR [--readings N] [--variant NAME:PROPS]...\n"
+              "                    [--rate PER_S] [--seconds S] [--latency-run NAME:LINGER:DAEMON_LINGER]...\n"
+              "                    [--skip-throughput] [--skip-latency]\n"
+              "Throughput of `fenghuo run` from Kafka against a plain consumer, and the\n"
+              "latency from produce to alert at a steady rate. RULES must not use age().\n"
+              "Defaults: --variant shipped: --latency-run shipped:5:-\n", f);
+}
+
+static bool is_name(const char *s, size_t n) {
+        if (n == 0 || n > 32)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+                        return false;
+        return true;
+}
+
+static void add_variant(opts *o, const char *arg) {
+        const char *colon = strchr(arg, ':');
+        if (!colon || !is_name(arg, (size_t) (colon - arg)) || o->n_variants == RUNS_MAX)
+                die("--variant wants NAME:PROPS (name of [a-z0-9_], props k=v,k=v or empty), got '%s'", arg);
+        o->variants[o->n_variants++] = (variant) { fh_strndup(arg, (size_t) (colon - arg)), colon + 1 };
+}
+
+static void add_run(opts *o, const char *arg) {
+        char *copy = fh_strdup(arg), *save = NULL;
+        char *n = strtok_r(copy, ":", &save), *l = strtok_r(NULL, ":", &save), *d = strtok_r(NULL, ":", &save);
+        if (!n || !l || !d || !is_name(n, strlen(n)) || o->n_runs == RUNS_MAX)
+                die("--latency-run wants NAME:LINGER:DAEMON_LINGER (DAEMON_LINGER a number, - or kafka), got '%s'",
+                    arg);
+        lat_run r = { .name = n, .linger = l };
+        if (!strcmp(d, "kafka"))
+                r.kafka_only = true;
+        else if (strcmp(d, "-") != 0)
+                r.daemon_linger = d;
+        o->runs[o->n_runs++] = r;
+}
+
+int main(int argc, char **argv) {
+        static const struct option lo[] = {
+                { "brokers", required_argument, NULL, 'b' },
+                { "fenghuo", required_argument, NULL, 'f' },
+                { "rules", required_argument, NULL, 'r' },
+                { "stations", required_argument, NULL, 's' },
+                { "workdir", required_argument, NULL, 'w' },
+                { "readings", required_argument, NULL, 'n' },
+                { "variant", required_argument, NULL, 'V' },
+                { "rate", required_argument, NULL, 'R' },
+                { "seconds", required_argument, NULL, 'S' },
+                { "latency-run", required_argument, NULL, 'l' },
+                { "skip-throughput", no_argument, NULL, 'T' },
+                { "skip-latency", no_argument, NULL, 'L' },
+                { "help", no_argument, NULL, 'h' },
+                {}
+        };
+        opts o = { .readings = 2000000, .rate = 10000, .seconds = 20, .self = argv[0] };
+        fh_registry *reg = NULL;
+        fh_diags diags = FH_DIAGS_NULL;
+        int c;
+
+        if (argc > 1 && !strcmp(argv[1], "drain"))
+                return cmd_drain(argc, argv);
+        signal(SIGINT, on_fatal_signal);
+        signal(SIGTERM, on_fatal_signal);
+        signal(SIGHUP, on_fatal_signal);
+        while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1)
+                switch (c) {
+                case 'b': o.brokers = optarg; break;
+                case 'f': o.fenghuo = optarg; break;
+                case 'r': o.rules = optarg; break;
+                case 's': o.stations = optarg; break;
+                case 'w': o.workdir = optarg; break;
+                case 'n': o.readings = strtoull(optarg, NULL, 10); break;
+                case 'V': add_variant(&o, optarg); break;
+                case 'R': o.rate = atof(optarg); break;
+                case 'S': o.seconds = atof(optarg); break;
+                case 'l': add_run(&o, optarg); break;
+                case 'T': o.skip_throughput = true; break;
+                case 'L': o.skip_latency = true; break;
+                case 'h': usage(stdout); return 0;
+                default: usage(stderr); return 2;
+                }
+        if (!o.brokers || !o.fenghuo || !o.rules || !o.stations || !o.workdir || optind != argc ||
+            o.readings == 0 || !(o.rate >= 1) || !(o.seconds > 0)) {
+                usage(stderr);
+                return 2;
+        }
+        if (o.n_variants == 0)
+                add_variant(&o, "shipped:");
+        if (o.n_runs == 0)
+                add_run(&o, "shipped:5:-");
+        /* The drain process is this program again; find it by absolute path. */
+        static char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+                self[n] = 0;
+                o.self = self;
+        }
+        snprintf(o.tag, sizeof(o.tag), "%lld-%d", (long long) (wall_ms() / 1000), (int) getpid());
+        if (fh_load_registry(o.stations, &reg, &diags) < 0) {
+                fh_print_diags(&diags);
+                return 1;
+        }
+        fh_diags_clear(&diags);
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        printf("stations %zu\n", reg->n_stations);
+        printf("librdkafka %s\n", rd_kafka_version_str());
+        if (!o.skip_throughput)
+                throughput(&o, reg);
+        if (!o.skip_latency)
+                for (size_t i = 0; i < o.n_runs; i++)
+                        latency(&o, reg, &o.runs[i]);
+        fh_registry_free(reg);
+        return 0;
+}
