@@ -33,6 +33,7 @@ step build sh -c 'set -e; [ -f build/build.ninja ] || meson setup build >/dev/nu
 step tests meson test -C build --print-errorlogs --num-processes 2
 step asan-build sh -c 'set -e; [ -f build-asan/build.ninja ] || meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false >/dev/null; ninja -C build-asan'
 step asan-tests env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        FENGHUO_NO_VALGRIND=1 \
         meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit --suite e2e --suite redis
 step fuzz-build sh -c 'set -e; [ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Ddaemon=disabled >/dev/null; ninja -C build-fuzz'
 for t in reading rules stations; do
