@@ -445,19 +445,26 @@ static void check_flow(fh_daemon *d) {
 }
 
 static bool drain_consumer(fh_daemon *d) {
+        rd_kafka_message_t *msgs[256];
+        int done = 0;
+
         /* One clock read per batch: the future check needs seconds, not
          * nanoseconds. */
         d->batch_now = wall_ms();
-        for (int i = 0; i < DRAIN_BATCH; i++) {
+        while (done < DRAIN_BATCH) {
                 if (d->stopping || d->paused)
                         return false;
-                rd_kafka_message_t *m = rd_kafka_consumer_poll(d->consumer, 0);
-                if (!m)
+                /* In batches: one queue lock per batch instead of per
+                 * message. Rebalance and error events are served inside. */
+                ssize_t n = rd_kafka_consume_batch_queue(d->cq, 0, msgs, FH_ARRAY_SIZE(msgs));
+                if (n <= 0)
                         return false;
-                handle_message(d, m);
-                rd_kafka_message_destroy(m);
-                if ((i & 63) == 63)
-                        check_flow(d);
+                for (ssize_t i = 0; i < n; i++) {
+                        handle_message(d, msgs[i]);
+                        rd_kafka_message_destroy(msgs[i]);
+                }
+                done += (int) n;
+                check_flow(d);
         }
         return true;
 }
