@@ -198,7 +198,7 @@ bench_daemon() {
         for kind in kafka shipped linger0_; do
                 case $kind in
                 kafka) label="one Kafka hop, no daemon (reference)" ;;
-                shipped) label="daemon as shipped (its producer linger.ms 2)" ;;
+                shipped) label="daemon as shipped (its producer linger.ms 0)" ;;
                 *) label="daemon, its producer linger.ms 0" ;;
                 esac
                 echo "$label; readings' producer linger.ms $(get latency.${kind}1.producer_linger_ms "$out")"
