@@ -352,6 +352,24 @@ static void alerts_through_real_kafka_equal_replay_of_the_same_input(void **stat
         it_reader_drain(&alerts);
         it_assert_alerts_equal("Kafka alerts topic", IT_PER_SENSOR, &want, &alerts.value);
 
+        /* What an operator's monitoring reads: nothing left to consume, every
+         * alert and every rejection counted. */
+        char path[600];
+        snprintf(path, sizeof(path), "%s/metrics.prom", t.state);
+        char *metrics = it_read_file(path, NULL);
+        assert_non_null(strstr(metrics, "fenghuo_consumer_lag_messages 0\n"));
+        assert_non_null(strstr(metrics, "fenghuo_alerts_in_flight 0\n"));
+        unsigned long long total = 0, rej_total = 0, v;
+        for (char *p = metrics; (p = strstr(p, "fenghuo_alerts_total{")); p++)
+                if (sscanf(strchr(p, '}') + 1, "%llu", &v) == 1)
+                        total += v;
+        for (char *p = metrics; (p = strstr(p, "fenghuo_readings_rejected_total{")); p++)
+                if (sscanf(strchr(p, '}') + 1, "%llu", &v) == 1)
+                        rej_total += v;
+        assert_int_equal(total, want.n);
+        assert_int_equal(rej_total, rejected);
+        free(metrics);
+
         it_strs stream = it_redis_stream(t.stream);
         it_assert_alerts_equal("Redis stream", IT_PER_SENSOR, &want, &stream);
 

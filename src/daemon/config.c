@@ -198,6 +198,8 @@ static void top_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
                 set_str(c, v, key, &cfg->stations);
         else if (!strcmp(key, "state_dir"))
                 set_str(c, v, key, &cfg->state_dir);
+        else if (!strcmp(key, "metrics_file"))
+                set_str(c, v, key, &cfg->metrics_file);
         else if (!strcmp(key, "tick"))
                 set_duration(c, v, key, &cfg->tick_ms);
         else if (!strcmp(key, "lateness"))
@@ -339,6 +341,7 @@ void fh_daemon_config_free(fh_daemon_config *c) {
         free(c->rules);
         free(c->stations);
         free(c->state_dir);
+        free(c->metrics_file);
         free(c->brokers);
         free(c->group_id);
         for (int k = 0; k < FH_KIND__MAX; k++)

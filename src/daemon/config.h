@@ -31,6 +31,7 @@ typedef struct fh_daemon_config {
         int64_t shutdown_timeout_ms;
         int64_t checkpoint_ms;         /* periodic state checkpoint, 0 = only at shutdown */
         int64_t stats_ms;              /* how often a stats line is logged */
+        char *metrics_file;            /* Prometheus text file rewritten with each stats line */
         bool event_clock;              /* ticks follow the data's time, as in replay
                                           (backfills, the demo); no future check */
 

@@ -101,6 +101,8 @@ struct fh_daemon {
         uint64_t dlq, future_rejected, delivery_errors, consumed;
         int64_t last_input_ms;
         int64_t batch_now;
+        int64_t newest_ts;        /* newest reading accepted: how far behind the input is */
+        bool metrics_failing;
         bool checkpoint_failing;
 };
 
@@ -404,6 +406,8 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
                 snprintf(why, sizeof(why), "sensor \"%s\" is not in the station registry", rd.sensor);
                 dead_letter(d, m, "unknown_sensor", why);
         } else {
+                if (rd.ts_ms > d->newest_ts)
+                        d->newest_ts = rd.ts_ms;
                 /* Remember the sensor's partition: its state moves with it,
                  * and after a crash only its alerts are looked for again. */
                 const fh_station *st = fh_engine_last_station(d->engine);
@@ -1054,21 +1058,101 @@ static void on_checkpoint(uv_timer_t *h) {
         checkpoint(h->data);
 }
 
+/* How far behind the input is: messages not yet processed in the assigned
+ * partitions (from librdkafka's cached watermarks), -1 when not known. */
+static long long consumer_lag(const fh_daemon *d) {
+        long long lag = 0;
+
+        if (!d->assignment || !d->consumer)
+                return -1;
+        for (int i = 0; i < d->assignment->cnt; i++) {
+                const char *topic = d->assignment->elems[i].topic;
+                int32_t p = d->assignment->elems[i].partition;
+                int64_t lo, hi, pos;
+                if (rd_kafka_get_watermark_offsets(d->consumer, topic, p, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+                    hi < 0)
+                        return -1;
+                pos = fh_tracker_processed(d->tracker, topic, p);
+                if (pos < 0)
+                        pos = lo;
+                if (hi > pos)
+                        lag += hi - pos;
+        }
+        return lag;
+}
+
+static void write_metrics(fh_daemon *d, long long lag, long long idle_s, long long behind_s) {
+        const fh_engine_stats *s = fh_engine_stats_get(d->engine);
+        char tmp[4096];
+        fh_buf b = FH_BUF_NULL;
+
+        fh_buf_printf(&b, "# fenghuo metrics, Prometheus text format (node_exporter textfile collector)\n");
+        fh_buf_printf(&b, "fenghuo_readings_consumed_total %llu\n", (unsigned long long) d->consumed);
+        fh_buf_printf(&b, "fenghuo_readings_accepted_total %llu\n", (unsigned long long) s->accepted);
+        fh_buf_printf(&b, "fenghuo_readings_late_total %llu\n", (unsigned long long) s->late);
+        fh_buf_printf(&b, "fenghuo_readings_duplicate_total %llu\n", (unsigned long long) s->duplicates);
+        fh_buf_printf(&b, "fenghuo_readings_dropped_total %llu\n", (unsigned long long) s->dropped);
+        for (int i = 1; i < FH_REJECT__MAX; i++)
+                fh_buf_printf(&b, "fenghuo_readings_rejected_total{reason=\"%s\"} %llu\n", fh_reject_name((fh_reject) i),
+                              (unsigned long long) s->rejected[i]);
+        fh_buf_printf(&b, "fenghuo_readings_rejected_total{reason=\"future_timestamp\"} %llu\n",
+                      (unsigned long long) d->future_rejected);
+        for (int i = 0; i < FH_EVENT__MAX; i++)
+                fh_buf_printf(&b, "fenghuo_alerts_total{event=\"%s\"} %llu\n", fh_event_name((fh_event) i),
+                              (unsigned long long) s->events[i]);
+        fh_buf_printf(&b, "fenghuo_alerts_in_flight %zu\n", d->n_outs);
+        fh_buf_printf(&b, "fenghuo_consumer_lag_messages %lld\n", lag);
+        fh_buf_printf(&b, "fenghuo_input_idle_seconds %lld\n", idle_s);
+        fh_buf_printf(&b, "fenghuo_input_behind_seconds %lld\n", behind_s);
+        fh_buf_printf(&b, "fenghuo_consumption_paused %d\n", d->paused);
+        fh_buf_printf(&b, "fenghuo_redis_up %d\n", d->redis ? fh_redis_connected(d->redis) : 0);
+        fh_buf_printf(&b, "fenghuo_redis_backlog %zu\n", d->redis ? fh_redis_backlog(d->redis) : 0);
+        fh_buf_printf(&b, "fenghuo_checkpoint_failing %d\n", d->checkpoint_failing);
+        fh_buf_printf(&b, "fenghuo_kafka_delivery_errors_total %llu\n", (unsigned long long) d->delivery_errors);
+
+        snprintf(tmp, sizeof(tmp), "%s.tmp", d->cfg.metrics_file);
+        FILE *f = fopen(tmp, "we");
+        bool ok = f && fwrite(b.data, 1, b.len, f) == b.len;
+        if (f && fclose(f) != 0)
+                ok = false;
+        if (!ok || rename(tmp, d->cfg.metrics_file) < 0) {
+                if (!d->metrics_failing)
+                        log_warning("cannot write metrics to %s: %m", d->cfg.metrics_file);
+                d->metrics_failing = true;
+                unlink(tmp);
+        } else
+                d->metrics_failing = false;
+        fh_buf_free(&b);
+}
+
 static void log_stats(fh_daemon *d) {
         const fh_engine_stats *s = fh_engine_stats_get(d->engine);
         unsigned long long rej = 0;
+        int64_t now = wall_ms();
+        long long lag = consumer_lag(d);
+        long long idle_s = d->last_input_ms ? (long long) ((now - d->last_input_ms) / 1000) : -1LL;
+        long long behind_s = d->newest_ts != FH_TIME_NONE ? (long long) ((now - d->newest_ts) / 1000) : -1LL;
+        char reasons[512] = "";
+        size_t off = 0;
 
-        for (int i = 1; i < FH_REJECT__MAX; i++)
+        for (int i = 1; i < FH_REJECT__MAX; i++) {
                 rej += s->rejected[i];
-        log_info("stats consumed=%llu accepted=%llu late=%llu duplicates=%llu dropped=%llu rejected=%llu "
-                 "future=%llu alerts=%llu in_flight=%zu redis=%s redis_backlog=%zu paused=%s idle_s=%lld",
+                if (s->rejected[i] && off < sizeof(reasons))
+                        off += (size_t) snprintf(reasons + off, sizeof(reasons) - off, "%s%s:%llu", off ? "," : "",
+                                                 fh_reject_name((fh_reject) i), (unsigned long long) s->rejected[i]);
+        }
+        log_info("stats consumed=%llu accepted=%llu late=%llu duplicates=%llu dropped=%llu rejected=%llu%s%s%s "
+                 "future=%llu alerts=%llu in_flight=%zu lag=%lld behind_s=%lld redis=%s redis_backlog=%zu "
+                 "paused=%s idle_s=%lld",
                  (unsigned long long) d->consumed, (unsigned long long) s->accepted,
                  (unsigned long long) s->late, (unsigned long long) s->duplicates,
-                 (unsigned long long) s->dropped, rej, (unsigned long long) d->future_rejected,
+                 (unsigned long long) s->dropped, rej, off ? " (" : "", reasons, off ? ")" : "",
+                 (unsigned long long) d->future_rejected,
                  (unsigned long long) (s->events[0] + s->events[1] + s->events[2] + s->events[3]),
-                 d->n_outs, d->redis ? (fh_redis_connected(d->redis) ? "up" : "down") : "off",
-                 d->redis ? fh_redis_backlog(d->redis) : 0, d->paused ? "yes" : "no",
-                 d->last_input_ms ? (long long) ((wall_ms() - d->last_input_ms) / 1000) : -1LL);
+                 d->n_outs, lag, behind_s, d->redis ? (fh_redis_connected(d->redis) ? "up" : "down") : "off",
+                 d->redis ? fh_redis_backlog(d->redis) : 0, d->paused ? "yes" : "no", idle_s);
+        if (d->cfg.metrics_file)
+                write_metrics(d, lag, idle_s, behind_s);
 }
 
 static void on_stats(uv_timer_t *h) {
@@ -1264,6 +1348,7 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                 d->hooks = *hooks;
         d->outs.next = d->outs.prev = &d->outs;
         d->tracker = fh_tracker_new();
+        d->newest_ts = FH_TIME_NONE;
 
         ecfg.clock = d->cfg.event_clock ? FH_CLOCK_EVENT : FH_CLOCK_EXTERNAL;
         ecfg.tick_ms = d->cfg.tick_ms;
