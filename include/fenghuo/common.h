@@ -48,6 +48,10 @@ int fh_kind_from_string(const char *s, size_t len, fh_kind *ret); /* 0 or -EINVA
  * Field names additionally have FH_FIELD_NAME_MAX as their cap. */
 bool fh_is_identifier(const char *s, size_t len);
 
+/* Levenshtein distance, for "did you mean" suggestions; SIZE_MAX for names
+ * longer than 64 bytes (no typo of a keyword is that long). */
+size_t fh_edit_distance(const char *a, size_t na, const char *b, size_t nb);
+
 #define FH_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define FH_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FH_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -85,31 +85,6 @@ static int intern_window(fh_symbols *s, uint16_t field, int64_t ms, size_t *ret)
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static size_t edit_distance(const char *a, size_t na, const char *b, size_t nb) {
-        size_t row[33];
-
-        /* Only short names are ever compared; a long one is no typo of a
-         * function name anyway. */
-        if (na > 32 || nb > 32)
-                return SIZE_MAX;
-        for (size_t j = 0; j <= nb; j++)
-                row[j] = j;
-        for (size_t i = 1; i <= na; i++) {
-                size_t diag = row[0];
-                row[0] = i;
-                for (size_t j = 1; j <= nb; j++) {
-                        size_t up = row[j];
-                        size_t best = diag + (a[i - 1] != b[j - 1]);
-                        if (up + 1 < best)
-                                best = up + 1;
-                        if (row[j - 1] + 1 < best)
-                                best = row[j - 1] + 1;
-                        row[j] = best;
-                        diag = up;
-                }
-        }
-        return row[nb];
-}
 
 /* ---- lexer ------------------------------------------------------------- */
 
@@ -672,7 +647,7 @@ static int finish_call(parser *p, const tok *name, const arg *args, size_t n_arg
                 size_t best_d = 3;
 
                 for (size_t i = 0; i < FH_ARRAY_SIZE(fns); i++) {
-                        size_t d = edit_distance(fname, name->len, fns[i].name, strlen(fns[i].name));
+                        size_t d = fh_edit_distance(fname, name->len, fns[i].name, strlen(fns[i].name));
                         if (d < best_d) {
                                 best_d = d;
                                 best = fns[i].name;

@@ -258,29 +258,6 @@ static const char *node_kind(const yaml_node_t *n) {
         }
 }
 
-static size_t edit_distance(const char *a, size_t na, const char *b, size_t nb) {
-        size_t row[RULE_ID_MAX + 1];
-
-        if (na > RULE_ID_MAX || nb > RULE_ID_MAX)
-                return SIZE_MAX;
-        for (size_t j = 0; j <= nb; j++)
-                row[j] = j;
-        for (size_t i = 1; i <= na; i++) {
-                size_t diag = row[0];
-                row[0] = i;
-                for (size_t j = 1; j <= nb; j++) {
-                        size_t up = row[j];
-                        size_t best = diag + (a[i - 1] != b[j - 1]);
-                        if (up + 1 < best)
-                                best = up + 1;
-                        if (row[j - 1] + 1 < best)
-                                best = row[j - 1] + 1;
-                        row[j] = best;
-                        diag = up;
-                }
-        }
-        return row[nb];
-}
 
 /* The closest of names within two edits, or NULL. */
 static const char *suggest(const char *s, size_t n, const char *const *names, size_t n_names) {
@@ -288,7 +265,7 @@ static const char *suggest(const char *s, size_t n, const char *const *names, si
         size_t best_d = 3;
 
         for (size_t i = 0; i < n_names; i++) {
-                size_t d = edit_distance(s, n, names[i], strlen(names[i]));
+                size_t d = fh_edit_distance(s, n, names[i], strlen(names[i]));
                 if (d < best_d) {
                         best_d = d;
                         best = names[i];
