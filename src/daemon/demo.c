@@ -55,7 +55,9 @@ typedef struct demo {
         char topics[FH_KIND__MAX][32];
 } demo;
 
-static const char *const level_badge[FH_LEVEL__MAX] = { "解除  ", "蓝色 IV", "黄色 III", "橙色 II", "红色 I" };
+/* Each eight terminal columns wide (a CJK character takes two), so the
+ * columns after the badge line up. */
+static const char *const level_badge[FH_LEVEL__MAX] = { "解除    ", "蓝色 IV ", "黄色 III", "橙色 II ", "红色 I  " };
 static const char *const level_color[FH_LEVEL__MAX] = { "\033[30;42m", "\033[97;44m", "\033[30;43m",
                                                         "\033[30;48;5;208m", "\033[97;41m" };
 static const char *const event_arrow[FH_EVENT__MAX] = { "▲ raised     ", "▲ escalated  ", "▼ deescalated",
@@ -99,7 +101,7 @@ static void show_alert(void *userdata, const fh_alert *a, const char *json, size
                 snprintf(value, sizeof(value), "%8.1f", a->value);
         else
                 snprintf(value, sizeof(value), "%8s", "-");
-        printf("%s  %s %-8s %s  %s  %-11s %s  %s · %s\n", ts + 5,
+        printf("%s  %s %s %s  %s  %-11s %s  %s · %s\n", ts + 5,
                dm->color ? level_color[a->level] : "[", level_badge[a->level], dm->color ? "\033[0m" : "]",
                event_arrow[a->event], a->station->id, value,
                a->rule->title ? a->rule->title : a->rule->id, a->station->name);
