@@ -27,6 +27,14 @@
  * and simulated readings are from 2023, so every sensor would look silent.
  * Figures go to stdout as "name value" lines; progress to stderr.
  *
+ * Soak (--soak SECONDS, nothing else runs): the daemon, with stats_interval
+ * 10s and a metrics file, reads four fresh topics while this program
+ * produces the simulator's readings at a steady --rate, every station once
+ * per round in id order, each timestamp replaced by the wall clock (so
+ * age() rules and the daemon's future check see live data). Every 10 s it
+ * samples the daemon's VmRSS and its metrics file (lag, behind, accepted,
+ * alerts); after production it waits 25 s for the daemon to catch up.
+ *
  *   bench_daemon drain --brokers B --group G --topics T1,T2,.. --count N [--props PROPS]
  * is the plain consumer. */
 #include <errno.h>
@@ -448,6 +456,8 @@ typedef struct opts {
         lat_run runs[RUNS_MAX];
         size_t n_runs;
         bool skip_throughput, skip_latency;
+        double soak_s;                 /* > 0: only the soak, this long */
+        const char *lateness;          /* the daemon's lateness, NULL: its default */
         char tag[32];
 } opts;
 
@@ -1131,14 +1141,312 @@ static void latency(const opts *o, const fh_registry *reg, const lat_run *run) {
         fh_buf_free(&line);
 }
 
+/* ---- soak ---- */
+
+/* One look at the daemon every 10 s: its resident memory from /proc and
+ * what it last wrote to its metrics file (rewritten every stats_interval,
+ * so the figures there are up to that old). */
+typedef struct soak_sample {
+        double t;                      /* seconds since production started */
+        long long rss_kib, hwm_kib;
+        unsigned long long produced;
+        long long consumed, accepted, lag, behind_s, in_flight, alerts, future;
+        double load1;
+} soak_sample;
+
+typedef struct soak_ctx {
+        const opts *o;
+        rd_kafka_t *rk;
+        const fh_registry *reg;
+        char **topic_of_kind;
+        child *daemon;
+        const char *metrics;
+        fh_buf line;
+        unsigned long long n, limit;
+        double t0, next_sample, lag_max_s;
+        soak_sample *samples;
+        size_t n_samples, cap_samples;
+} soak_ctx;
+
+static long long status_kib(pid_t pid, const char *key) {
+        char path[64], buf[256];
+        long long v = -1;
+        size_t kl = strlen(key);
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+        FILE *f = fopen(path, "re");
+        while (f && fgets(buf, sizeof(buf), f))
+                if (!strncmp(buf, key, kl) && buf[kl] == ':') {
+                        v = atoll(buf + kl + 1);
+                        break;
+                }
+        if (f)
+                fclose(f);
+        return v;
+}
+
+static double loadavg_1m(void) {
+        FILE *la = fopen("/proc/loadavg", "re");
+        double l1 = NAN;
+        if (la) {
+                if (fscanf(la, "%lf", &l1) != 1)
+                        l1 = NAN;
+                fclose(la);
+        }
+        return l1;
+}
+
+static void soak_sample_now(soak_ctx *sc) {
+        soak_sample s = { .t = mono_s() - sc->t0, .produced = sc->n, .consumed = -1, .accepted = -1,
+                          .lag = -1, .behind_s = -1, .in_flight = -1, .alerts = 0, .future = -1 };
+        char buf[512], name[256];
+        long long v;
+
+        child_pump(sc->daemon);
+        if (!child_alive(sc->daemon))
+                die("the daemon exited during the soak; see its log");
+        s.rss_kib = status_kib(sc->daemon->pid, "VmRSS");
+        s.hwm_kib = status_kib(sc->daemon->pid, "VmHWM");
+        s.load1 = loadavg_1m();
+        FILE *f = fopen(sc->metrics, "re");
+        while (f && fgets(buf, sizeof(buf), f)) {
+                if (sscanf(buf, "%255s %lld", name, &v) != 2)
+                        continue;
+                if (!strcmp(name, "fenghuo_readings_consumed_total"))
+                        s.consumed = v;
+                else if (!strcmp(name, "fenghuo_readings_accepted_total"))
+                        s.accepted = v;
+                else if (!strcmp(name, "fenghuo_consumer_lag_messages"))
+                        s.lag = v;
+                else if (!strcmp(name, "fenghuo_input_behind_seconds"))
+                        s.behind_s = v;
+                else if (!strcmp(name, "fenghuo_alerts_in_flight"))
+                        s.in_flight = v;
+                else if (!strncmp(name, "fenghuo_alerts_total{", 21))
+                        s.alerts += v;
+                else if (!strcmp(name, "fenghuo_readings_rejected_total{reason=\"future_timestamp\"}"))
+                        s.future = v;
+        }
+        if (f)
+                fclose(f);
+        if (sc->n_samples == sc->cap_samples) {
+                sc->cap_samples = sc->cap_samples ? 2 * sc->cap_samples : 128;
+                sc->samples = fh_realloc(sc->samples, sc->cap_samples * sizeof(*sc->samples));
+        }
+        sc->samples[sc->n_samples++] = s;
+        note("soak +%4.0fs: rss %lld MiB, produced %llu, accepted %lld, lag %lld, behind %lld s, alerts %lld, "
+             "load %.2f", s.t, s.rss_kib / 1024, s.produced, s.accepted, s.lag, s.behind_s, s.alerts, s.load1);
+}
+
+/* Each simulated line, its timestamp replaced by the wall clock, produced
+ * on a steady schedule: reading k is due at t0 + k / rate. */
+static int on_soak_line(void *userdata, const char *line, size_t len) {
+        soak_ctx *sc = userdata;
+        static const char prefix[] = "{\"sensor\":\"", tskey[] = "\"ts\":\"";
+
+        if (sc->n >= sc->limit)
+                return 1;
+        if ((sc->n % 20) == 0) {
+                double due = sc->t0 + (double) sc->n / sc->o->rate, now = mono_s();
+                if (due > now) {
+                        struct timespec ts = { (time_t) (due - now), 0 };
+                        ts.tv_nsec = (long) ((due - now - (double) ts.tv_sec) * 1e9);
+                        nanosleep(&ts, NULL);
+                } else if (now - due > sc->lag_max_s)
+                        sc->lag_max_s = now - due;
+                rd_kafka_poll(sc->rk, 0);
+                if (mono_s() >= sc->next_sample) {
+                        soak_sample_now(sc);
+                        sc->next_sample += 10;
+                }
+        }
+        if (len < sizeof(prefix) || memcmp(line, prefix, sizeof(prefix) - 1) != 0)
+                die("unexpected line from the simulator: %.*s", (int) len, line);
+        const char *id = line + sizeof(prefix) - 1;
+        const char *q = memchr(id, '"', len - (sizeof(prefix) - 1));
+        const fh_station *st = q ? fh_registry_find(sc->reg, id, (size_t) (q - id)) : NULL;
+        if (!st)
+                die("simulated sensor not in the registry: %.*s", (int) len, line);
+        const char *tsp = memmem(line, len, tskey, sizeof(tskey) - 1);
+        const char *tse = tsp ? memchr(tsp + sizeof(tskey) - 1, '"', len - (size_t) (tsp - line) - (sizeof(tskey) - 1))
+                              : NULL;
+        if (!tse)
+                die("no \"ts\" string in the simulated line: %.*s", (int) len, line);
+        fh_buf_reset(&sc->line);
+        fh_buf_printf(&sc->line, "%.*s\"ts\":%lld%.*s", (int) (tsp - line), line, (long long) wall_ms(),
+                      (int) (len - (size_t) (tse + 1 - line)), tse + 1);
+        produce(sc->rk, sc->topic_of_kind[st->kind], id, (size_t) (q - id), sc->line.data, sc->line.len);
+        sc->n++;
+        return 0;
+}
+
+static const soak_sample *sample_at(const soak_ctx *sc, double t) {
+        for (size_t i = 0; i < sc->n_samples; i++)
+                if (sc->samples[i].t >= t - 1)
+                        return &sc->samples[i];
+        return NULL;
+}
+
+static void soak(const opts *o, const fh_registry *reg) {
+        static const char *const kinds[FH_KIND__MAX] = { "rain", "water_level", "landslide", "bridge" };
+        char *topics[FH_KIND__MAX + 1];
+        char alerts[128], group[128];
+        fh_buf cfg = FH_BUF_NULL;
+        child c;
+
+        if (reg->n_stations == 0)
+                die("the soak needs stations");
+        for (int k = 0; k < FH_KIND__MAX; k++)
+                if (asprintf(&topics[k], "soak-%s-%s", o->tag, kinds[k]) < 0)
+                        fh_oom();
+        snprintf(alerts, sizeof(alerts), "soak-%s-alerts", o->tag);
+        snprintf(group, sizeof(group), "soak-%s", o->tag);
+        topics[FH_KIND__MAX] = alerts;
+        create_topics(o->brokers, topics, FH_KIND__MAX + 1);
+
+        char *metrics = path_join(o->workdir, "soak-metrics.prom");
+        char *cfgpath = path_join(o->workdir, "soak.yaml");
+        char *logpath = path_join(o->workdir, "daemon-soak.log");
+        unlink(metrics);
+        fh_buf_printf(&cfg, "rules: %s\nstations: %s\nstdout: false\nstats_interval: 10s\nlog_level: info\n"
+                      "metrics_file: %s\nkafka:\n  brokers: \"%s\"\n  group_id: %s\n  alerts_topic: %s\n  topics:\n",
+                      o->rules, o->stations, metrics, o->brokers, group, alerts);
+        for (int k = 0; k < FH_KIND__MAX; k++)
+                fh_buf_printf(&cfg, "    %s: %s\n", kinds[k], topics[k]);
+        /* Each sensor keeps its timestamps within lateness (duplicate
+         * detection): at 5-s reporting the default hour is 720 of them. */
+        if (o->lateness)
+                fh_buf_printf(&cfg, "lateness: %s\n", o->lateness);
+        write_file(cfgpath, cfg.data);
+        char *argv[] = { (char *) o->fenghuo, "run", "--config", cfgpath, NULL };
+        spawn(&c, argv, logpath);
+        /* Let it load the registry and join the group: its first metrics
+         * file says it is running. */
+        double deadline = mono_s() + 120;
+        while (access(metrics, R_OK) != 0) {
+                child_pump(&c);
+                if (!child_alive(&c))
+                        die("the daemon exited; see %s", logpath);
+                if (mono_s() > deadline)
+                        die("no metrics file from the daemon after 120 s; see %s", logpath);
+                usleep(100000);
+        }
+        long long rss_idle = status_kib(c.pid, "VmRSS");
+
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        set(conf, "bootstrap.servers", o->brokers);
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+        rd_kafka_t *prod = client(RD_KAFKA_PRODUCER, conf);
+        soak_ctx sc = { .o = o, .rk = prod, .reg = reg, .topic_of_kind = topics, .daemon = &c, .metrics = metrics,
+                        .line = FH_BUF_NULL };
+        sc.limit = (unsigned long long) llround(o->rate * o->soak_s);
+        /* Every station once per step, stations in id order: the step is
+         * how long one round takes at the rate. */
+        fh_sim_options so = { .seed = 1, .tz_offset_min = 480, .storm_scale = 1.0 };
+        so.step_ms = (int64_t) llround((double) reg->n_stations * 1000.0 / o->rate);
+        if (so.step_ms < 1)
+                so.step_ms = 1;
+        so.start_ms = wall_ms();
+        so.duration_ms = (int64_t) ((sc.limit / reg->n_stations + 2) * (unsigned long long) so.step_ms);
+        note("soak: %llu readings at %.0f/s over %zu stations (each every %.1f s) for %.0f s; daemon rss %lld MiB "
+             "before the first reading", sc.limit, o->rate, reg->n_stations, (double) so.step_ms / 1000.0, o->soak_s,
+             rss_idle / 1024);
+        printf("soak.lateness %s\n", o->lateness ? o->lateness : "default");
+        printf("soak.rate_per_s %.0f\nsoak.seconds %.0f\nsoak.station_interval_s %.1f\nsoak.rss_idle_kib %lld\n",
+               o->rate, o->soak_s, (double) so.step_ms / 1000.0, rss_idle);
+        sc.t0 = mono_s();
+        sc.next_sample = sc.t0;
+        int r = fh_simulate(reg, &so, on_soak_line, &sc);
+        if (r < 0)
+                die("simulate: %s", strerror(-r));
+        double t_end = mono_s() - sc.t0;
+        while (rd_kafka_flush(prod, 1000) == RD_KAFKA_RESP_ERR__TIMED_OUT)
+                ;
+        /* The end: two more stats intervals, so the last metrics file
+         * has seen everything that was produced. */
+        while (mono_s() < sc.t0 + t_end + 25) {
+                child_pump(&c);
+                usleep(100000);
+                if (mono_s() >= sc.next_sample) {
+                        soak_sample_now(&sc);
+                        sc.next_sample += 10;
+                }
+        }
+        soak_sample_now(&sc);
+        double cpu = child_cpu_s(c.pid);
+        child_stop(&c);
+
+        puts("soak.samples t_s rss_mib hwm_mib produced consumed accepted lag behind_s alerts in_flight load1");
+        for (size_t i = 0; i < sc.n_samples; i++) {
+                const soak_sample *s = &sc.samples[i];
+                printf("soak.sample %.0f %.1f %.1f %llu %lld %lld %lld %lld %lld %lld %.2f\n", s->t,
+                       (double) s->rss_kib / 1024.0, (double) s->hwm_kib / 1024.0, s->produced, s->consumed,
+                       s->accepted, s->lag, s->behind_s, s->alerts, s->in_flight, s->load1);
+        }
+        /* Least squares over the last five minutes of production. */
+        double sx = 0, sy = 0, sxx = 0, sxy = 0, n = 0;
+        long long lag_max = 0, behind_max = 0, lag_end = -1;
+        for (size_t i = 0; i < sc.n_samples; i++) {
+                const soak_sample *s = &sc.samples[i];
+                if (s->t <= t_end + 1) {
+                        if (s->lag > lag_max)
+                                lag_max = s->lag;
+                        if (s->behind_s > behind_max)
+                                behind_max = s->behind_s;
+                        lag_end = s->lag;
+                }
+                if (s->t <= t_end + 1 && s->t >= t_end - 300) {
+                        double x = s->t / 60.0, y = (double) s->rss_kib / 1024.0;
+                        sx += x, sy += y, sxx += x * x, sxy += x * y, n++;
+                }
+        }
+        double slope = n > 2 ? (n * sxy - sx * sy) / (n * sxx - sx * sx) : NAN;
+        const double marks[] = { 60, 300, 600 };
+        for (size_t i = 0; i < FH_ARRAY_SIZE(marks); i++) {
+                const soak_sample *s = sample_at(&sc, marks[i]);
+                if (s && s->t <= t_end + 1)
+                        printf("soak.rss_mib_at_%.0fs %.1f\n", marks[i], (double) s->rss_kib / 1024.0);
+        }
+        const soak_sample *last = &sc.samples[sc.n_samples - 1];
+        printf("soak.rss_mib_end %.1f\n", (double) last->rss_kib / 1024.0);
+        printf("soak.rss_hwm_mib %.1f\n", (double) last->hwm_kib / 1024.0);
+        printf("soak.rss_slope_last_5min_mib_per_min %.2f\n", slope);
+        printf("soak.produce_s %.1f\n", t_end);
+        printf("soak.produced %llu\n", sc.n);
+        printf("soak.producer_behind_max_s %.3f\n", sc.lag_max_s);
+        printf("soak.lag_max %lld\n", lag_max);
+        printf("soak.lag_end_of_production %lld\n", lag_end);
+        printf("soak.behind_s_max %lld\n", behind_max);
+        printf("soak.lag_after_drain %lld\n", last->lag);
+        printf("soak.consumed %lld\n", last->consumed);
+        printf("soak.accepted %lld\n", last->accepted);
+        printf("soak.future_rejected %lld\n", last->future);
+        printf("soak.alerts %lld\n", last->alerts);
+        printf("soak.daemon_cpu_s %.1f\n", cpu);
+        printf("soak.loadavg_1m_end %.2f\n", last->load1);
+
+        rd_kafka_destroy(prod);
+        for (int k = 0; k < FH_KIND__MAX; k++)
+                free(topics[k]);
+        free(sc.samples);
+        fh_buf_free(&sc.line);
+        fh_buf_free(&cfg);
+        free(metrics);
+        free(cfgpath);
+        free(logpath);
+}
+
 static void usage(FILE *f) {
         fputs("usage: bench_daemon --brokers HOST:PORT --fenghuo PATH --rules DIR --stations FILE\n"
               "                    --workdir DIR [--readings N] [--variant NAME:PROPS]...\n"
               "                    [--rate PER_S] [--seconds S] [--latency-run NAME:LINGER:DAEMON_LINGER]...\n"
               "                    [--skip-throughput] [--skip-latency]\n"
+              "       bench_daemon --soak SECONDS --rate PER_S --brokers .. --fenghuo .. --rules DIR\n"
+              "                    --stations FILE --workdir DIR [--lateness DURATION]\n"
               "Throughput of `fenghuo run` from Kafka against a plain consumer, and the\n"
               "latency from produce to alert at a steady rate. RULES must not use age().\n"
-              "Defaults: --variant shipped: --latency-run shipped:5:-\n", f);
+              "Defaults: --variant shipped: --latency-run shipped:5:-\n"
+              "--soak: only the soak, readings at a steady rate with wall-clock timestamps\n"
+              "(RULES may use age() then), the daemon's memory and lag every 10 s.\n", f);
 }
 
 static bool is_name(const char *s, size_t n) {
@@ -1185,6 +1493,8 @@ int main(int argc, char **argv) {
                 { "latency-run", required_argument, NULL, 'l' },
                 { "skip-throughput", no_argument, NULL, 'T' },
                 { "skip-latency", no_argument, NULL, 'L' },
+                { "soak", required_argument, NULL, 'K' },
+                { "lateness", required_argument, NULL, 'A' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -1212,11 +1522,13 @@ int main(int argc, char **argv) {
                 case 'l': add_run(&o, optarg); break;
                 case 'T': o.skip_throughput = true; break;
                 case 'L': o.skip_latency = true; break;
+                case 'K': o.soak_s = atof(optarg); break;
+                case 'A': o.lateness = optarg; break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
         if (!o.brokers || !o.fenghuo || !o.rules || !o.stations || !o.workdir || optind != argc ||
-            o.readings == 0 || !(o.rate >= 1) || !(o.seconds > 0)) {
+            o.readings == 0 || !(o.rate >= 1) || !(o.seconds > 0) || !(o.soak_s >= 0)) {
                 usage(stderr);
                 return 2;
         }
@@ -1240,6 +1552,11 @@ int main(int argc, char **argv) {
         setvbuf(stdout, NULL, _IOLBF, 0);
         printf("stations %zu\n", reg->n_stations);
         printf("librdkafka %s\n", rd_kafka_version_str());
+        if (o.soak_s > 0) {
+                soak(&o, reg);
+                fh_registry_free(reg);
+                return 0;
+        }
         if (!o.skip_throughput)
                 throughput(&o, reg);
         if (!o.skip_latency)

@@ -2,17 +2,25 @@
 # Runs fenghuo's benchmarks and prints their figures (docs/performance.md
 # says what each one measures).
 #
-#   bench/run.sh [-B BUILDDIR] [replay|callgrind|daemon|all]     (default: all)
+#   bench/run.sh [-B BUILDDIR] [replay|callgrind|daemon|soak|all]     (default: all)
 #
 #   replay     engine: a simulated day of 10,000 stations, 3 runs, best and median
 #   callgrind  engine: instructions per reading (valgrind)
 #   daemon     `fenghuo run` against a real Kafka broker: throughput against a
 #              plain consumer, and produce-to-alert latency at 10,000 readings/s
+#   soak       `fenghuo run` for BENCH_SOAK_SECONDS at 20,000 readings/s from
+#              100,000 stations (each every 5 s, live timestamps): memory and
+#              lag every 10 s. Not part of `all` (it takes 11 minutes).
 #
 # Environment: BENCH_RUNS (3), BENCH_STATIONS (10000), BENCH_READINGS for the
 # daemon (5000000), BENCH_LATENCY_SECONDS (20), BENCH_LATENCY_REPEAT (3),
 # TMPDIR (/tmp), FENGHUO_BUILD (the default of -B: build), BENCH_KEEP=DIR to
-# keep the daemon runs' raw figures, configs and logs. Needs a build with the
+# keep the daemon runs' raw figures, configs and logs; for the soak
+# BENCH_SOAK_SECONDS (600), BENCH_SOAK_RATE (20000), BENCH_SOAK_STATIONS
+# (100000), BENCH_SOAK_RULES (short: the default rules with every window cut
+# to 10 minutes or less, so the windows fill during the run; default: rules/
+# as shipped), BENCH_SOAK_LATENESS (the daemon's lateness: 5m with the short
+# rules, else its default 1h). Needs a build with the
 # daemon for `daemon`, java/kcat for the broker (tests/integration/README.md),
 # valgrind for `callgrind`. Everything else it writes goes into one temporary
 # directory, removed at exit.
@@ -38,7 +46,7 @@ while [ $# -gt 0 ]; do
                 shift
                 ;;
         -h | --help)
-                sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+                sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
                 exit 0
                 ;;
         *) break ;;
@@ -46,9 +54,9 @@ while [ $# -gt 0 ]; do
 done
 WHAT=${1:-all}
 case $WHAT in
-replay | callgrind | daemon | all) ;;
+replay | callgrind | daemon | soak | all) ;;
 *)
-        echo "run.sh: unknown benchmark '$WHAT' (replay, callgrind, daemon, all)" >&2
+        echo "run.sh: unknown benchmark '$WHAT' (replay, callgrind, daemon, soak, all)" >&2
         exit 2
         ;;
 esac
@@ -220,8 +228,84 @@ bench_daemon() {
         fi
 }
 
+# The default rules with every window at 10 minutes or less (and `for:`
+# cut to match), so that at 5-s reporting the rings fill within the soak and
+# flat memory afterwards means something. silence.yaml is kept as it is.
+short_rules() {
+        local dir=$1
+        mkdir -p "$dir"
+        cp "$SRC"/rules/*.yaml "$dir"/
+        sed -i -e 's/sum(rain_mm, 3h)/sum(rain_mm, 3m)/g' -e 's/sum(rain_mm, 6h)/sum(rain_mm, 6m)/g' \
+                -e 's/sum(rain_mm, 12h)/sum(rain_mm, 10m)/g' "$dir/rain.yaml"
+        sed -i -e 's/rate(level_m, 1h)/rate(level_m, 5m)/g' "$dir/water.yaml"
+        sed -i -e 's/rate(displacement_mm, 1d)/rate(displacement_mm, 10m)/g' -e 's/^\(    for:\) 1h/\1 5m/' \
+                "$dir/landslide.yaml"
+        if grep -Eq '\(([^()]*), *([0-9]+[hd]|[1-9][1-9][0-9]*m|[2-9][0-9]m)\)' "$dir"/*.yaml; then
+                say "run.sh: short_rules left a window longer than 10 minutes:"
+                grep -En '\(([^()]*), *([0-9]+[hd]|[1-9][1-9][0-9]*m|[2-9][0-9]m)\)' "$dir"/*.yaml >&2
+                exit 1
+        fi
+}
+
+bench_soak() {
+        local tool=$BUILD/bench/bench_daemon broker rules out secs=${BENCH_SOAK_SECONDS:-600}
+        local rate=${BENCH_SOAK_RATE:-20000} n=${BENCH_SOAK_STATIONS:-100000} which=${BENCH_SOAK_RULES:-short}
+        local late=()
+        [ -x "$tool" ] || { say "run.sh: no $tool (a build without the daemon?)"; exit 1; }
+        case $which in
+        short)
+                rules=$TMP/rules-short
+                short_rules "$rules"
+                # Duplicate detection keeps each sensor's timestamps within
+                # lateness: an hour of them would not fill in 10 minutes either.
+                late=(--lateness "${BENCH_SOAK_LATENESS:-5m}")
+                ;;
+        default)
+                rules=$SRC/rules
+                [ -n "${BENCH_SOAK_LATENESS:-}" ] && late=(--lateness "$BENCH_SOAK_LATENESS")
+                ;;
+        *)
+                say "run.sh: BENCH_SOAK_RULES is short or default, not '$which'"
+                exit 2
+                ;;
+        esac
+        KAFKA_DIR=$TMP/kafka
+        say "starting a Kafka broker"
+        broker=$(FENGHUO_OWNER_PID=$$ "$SRC/tests/integration/kafka.sh" start "$KAFKA_DIR")
+        "$FENGHUO" simulate --synthetic "$n" --write-stations "$TMP/soak-stations.csv" --duration 1m >/dev/null
+        out=$TMP/soak.txt
+        mkdir -p "$TMP/soak"
+        "$tool" --brokers "$broker" --fenghuo "$FENGHUO" --rules "$rules" --stations "$TMP/soak-stations.csv" \
+                --workdir "$TMP/soak" --rate "$rate" --soak "$secs" "${late[@]}" >"$out"
+        echo "== soak: $(get soak.rate_per_s "$out") readings/s for $(get soak.seconds "$out") s," \
+                "$(get stations "$out") stations (each every $(get soak.station_interval_s "$out") s), rules: $which, lateness $(get soak.lateness "$out")"
+        echo "every 10 s: daemon VmRSS and its metrics file (written every 10 s, so up to 10 s old)"
+        awk '$1 == "soak.samples" { printf "%7s %9s %9s %10s %10s %10s %7s %8s %7s %8s %6s\n", "t_s", "rss_MiB", "hwm_MiB", "produced", "consumed", "accepted", "lag", "behind_s", "alerts", "inflight", "load1" }
+             $1 == "soak.sample" { printf "%7s %9s %9s %10s %10s %10s %7s %8s %7s %8s %6s\n", $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' "$out"
+        printf 'RSS MiB: idle %s, at 1 min %s, 5 min %s, 10 min %s, end %s, peak %s\n' \
+                "$(awk -v k="$(get soak.rss_idle_kib "$out")" 'BEGIN { printf "%.1f", k / 1024 }')" \
+                "$(get soak.rss_mib_at_60s "$out")" "$(get soak.rss_mib_at_300s "$out")" "$(get soak.rss_mib_at_600s "$out")" \
+                "$(get soak.rss_mib_end "$out")" "$(get soak.rss_hwm_mib "$out")"
+        printf 'RSS slope over the last 5 minutes of production: %s MiB/min\n' "$(get soak.rss_slope_last_5min_mib_per_min "$out")"
+        printf 'lag (messages): max %s, at the end of production %s, after draining %s; behind max %s s\n' \
+                "$(get soak.lag_max "$out")" "$(get soak.lag_end_of_production "$out")" \
+                "$(get soak.lag_after_drain "$out")" "$(get soak.behind_s_max "$out")"
+        printf 'produced %s in %s s (producer at most %s s behind schedule); consumed %s, accepted %s, future-rejected %s\n' \
+                "$(get soak.produced "$out")" "$(get soak.produce_s "$out")" "$(get soak.producer_behind_max_s "$out")" \
+                "$(get soak.consumed "$out")" "$(get soak.accepted "$out")" "$(get soak.future_rejected "$out")"
+        printf 'alerts %s; daemon CPU %s s; load average at the end %s\n' "$(get soak.alerts "$out")" \
+                "$(get soak.daemon_cpu_s "$out")" "$(get soak.loadavg_1m_end "$out")"
+        if [ -n "${BENCH_KEEP:-}" ]; then
+                mkdir -p "$BENCH_KEEP"
+                cp "$out" "$TMP"/soak/* "$BENCH_KEEP"/ 2>/dev/null || true
+                [ "$which" = short ] && cp -r "$rules" "$BENCH_KEEP"/
+                say "raw figures and logs copied to $BENCH_KEEP"
+        fi
+}
+
 machine
 case $WHAT in
+soak) bench_soak ;;
 replay) bench_replay ;;
 callgrind) bench_callgrind ;;
 daemon) bench_daemon ;;
