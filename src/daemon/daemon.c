@@ -89,7 +89,6 @@ struct fh_daemon {
 
         uv_timer_t tick_timer, checkpoint_timer, stats_timer, stop_timer, commit_timer;
         uv_signal_t sig_term, sig_int, sig_hup;
-        int handles_open;
 
         bool stopping;
         bool stopped;
@@ -1215,16 +1214,13 @@ static void reload(fh_daemon *d) {
 
 /* ---- shutdown ---- */
 
-static void on_handle_closed(uv_handle_t *h) {
-        fh_daemon *d = h->data;
-        d->handles_open--;
-}
-
+/* The handles live inside the daemon, so it may be freed only after the
+ * loop has run their close callbacks: fh_daemon_main frees it once uv_run
+ * returns, which is after every close. */
 static void close_handle(fh_daemon *d, uv_handle_t *h) {
-        if (!uv_is_closing(h)) {
-                d->handles_open++;
-                uv_close(h, on_handle_closed);
-        }
+        (void) d;
+        if (!uv_is_closing(h))
+                uv_close(h, NULL);
 }
 
 static void finish_stop(fh_daemon *d) {
