@@ -18,6 +18,10 @@
 # Everything except the bootstrap address goes to stderr, so callers can capture stdout.
 set -euo pipefail
 
+SCRIPT_NAME=kafka.sh
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
 KAFKA_VERSION=${FENGHUO_KAFKA_VERSION:-3.9.1}
 CACHE=${FENGHUO_CACHE:-${HOME:-/root}/.cache/fenghuo}
 KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
@@ -28,10 +32,6 @@ START_TIMEOUT=${FENGHUO_KAFKA_START_TIMEOUT:-60}
 STOP_TIMEOUT=30
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
-die() {
-        printf 'kafka.sh: %s\n' "$*" >&2
-        exit 1
-}
 
 usage() {
         sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -52,42 +52,13 @@ absdir() {
         (cd "$1" && pwd)
 }
 
-# A zombie still answers kill -0, so look at the process state instead.
-alive() {
-        local st
-        [ -r "/proc/$1/stat" ] || return 1
-        st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
-        case $st in
-        Z* | X*) return 1 ;;
-        esac
-        return 0
-}
 
 # True when pid $1 is the broker started for $2 (guards against pid reuse).
 is_broker() {
         alive "$1" && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF "$2/server.properties"
 }
 
-port_in_use() {
-        local hex
-        hex=$(printf '%04X' "$1")
-        awk -v h="$hex" 'FNR > 1 { n = split($2, a, ":"); if (toupper(a[n]) == h) f = 1 } END { exit !f }' \
-                /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
 
-# Below the kernel's ephemeral range so outgoing connections never hold our port.
-pick_port() {
-        local p _
-        for _ in $(seq 1 200); do
-                p=$((20000 + RANDOM % 12000))
-                [ "$p" = "${1:-}" ] && continue
-                port_in_use "$p" || {
-                        echo "$p"
-                        return 0
-                }
-        done
-        die "no free TCP port found"
-}
 
 cmd_fetch() {
         [ -f "$LIBS/.complete" ] && return 0

@@ -13,13 +13,13 @@
 # Everything except the port goes to stderr, so callers can capture stdout.
 set -euo pipefail
 
+SCRIPT_NAME=redis.sh
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
 START_TIMEOUT=${FENGHUO_REDIS_START_TIMEOUT:-10}
 STOP_TIMEOUT=10
 
-die() {
-        printf 'redis.sh: %s\n' "$*" >&2
-        exit 1
-}
 
 usage() {
         sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -39,15 +39,6 @@ absdir() {
         (cd "$1" && pwd)
 }
 
-alive() {
-        local st
-        [ -r "/proc/$1/stat" ] || return 1
-        st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
-        case $st in
-        Z* | X*) return 1 ;;
-        esac
-        return 0
-}
 
 # redis-server sets its title to "redis-server 127.0.0.1:PORT"; checking it
 # guards against a recycled pid.
@@ -55,34 +46,8 @@ is_ours() {
         alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "redis-server 127\.0\.0\.1:$2\b"
 }
 
-port_in_use() {
-        local hex
-        hex=$(printf '%04X' "$1")
-        awk -v h="$hex" 'FNR > 1 { n = split($2, a, ":"); if (toupper(a[n]) == h) f = 1 } END { exit !f }' \
-                /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
 
-# Only a listening socket stops a restart on the same port: redis-server
-# binds with SO_REUSEADDR, so the TIME_WAIT sockets its clients left behind
-# do not.
-port_listening() {
-        local hex
-        hex=$(printf '%04X' "$1")
-        awk -v h="$hex" 'FNR > 1 && $4 == "0A" { n = split($2, a, ":"); if (toupper(a[n]) == h) f = 1 } END { exit !f }' \
-                /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
 
-pick_port() {
-        local p _
-        for _ in $(seq 1 200); do
-                p=$((20000 + RANDOM % 12000))
-                port_in_use "$p" || {
-                        echo "$p"
-                        return 0
-                }
-        done
-        die "no free TCP port found"
-}
 
 ping_ok() {
         [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]
