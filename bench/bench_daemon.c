@@ -805,7 +805,7 @@ static int classify(lat_ctx *lc, const char *j, size_t len, int64_t *ret_ts, boo
                 *ret_raised = r.values[0].v >= 100;
         } else {
                 const char *s, *ev, *ts;
-                size_t sl, el, tl;
+                size_t sl = 0, el = 0, tl = 0;   /* json_str sets them only when found */
                 s = json_str(j, len, "sensor", &sl);
                 ev = json_str(j, len, "event", &el);
                 ts = json_str(j, len, "ts", &tl);

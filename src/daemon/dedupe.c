@@ -118,7 +118,7 @@ static const char *string_field(const char *json, size_t len, const char *name, 
 }
 
 int fh_alert_dedupe_key(const char *json, size_t len, char *buf, size_t n) {
-        size_t la, le, lt;
+        size_t la = 0, le = 0, lt = 0;   /* string_field sets them only when found */
         const char *a = string_field(json, len, "alert_id", &la);
         const char *e = string_field(json, len, "event", &le);
         const char *t = string_field(json, len, "ts", &lt);

@@ -1,0 +1,203 @@
+/* The daemon's state file (src/daemon/state.c): what a restart continues
+ * from. A round trip keeps offsets, outbox and engine state; a damaged file
+ * is refused without touching the engine. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "state.h"
+
+#define T0 1690646400000LL
+
+static const char *rules_yaml =
+        "rules:\n  - id: storm\n    kind: rain\n    levels:\n      blue: sum(rain_mm, 1h) >= 10\n";
+static const char *stations_csv = "id,kind,name\nA,rain,甲\nB,rain,乙\n";
+
+static int n_alerts;
+
+static void count(void *ud, const fh_alert *a) {
+        n_alerts++;
+}
+
+static fh_engine *engine(void) {
+        fh_diags d = FH_DIAGS_NULL;
+        fh_ruleset *rs;
+        fh_registry *reg;
+        fh_engine *e;
+
+        assert_int_equal(fh_ruleset_new(&rs), 0);
+        assert_int_equal(fh_ruleset_parse(rs, "t.yaml", rules_yaml, strlen(rules_yaml), &d), 0);
+        assert_int_equal(fh_ruleset_finish(rs, &d), 0);
+        assert_int_equal(fh_registry_parse("s.csv", stations_csv, strlen(stations_csv), &reg, &d), 0);
+        assert_int_equal(fh_engine_new(&e, rs, reg, NULL, &d), 0);
+        fh_diags_clear(&d);
+        fh_engine_set_alert_cb(e, count, NULL);
+        return e;
+}
+
+static void feed(fh_engine *e, const char *sensor, int minute, double mm) {
+        fh_reading r = { 0 };
+
+        snprintf(r.sensor, sizeof(r.sensor), "%s", sensor);
+        r.sensor_len = (uint8_t) strlen(sensor);
+        r.ts_ms = T0 + minute * 60000LL;
+        r.n_values = 1;
+        snprintf(r.values[0].name, sizeof(r.values[0].name), "rain_mm");
+        r.values[0].name_len = 7;
+        r.values[0].v = mm;
+        fh_engine_ingest(e, &r);
+}
+
+static char *tmpdir(void) {
+        char tmpl[] = "/tmp/fenghuo-test-state-XXXXXX";
+        assert_non_null(mkdtemp(tmpl));
+        return strdup(tmpl);
+}
+
+static void rmdir_all(char *dir) {
+        char p[512];
+        snprintf(p, sizeof(p), "%s/state", dir);
+        unlink(p);
+        snprintf(p, sizeof(p), "%s/state.tmp", dir);
+        unlink(p);
+        rmdir(dir);
+        free(dir);
+}
+
+static fh_checkpoint sample_checkpoint(void) {
+        fh_checkpoint c = { 0 };
+
+        fh_offsets_add(&c.positions, "rain", 0, 42);
+        fh_offsets_add(&c.positions, "rain", 1, 7);
+        fh_offsets_add(&c.watermarks, "alerts", 0, 99);
+        fh_offsets_add(&c.partitions, "rain", 0, 0);
+        c.outbox = calloc(1, sizeof(*c.outbox));
+        c.outbox[0] = (fh_outbox_item) {
+                .kind = FH_OUT_ALERT, .sinks = FH_SINK_KAFKA | FH_SINK_REDIS,
+                .key = strdup("A"), .key_len = 1, .value = strdup("{\"x\":1}"), .value_len = 7,
+                .field = strdup("storm:A"), .level = strdup("blue"), .dedupe = strdup("id|raised|ts"),
+                .src_topic = strdup("rain"), .src_partition = 0, .src_offset = 41,
+        };
+        c.n_outbox = 1;
+        c.sensor_ids = calloc(1, sizeof(char *));
+        c.sensor_ids[0] = strdup("A");
+        c.sensor_part = calloc(1, sizeof(uint32_t));
+        c.n_sensors = 1;
+        return c;
+}
+
+static void offsets_add_replaces_the_same_partition(void **state) {
+        fh_offsets o = { 0 };
+
+        fh_offsets_add(&o, "rain", 0, 1);
+        fh_offsets_add(&o, "rain", 1, 5);
+        fh_offsets_add(&o, "rain", 0, 3);
+        assert_int_equal(o.n, 2);
+        assert_int_equal(fh_offsets_get(&o, "rain", 0), 3);
+        assert_int_equal(fh_offsets_get(&o, "rain", 1), 5);
+        assert_int_equal(fh_offsets_get(&o, "bridge", 0), -1);
+        fh_offsets_clear(&o);
+        assert_int_equal(o.n, 0);
+}
+
+static void save_then_load_continues_exactly_where_it_stopped(void **state) {
+        char *dir = tmpdir();
+        fh_engine *e = engine(), *e2 = engine();
+        fh_checkpoint c = sample_checkpoint(), got = { 0 };
+
+        feed(e, "A", 0, 6);
+        assert_int_equal(fh_state_save(dir, e, &c), 0);
+        assert_int_equal(fh_state_load(dir, e2, &got), 0);
+        assert_int_equal(fh_offsets_get(&got.positions, "rain", 0), 42);
+        assert_int_equal(fh_offsets_get(&got.positions, "rain", 1), 7);
+        assert_int_equal(fh_offsets_get(&got.watermarks, "alerts", 0), 99);
+        assert_int_equal(got.n_outbox, 1);
+        assert_int_equal(got.outbox[0].kind, FH_OUT_ALERT);
+        assert_int_equal(got.outbox[0].sinks, FH_SINK_KAFKA | FH_SINK_REDIS);
+        assert_string_equal(got.outbox[0].value, "{\"x\":1}");
+        assert_string_equal(got.outbox[0].dedupe, "id|raised|ts");
+        assert_null(got.outbox[0].reason);
+        assert_int_equal(got.outbox[0].src_offset, 41);
+        assert_int_equal(got.n_sensors, 1);
+        assert_string_equal(got.sensor_ids[0], "A");
+
+        /* The restored window holds the 6 mm: 4 more raise the alert. */
+        n_alerts = 0;
+        feed(e2, "A", 10, 4);
+        assert_int_equal(n_alerts, 1);
+        fh_checkpoint_clear(&got);
+        fh_checkpoint_clear(&c);
+        fh_engine_free(e);
+        fh_engine_free(e2);
+        rmdir_all(dir);
+}
+
+static void missing_state_is_enoent(void **state) {
+        char *dir = tmpdir();
+        fh_engine *e = engine();
+        fh_checkpoint got = { 0 };
+
+        assert_int_equal(fh_state_load(dir, e, &got), -ENOENT);
+        fh_engine_free(e);
+        rmdir_all(dir);
+}
+
+static void damaged_state_is_refused_and_the_engine_untouched(void **state) {
+        char *dir = tmpdir(), path[512];
+        fh_engine *e = engine(), *e2 = engine();
+        fh_checkpoint c = sample_checkpoint(), got = { 0 };
+
+        feed(e, "A", 0, 6);
+        assert_int_equal(fh_state_save(dir, e, &c), 0);
+        snprintf(path, sizeof(path), "%s/state", dir);
+        int fd = open(path, O_RDWR);
+        assert_true(fd >= 0);
+        off_t size = lseek(fd, 0, SEEK_END);
+        for (off_t at = 0; at < size; at += 7) {
+                char ch, flipped;
+                assert_int_equal(pread(fd, &ch, 1, at), 1);
+                flipped = (char) (ch ^ 0x20);
+                assert_int_equal(pwrite(fd, &flipped, 1, at), 1);
+                assert_int_equal(fh_state_load(dir, e2, &got), -EBADMSG);
+                assert_int_equal(pwrite(fd, &ch, 1, at), 1);
+        }
+        assert_int_equal(ftruncate(fd, size / 2), 0);
+        assert_int_equal(fh_state_load(dir, e2, &got), -EBADMSG);
+        close(fd);
+
+        /* Nothing was restored: 4 mm alone raise nothing. */
+        n_alerts = 0;
+        feed(e2, "A", 10, 4);
+        assert_int_equal(n_alerts, 0);
+        fh_checkpoint_clear(&c);
+        fh_engine_free(e);
+        fh_engine_free(e2);
+        rmdir_all(dir);
+}
+
+static void save_to_a_missing_directory_fails_with_errno(void **state) {
+        fh_engine *e = engine();
+        fh_checkpoint c = { 0 };
+
+        assert_int_equal(fh_state_save("/nonexistent/fenghuo", e, &c), -ENOENT);
+        fh_engine_free(e);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(offsets_add_replaces_the_same_partition),
+                cmocka_unit_test(save_then_load_continues_exactly_where_it_stopped),
+                cmocka_unit_test(missing_state_is_enoent),
+                cmocka_unit_test(damaged_state_is_refused_and_the_engine_untouched),
+                cmocka_unit_test(save_to_a_missing_directory_fails_with_errno),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
