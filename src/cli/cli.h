@@ -11,6 +11,9 @@ int fh_cmd_replay(int argc, char **argv);
 int fh_cmd_simulate(int argc, char **argv);
 int fh_cmd_run(int argc, char **argv);
 int fh_cmd_demo(int argc, char **argv);
+int fh_cmd_test(int argc, char **argv);
+int fh_cmd_diff(int argc, char **argv);
+int fh_cmd_plot(int argc, char **argv);
 
 /* Reads a whole file ("-" is standard input). 0, or a negative errno. */
 #define FH_RULE_FILE_MAX    (4u << 20)
@@ -23,6 +26,18 @@ int fh_load_registry(const char *path, fh_registry **ret, fh_diags *diags);
 /* Rules + registry + engine; on error diags say why. */
 int fh_load_engine(const char *rules_dir, const char *stations, const fh_engine_config *cfg,
                    fh_engine **ret, fh_diags *diags);
+
+/* Opens an input file ("-" is standard input); on failure says why as
+ * "fenghuo CMD: cannot open ..." and returns -1. */
+int fh_open_input(const char *cmd, const char *path);
+/* Reads JSON Lines from fd to the end and ingests every reading into each
+ * engine, in order (one parse for several engines: `diff` replays two rule
+ * sets in one pass). A line that does not parse is counted as rejected in
+ * every engine and, with say_rejects, reported on stderr with its number.
+ * *ret_lines is the number of lines read, also after a read error (for the
+ * message). 0, or -errno when reading failed. */
+int fh_feed(int fd, fh_engine *const *engines, size_t n_engines, bool say_rejects,
+            unsigned long long *ret_lines);
 
 /* "prog: " prefixed lines on stderr, errors then warnings, sorted. */
 void fh_print_diags(const fh_diags *diags);

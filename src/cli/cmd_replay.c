@@ -11,8 +11,6 @@
 #include "fenghuo/timeutil.h"
 #include "cli.h"
 
-#define CHUNK (1u << 20)
-
 typedef struct replay_out {
         const fh_engine *e;
         fh_buf line;
@@ -26,63 +24,6 @@ static void on_alert(void *userdata, const fh_alert *a) {
         fh_alert_to_json(o->e, a, &o->line);
         fh_buf_putc(&o->line, '\n');
         fwrite(o->line.data, 1, o->line.len, o->f);
-}
-
-/* Reads lines of any length without holding more than one chunk plus the
- * longest acceptable line: a 1 GiB line costs no memory, it is reported as
- * too long and skipped. */
-typedef struct line_reader {
-        int fd;
-        char *buf;
-        size_t cap, start, end;
-        bool eof;
-        int err;
-} line_reader;
-
-/* Returns 1 with a line (without '\n'), 0 at the end, -errno on read error.
- * *ret_too_long is set for a line over the cap (its bytes are not returned). */
-static int next_line(line_reader *lr, const char **ret, size_t *ret_len, bool *ret_too_long) {
-        bool too_long = false;
-
-        for (;;) {
-                char *nl = memchr(lr->buf + lr->start, '\n', lr->end - lr->start);
-                if (nl) {
-                        *ret = lr->buf + lr->start;
-                        *ret_len = (size_t) (nl - (lr->buf + lr->start));
-                        lr->start = (size_t) (nl - lr->buf) + 1;
-                        *ret_too_long = too_long;
-                        return 1;
-                }
-                if (lr->end - lr->start > FH_READING_BYTES_MAX + 1) {
-                        /* Keep a byte so the line still counts once. */
-                        too_long = true;
-                        lr->start = lr->end - 1;
-                }
-                if (lr->eof) {
-                        if (lr->end > lr->start) {
-                                *ret = lr->buf + lr->start;
-                                *ret_len = lr->end - lr->start;
-                                lr->start = lr->end;
-                                *ret_too_long = too_long;
-                                return 1;
-                        }
-                        return 0;
-                }
-                if (lr->start > 0) {
-                        memmove(lr->buf, lr->buf + lr->start, lr->end - lr->start);
-                        lr->end -= lr->start;
-                        lr->start = 0;
-                }
-                ssize_t n = read(lr->fd, lr->buf + lr->end, lr->cap - lr->end);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        lr->eof = true;
-                lr->end += (size_t) n;
-        }
 }
 
 static void usage(FILE *f) {
@@ -179,11 +120,9 @@ int fh_cmd_replay(int argc, char **argv) {
         if (optind < argc)
                 input = argv[optind];
 
-        int fd = strcmp(input, "-") == 0 ? STDIN_FILENO : open(input, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-                fprintf(stderr, "fenghuo replay: cannot open %s: %s\n", input, strerror(errno));
+        int fd = fh_open_input("replay", input);
+        if (fd < 0)
                 return 2;
-        }
 
         r = fh_load_engine(rules, stations, &cfg, &e, &diags);
         fh_diags_sort(&diags);
@@ -200,41 +139,10 @@ int fh_cmd_replay(int argc, char **argv) {
         setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
         fh_engine_set_alert_cb(e, on_alert, &out);
 
-        line_reader lr = { .fd = fd, .cap = CHUNK + FH_READING_BYTES_MAX + 2 };
-        lr.buf = fh_malloc(lr.cap);
         unsigned long long lineno = 0;
-        const char *line = NULL;
-        size_t len = 0;
-        bool too_long = false;
-        fh_reading reading;
-        char why[256];
         int exit_code = 0;
 
-        while ((r = next_line(&lr, &line, &len, &too_long)) > 0) {
-                fh_reject rej;
-
-                lineno++;
-                if (too_long) {
-                        rej = FH_REJECT_TOO_LONG;
-                        snprintf(why, sizeof(why), "line longer than %u bytes", FH_READING_BYTES_MAX);
-                } else {
-                        /* A blank line is not a reading, and not an error worth a line. */
-                        size_t k = 0;
-                        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r'))
-                                k++;
-                        if (k == len)
-                                continue;
-                        rej = fh_reading_parse(line, len, &reading, why, sizeof(why));
-                }
-                if (rej != FH_REJECT_NONE) {
-                        fh_engine_count_reject(e, rej);
-                        fprintf(stderr, "line %llu: rejected (%s): %s\n", lineno, fh_reject_name(rej), why);
-                        continue;
-                }
-                if (fh_engine_ingest(e, &reading) == FH_OUTCOME_UNKNOWN_SENSOR)
-                        fprintf(stderr, "line %llu: rejected (unknown_sensor): sensor \"%s\" is not in the station registry\n",
-                                lineno, reading.sensor);
-        }
+        r = fh_feed(fd, &e, 1, true, &lineno);
         if (r < 0) {
                 fprintf(stderr, "fenghuo replay: failed to read %s after line %llu: %s\n",
                         input, lineno, strerror(-r));
@@ -246,7 +154,6 @@ int fh_cmd_replay(int argc, char **argv) {
         }
         print_summary(e, lineno);
 
-        free(lr.buf);
         fh_buf_free(&out.line);
         if (fd != STDIN_FILENO)
                 close(fd);

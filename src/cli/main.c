@@ -8,6 +8,7 @@ static void usage(FILE *f) {
               "  demo                                      the embedded storm demo (no Kafka or Redis needed)\n"
               "  check     --rules DIR --stations FILE     validate rules and stations\n"
               "  replay    --rules DIR --stations FILE [FILE|-]  run history through the rules\n"
+              "  test      FILE...                         run rule unit tests\n"
               "  simulate  --stations FILE [...]           write a storm scenario as JSON Lines\n"
               "  run       --config FILE                   the daemon\n"
               "  version\n"
@@ -24,6 +25,8 @@ int main(int argc, char **argv) {
                 return fh_cmd_check(argc - 1, argv + 1);
         if (!strcmp(cmd, "replay"))
                 return fh_cmd_replay(argc - 1, argv + 1);
+        if (!strcmp(cmd, "test"))
+                return fh_cmd_test(argc - 1, argv + 1);
         if (!strcmp(cmd, "simulate"))
                 return fh_cmd_simulate(argc - 1, argv + 1);
         if (!strcmp(cmd, "run"))
