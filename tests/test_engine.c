@@ -172,6 +172,54 @@ static void highest_ready_level_wins_when_for_holds_back_a_higher_one(void **sta
         fh_engine_free(e);
 }
 
+typedef struct evals {
+        char lines[32][96];
+        int n;
+} evals;
+
+static void on_eval(void *ud, const fh_evaluation *ev) {
+        evals *x = ud;
+
+        assert_true(x->n < 32);
+        snprintf(x->lines[x->n++], sizeof(x->lines[0]), "%lld %s %s raw %s level %s report %g",
+                 (long long) ((ev->ts_ms - T0) / MIN_), ev->rule->id, ev->station->id, fh_level_name(ev->raw),
+                 fh_level_name(ev->level), fh_program_eval(ev->rule->report, ev->env));
+}
+
+static void eval_hook_sees_every_evaluation_with_its_report_and_levels(void **state) {
+        static const char *rule =
+                "rules:\n"
+                "  - id: gauge\n"
+                "    kind: rain\n"
+                "    levels:\n"
+                "      yellow: sum(x, 10m) >= 2\n"
+                "    report: sum(x, 10m)\n"
+                "    for: 2m\n";
+        rec r;
+        evals x = { 0 };
+        fh_engine *e = engine(rule, &r, NULL);
+
+        fh_engine_set_eval_cb(e, on_eval, &x);
+        feed(e, "A", 0, "x", 1);
+        feed(e, "A", 1, "x", 1);
+        feed(e, "A", 2, "x", 0);
+        feed(e, "A", 3, "x", 0);
+        feed(e, "B", 3, "y", 5);
+        assert_int_equal(x.n, 5);
+        assert_string_equal(x.lines[0], "0 gauge A raw none level none report 1");
+        /* for: 2m holds the level back while the raw target is yellow. */
+        assert_string_equal(x.lines[1], "1 gauge A raw yellow level none report 2");
+        assert_string_equal(x.lines[2], "2 gauge A raw yellow level none report 2");
+        assert_string_equal(x.lines[3], "3 gauge A raw yellow level yellow report 2");
+        assert_string_equal(x.lines[4], "3 gauge B raw none level none report 0");
+        assert_int_equal(r.n, 1);
+        /* Unset, nothing is called. */
+        fh_engine_set_eval_cb(e, NULL, NULL);
+        feed(e, "A", 4, "x", 0);
+        assert_int_equal(x.n, 5);
+        fh_engine_free(e);
+}
+
 static void duplicate_reading_is_ignored_and_counted(void **state) {
         rec r;
         fh_engine *e = engine(levels_rule, &r, NULL);
@@ -439,6 +487,7 @@ int main(void) {
                 cmocka_unit_test(clear_after_waits_exactly_and_restarts_when_interrupted),
                 cmocka_unit_test(deescalation_waits_for_clear_after_and_escalation_does_not),
                 cmocka_unit_test(highest_ready_level_wins_when_for_holds_back_a_higher_one),
+                cmocka_unit_test(eval_hook_sees_every_evaluation_with_its_report_and_levels),
                 cmocka_unit_test(duplicate_reading_is_ignored_and_counted),
                 cmocka_unit_test(late_reading_joins_the_window_and_evaluates_at_the_latest_time),
                 cmocka_unit_test(reading_older_than_lateness_is_dropped),

@@ -294,6 +294,37 @@ static void test_age_sets_uses_age(void **state) {
         fh_symbols_clear(&syms);
 }
 
+static void test_compares_split_each_comparison_into_its_operands(void **state) {
+        fh_symbols syms = { 0 };
+        fh_diags d = FH_DIAGS_NULL;
+        fh_program *p = NULL, *rep = NULL;
+        const char *s = "level_m >= station.warning_level - 0.5 and not (rate(disp_mm, 1d) > 0.3 or 1 < 2)";
+        const char *r = "last(level_m)";
+        fh_compare c[4];
+        world w = { .syms = &syms, .vals = default_vals, .n_vals = FH_ARRAY_SIZE(default_vals) };
+        fh_eval_env env = { world_field, world_station, world_age, &w };
+
+        (void) state;
+        assert_int_equal(fh_expr_compile(s, strlen(s), FH_TYPE_BOOL, &test_pos, &syms, &p, &d), 0);
+        assert_int_equal(fh_expr_compile(r, strlen(r), FH_TYPE_NUMBER, &test_pos, &syms, &rep, &d), 0);
+        assert_int_equal(fh_program_compares(p, c, 4), 3);
+        assert_int_equal(c[0].op, FH_OP_GE);
+        assert_true(fh_program_same(&c[0].left, rep));
+        assert_false(fh_program_same(&c[0].right, rep));
+        assert_true(fh_program_eval(&c[0].left, &env) == 12.0);
+        assert_true(fh_program_eval(&c[0].right, &env) == 12.0);
+        assert_int_equal(c[1].op, FH_OP_GT);
+        assert_true(fh_program_eval(&c[1].left, &env) == 2.0);
+        assert_true(fh_program_eval(&c[1].right, &env) == 0.3);
+        assert_int_equal(c[2].op, FH_OP_LT);
+        /* Only as many as asked for are stored; all are counted. */
+        assert_int_equal(fh_program_compares(p, c, 1), 3);
+        assert_int_equal(fh_program_compares(rep, c, 4), 0);
+        fh_program_free(p);
+        fh_program_free(rep);
+        fh_symbols_clear(&syms);
+}
+
 static void test_max_stack_is_the_depth_the_program_needs(void **state) {
         fh_symbols syms = { 0 };
         fh_diags d = FH_DIAGS_NULL;
@@ -579,6 +610,7 @@ int main(void) {
                 cmocka_unit_test(test_math_functions_compute_abs_sqrt_and_degrees),
                 cmocka_unit_test(test_compile_interns_fields_and_windows_once),
                 cmocka_unit_test(test_age_sets_uses_age),
+                cmocka_unit_test(test_compares_split_each_comparison_into_its_operands),
                 cmocka_unit_test(test_max_stack_is_the_depth_the_program_needs),
                 cmocka_unit_test(test_arithmetic_with_a_missing_value_is_missing),
                 cmocka_unit_test(test_division_by_zero_is_missing),

@@ -99,6 +99,25 @@ fh_engine *fh_engine_free(fh_engine *e);
 /* Alerts are delivered synchronously, from inside ingest/tick, in order. */
 void fh_engine_set_alert_cb(fh_engine *e, fh_alert_fn fn, void *userdata);
 
+/* One evaluation of one (rule, sensor) pair, for tools that show how a rule
+ * behaved over time (`fenghuo plot`). env evaluates any of the rule's
+ * programs (or views of them, fh_program_compares()) exactly as the engine
+ * saw them at ts_ms. Valid for the duration of the callback only. */
+typedef struct fh_evaluation {
+        const fh_rule *rule;
+        const fh_station *station;
+        int64_t ts_ms;
+        fh_level raw;              /* the highest level whose condition holds */
+        fh_level level;            /* the pair's level after this evaluation */
+        const fh_eval_env *env;
+} fh_evaluation;
+
+typedef void (*fh_eval_fn)(void *userdata, const fh_evaluation *ev);
+
+/* Called after every evaluation of every pair, from inside ingest/tick. A
+ * cost only when set: the daemon never sets it. */
+void fh_engine_set_eval_cb(fh_engine *e, fh_eval_fn fn, void *userdata);
+
 /* Applies one parsed reading. Returns the outcome (never negative). */
 fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r);
 /* The station of the last reading ingested (NULL if it was unknown). */

@@ -94,6 +94,20 @@ typedef struct fh_eval_env {
         void *ctx;
 } fh_eval_env;
 
+/* A comparison inside a condition, its operands as views into the
+ * condition's code: evaluate them with fh_program_eval(), never free them.
+ * `plot` draws `sum(rain_mm, 3h) >= 50` as the report against a line at 50. */
+typedef struct fh_compare {
+        fh_opcode op;              /* FH_OP_LT ... FH_OP_NE */
+        fh_program left, right;
+} fh_compare;
+
+/* Every comparison in p, in code order; returns how many there are (only
+ * the first max are stored). */
+size_t fh_program_compares(const fh_program *p, fh_compare *out, size_t max);
+/* Whether a and b compute the same thing: the same code. */
+bool fh_program_same(const fh_program *a, const fh_program *b);
+
 /* Runs p; NaN means missing. Booleans come back as 0.0 or 1.0. */
 double fh_program_eval(const fh_program *p, const fh_eval_env *env);
 

@@ -67,6 +67,8 @@ struct fh_engine {
         fh_registry *reg;
         fh_alert_fn alert_cb;
         void *alert_data;
+        fh_eval_fn eval_cb;
+        void *eval_data;
         fh_engine_stats stats;
         int64_t clock;
         const fh_station *last_station;

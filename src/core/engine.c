@@ -431,6 +431,11 @@ void fh_engine_set_alert_cb(fh_engine *e, fh_alert_fn fn, void *userdata) {
         e->alert_data = userdata;
 }
 
+void fh_engine_set_eval_cb(fh_engine *e, fh_eval_fn fn, void *userdata) {
+        e->eval_cb = fn;
+        e->eval_data = userdata;
+}
+
 /* ---- evaluation ---- */
 
 typedef struct evctx {
@@ -535,6 +540,11 @@ void fh_engine_eval_pair(fh_engine *e, fh_sensor *s, uint32_t pi, int64_t t) {
                 }
         } else
                 p->wait = FH_TIME_NONE;
+
+        if (e->eval_cb) {
+                fh_evaluation ev = { rule, s->st, t, (fh_level) raw, (fh_level) p->level, &env };
+                e->eval_cb(e->eval_data, &ev);
+        }
 }
 
 static void tick_at(fh_engine *e, int64_t b) {

@@ -1145,6 +1145,64 @@ static double b2d(bool b) {
         return b ? 1.0 : 0.0;
 }
 
+static unsigned op_arity(fh_opcode op) {
+        switch (op) {
+        case FH_OP_CONST: case FH_OP_STATION: case FH_OP_AGE: case FH_OP_LAST: case FH_OP_SUM:
+        case FH_OP_AVG: case FH_OP_MIN: case FH_OP_MAX: case FH_OP_COUNT: case FH_OP_DELTA: case FH_OP_RATE:
+                return 0;
+        case FH_OP_NEG: case FH_OP_ABS: case FH_OP_SQRT: case FH_OP_ATAN_DEG: case FH_OP_NOT:
+                return 1;
+        default:
+                return 2;
+        }
+}
+
+size_t fh_program_compares(const fh_program *p, fh_compare *out, size_t max) {
+        /* Postfix code: each value on the stack is the result of a
+         * contiguous run of instructions, so tracking where each run starts
+         * finds both operands of every binary operator. */
+        uint32_t start[EXPR_STACK_MAX];
+        unsigned sp = 0;
+        size_t n = 0;
+
+        if (!p || p->max_stack > EXPR_STACK_MAX)
+                return 0;
+        for (uint32_t i = 0; i < p->n; i++) {
+                fh_opcode op = (fh_opcode) p->code[i].op;
+                unsigned a = op_arity(op);
+                if (a > sp)
+                        return n;
+                uint32_t s = a ? start[sp - a] : i;
+                if (a == 2 && op >= FH_OP_LT && op <= FH_OP_NE) {
+                        uint32_t r = start[sp - 1];
+                        if (n < max)
+                                out[n] = (fh_compare) {
+                                        .op = op,
+                                        .left = { p->code + s, r - s, p->max_stack, FH_TYPE_NUMBER, p->uses_age, NULL },
+                                        .right = { p->code + r, i - r, p->max_stack, FH_TYPE_NUMBER, p->uses_age, NULL },
+                                };
+                        n++;
+                }
+                sp -= a;
+                if (sp >= EXPR_STACK_MAX)
+                        return n;
+                start[sp++] = s;
+        }
+        return n;
+}
+
+bool fh_program_same(const fh_program *a, const fh_program *b) {
+        if (!a || !b || a->n != b->n)
+                return false;
+        for (uint32_t i = 0; i < a->n; i++) {
+                const fh_insn *x = &a->code[i], *y = &b->code[i];
+                if (x->op != y->op || x->field != y->field || x->arg != y->arg ||
+                    memcmp(&x->k, &y->k, sizeof(x->k)) != 0)
+                        return false;
+        }
+        return true;
+}
+
 double fh_program_eval(const fh_program *p, const fh_eval_env *env) {
         double st[EXPR_STACK_MAX];
         unsigned sp = 0;
