@@ -667,7 +667,8 @@ static int run_test(tfile *f, const yaml_node_t *t, size_t index) {
         /* Series come in time order; `readings` keep the order they are
          * written in (a late reading can be tested) and go before the
          * series readings that are later than them. */
-        qsort(fd.v, fd.n, sizeof(*fd.v), cmp_item);
+        if (fd.n)
+                qsort(fd.v, fd.n, sizeof(*fd.v), cmp_item);
         fd.n_series = fd.n;
         if (v[T_READINGS]) {
                 if (v[T_READINGS]->type != YAML_SEQUENCE_NODE)
