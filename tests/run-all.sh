@@ -59,10 +59,14 @@ step asan-tests env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=h
 step release-build build_in build-release -Dbuildtype=release
 step release-tests meson test -C build-release --print-errorlogs --num-processes 2 --suite unit --suite e2e
 step fuzz-build fuzz_build
-for t in reading rules stations; do
+# The parsers get FUZZ_SECONDS each; the engine and the binary decoders
+# (snapshot restore, state file, hand-over record) FUZZ_SECONDS_MORE each.
+FUZZ_SECONDS_MORE=${FUZZ_SECONDS_MORE:-20}
+for t in reading rules stations engine restore state handoff; do
+        case $t in reading|rules|stations) secs=$FUZZ_SECONDS ;; *) secs=$FUZZ_SECONDS_MORE ;; esac
         corpus=$(mktemp -d)
         cp fuzz/corpus/$t/* "$corpus"/
-        step "fuzz-$t" sh -c "build-fuzz/fuzz/fuzz_$t -max_total_time=$FUZZ_SECONDS -max_len=70000 -timeout=10 \
+        step "fuzz-$t" sh -c "build-fuzz/fuzz/fuzz_$t -max_total_time=$secs -max_len=70000 -timeout=10 \
                 -rss_limit_mb=2048 $corpus > $corpus.log 2>&1; r=\$?; tail -3 $corpus.log; exit \$r"
         rm -f "$corpus.log"
         rm -rf "$corpus"

@@ -470,6 +470,190 @@ static void restore_keeps_windows_but_resets_the_state_of_a_changed_rule(void **
         fh_buf_free(&snap);
 }
 
+/* ---- restore of crafted snapshots (found by fuzz/fuzz_restore.c) ---- */
+
+/* What a snapshot carries for one (rule, sensor) pair. */
+typedef struct snap_pair {
+        uint8_t level;
+        int64_t run[FH_LEVEL__MAX];
+        int64_t wait, raised;
+        uint8_t last_event, last_previous;
+        int64_t last_ts;
+} snap_pair;
+
+static uint64_t fnv1a(const char *p, size_t n) {
+        uint64_t h = 1469598103934665603ULL;
+        for (size_t i = 0; i < n; i++) {
+                h ^= (uint8_t) p[i];
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+/* A version-2 snapshot (snapshot.c) of sensor A: its recent timestamps,
+ * samples of rain_mm, and the state of rule id (hash from e). */
+static void craft(fh_buf *b, const fh_engine *e, const char *id, int64_t latest, const int64_t *recent,
+                  uint32_t n_recent, const int64_t *samples, uint32_t n_samples, const snap_pair *p) {
+        const fh_rule *rule = fh_ruleset_find(fh_engine_rules(e), id);
+
+        fh_buf_reset(b);
+        fh_buf_append(b, "FHSNAP01", 8);
+        fh_buf_u32(b, 2);
+        fh_buf_u64(b, (uint64_t) latest);
+        fh_buf_u32(b, 1);
+        fh_buf_str(b, "A", 1);
+        fh_buf_u64(b, (uint64_t) latest);
+        fh_buf_u32(b, n_recent);
+        for (uint32_t i = 0; i < n_recent; i++)
+                fh_buf_u64(b, (uint64_t) recent[i]);
+        fh_buf_u32(b, 1);
+        fh_buf_str(b, "rain_mm", 7);
+        fh_buf_u32(b, n_samples);
+        for (uint32_t i = 0; i < n_samples; i++) {
+                fh_buf_u64(b, (uint64_t) samples[i]);
+                fh_buf_f64(b, 1.0);
+        }
+        fh_buf_u32(b, 1);
+        fh_buf_str(b, id, strlen(id));
+        fh_buf_u64(b, rule->hash);
+        fh_buf_u8(b, p->level);
+        for (int l = 0; l < FH_LEVEL__MAX; l++)
+                fh_buf_u64(b, (uint64_t) p->run[l]);
+        fh_buf_u64(b, (uint64_t) p->wait);
+        fh_buf_u64(b, (uint64_t) p->raised);
+        fh_buf_u8(b, p->last_event);
+        fh_buf_u8(b, p->last_previous);
+        fh_buf_u64(b, (uint64_t) p->last_ts);
+        fh_buf_f64(b, 1.0);
+        fh_buf_u64(b, fnv1a(b->data, b->len));
+}
+
+static const char *crafted_rule =
+        "rules:\n  - id: s\n    kind: rain\n    for: 10m\n    clear_after: 10m\n"
+        "    levels:\n      blue: sum(rain_mm, 1h) >= 1\n";
+
+static snap_pair pair_none(void) {
+        snap_pair p = { .level = FH_LEVEL_NONE, .wait = FH_TIME_NONE, .raised = FH_TIME_NONE, .last_ts = FH_TIME_NONE };
+        for (int l = 0; l < FH_LEVEL__MAX; l++)
+                p.run[l] = FH_TIME_NONE;
+        return p;
+}
+
+static void restore_refuses_times_that_would_overflow_the_next_evaluation(void **state) {
+        rec r;
+        fh_engine *e = engine(crafted_rule, &r, NULL);
+        fh_buf b = FH_BUF_NULL;
+        int64_t t = T0, samples[] = { T0 - MIN_, T0 };
+        snap_pair p = pair_none();
+
+        /* The crafted snapshot is well-formed: with sane times it restores. */
+        p.run[FH_LEVEL_BLUE] = T0 - 5 * MIN_;
+        craft(&b, e, "s", t, &t, 1, samples, 2, &p);
+        assert_int_equal(fh_engine_restore(e, b.data, b.len), 0);
+        feed(e, "A", 5, "rain_mm", 1);     /* the run started 10 min ago: raised */
+        assert_int_equal(r.n, 1);
+        assert_string_equal(r.lines[0], "raised s A blue 5");
+
+        /* A run, wait, raise or event time that is no time at all. */
+        int64_t bad[] = { INT64_MIN + 1, INT64_MAX, FH_TIME_MIN_MS - 1, FH_TIME_MAX_MS + 1 };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                for (int field = 0; field < 4; field++) {
+                        p = pair_none();
+                        if (field == 0)
+                                p.run[FH_LEVEL_BLUE] = bad[i];
+                        else if (field == 1)
+                                p.wait = bad[i];
+                        else {
+                                p.level = FH_LEVEL_BLUE;
+                                p.raised = field == 2 ? bad[i] : T0;
+                                p.last_ts = field == 3 ? bad[i] : T0;
+                        }
+                        craft(&b, e, "s", t, &t, 1, samples, 2, &p);
+                        assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
+                }
+        }
+        /* The same for the clock, the duplicate horizon and the samples. */
+        p = pair_none();
+        int64_t old = FH_TIME_MIN_MS - 1, early[] = { INT64_MIN + 1, T0 };
+        craft(&b, e, "s", t, &old, 1, samples, 2, &p);
+        assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
+        craft(&b, e, "s", t, &t, 1, early, 2, &p);
+        assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
+        craft(&b, e, "s", t, &t, 1, samples, 2, &p);
+        memcpy(b.data + 12, &(int64_t) { INT64_MIN + 5 }, 8);   /* the clock */
+        uint64_t sum = fnv1a(b.data, b.len - 8);
+        memcpy(b.data + b.len - 8, &sum, 8);
+        assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
+
+        /* Nothing of the refused snapshots reached the engine. */
+        feed(e, "A", 6, "rain_mm", 1);
+        assert_int_equal(r.n, 1);
+        fh_engine_free(e);
+        fh_buf_free(&b);
+}
+
+static void restore_refuses_state_no_engine_writes(void **state) {
+        rec r;
+        fh_engine *e = engine(crafted_rule, &r, NULL);
+        fh_buf b = FH_BUF_NULL;
+        int64_t t = T0, samples[] = { T0 - MIN_, T0 };
+        int64_t unsorted[] = { T0 - MIN_, T0 - 2 * MIN_ }, twice[] = { T0, T0 }, ahead[] = { T0 + 1 };
+        snap_pair p = pair_none();
+
+        /* Duplicate timestamps out of order (a quadratic insertion on a large
+         * crafted list), twice, or after the sensor's latest. */
+        craft(&b, e, "s", t, unsorted, 2, samples, 2, &p);
+        assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
+        craft(&b, e, "s", t, twice, 2, samples, 2, &p);
+        assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
+        craft(&b, e, "s", t, ahead, 1, samples, 2, &p);
+        assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
+        /* An open alert without an alert_id, or a closed one with one. */
+        p.level = FH_LEVEL_BLUE;
+        p.last_ts = T0;
+        craft(&b, e, "s", t, &t, 1, samples, 2, &p);
+        assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
+        p = pair_none();
+        p.raised = T0;
+        craft(&b, e, "s", t, &t, 1, samples, 2, &p);
+        assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
+        /* A count of timestamps far beyond the bytes that follow. */
+        p = pair_none();
+        craft(&b, e, "s", t, &t, 1, samples, 2, &p);
+        memcpy(b.data + 8 + 4 + 8 + 4 + 4 + 1 + 8, &(uint32_t) { 50000000 }, 4);
+        uint64_t sum = fnv1a(b.data, b.len - 8);
+        memcpy(b.data + b.len - 8, &sum, 8);
+        assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
+        fh_engine_free(e);
+        fh_buf_free(&b);
+}
+
+/* A sensor whose rules read no window (only age()) has no stores: its
+ * restore touched a null array (UBSan, fuzz_engine). And a snapshot of a
+ * restored engine is the same bytes as the snapshot it came from, even
+ * when a store still held a sample outside every window. */
+static void snapshot_of_a_restored_engine_is_the_same_bytes(void **state) {
+        const char *yaml = "rules:\n  - id: q\n    kind: rain\n    levels:\n      yellow: age() > 300\n"
+                           "  - id: w\n    kind: water_level\n    levels:\n      red: avg(level_m, 10m) > 1\n";
+        rec a, b;
+        fh_engine *e = engine(yaml, &a, NULL);
+        fh_buf s1 = FH_BUF_NULL, s2 = FH_BUF_NULL;
+
+        feed(e, "A", 0, "rain_mm", 1);
+        feed(e, "W", 0, "level_m", 3);
+        feed(e, "W", 60, "level_m", 0);    /* the sample at 0 is outside the 10m window */
+        fh_engine_snapshot(e, NULL, NULL, &s1);
+        fh_engine_free(e);
+        e = engine(yaml, &b, NULL);
+        assert_int_equal(fh_engine_restore(e, s1.data, s1.len), 0);
+        fh_engine_snapshot(e, NULL, NULL, &s2);
+        assert_int_equal(s1.len, s2.len);
+        assert_memory_equal(s1.data, s2.data, s1.len);
+        fh_engine_free(e);
+        fh_buf_free(&s1);
+        fh_buf_free(&s2);
+}
+
 static void unknown_sensor_is_rejected_without_changing_state(void **state) {
         rec r;
         fh_engine *e = engine(levels_rule, &r, NULL);
@@ -503,6 +687,9 @@ int main(void) {
                 cmocka_unit_test(snapshot_and_restore_continue_exactly_where_they_left_off),
                 cmocka_unit_test(restore_keeps_windows_but_resets_the_state_of_a_changed_rule),
                 cmocka_unit_test(unknown_sensor_is_rejected_without_changing_state),
+                cmocka_unit_test(restore_refuses_times_that_would_overflow_the_next_evaluation),
+                cmocka_unit_test(restore_refuses_state_no_engine_writes),
+                cmocka_unit_test(snapshot_of_a_restored_engine_is_the_same_bytes),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

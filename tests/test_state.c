@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -191,6 +192,50 @@ static void save_to_a_missing_directory_fails_with_errno(void **state) {
         fh_engine_free(e);
 }
 
+static uint64_t fnv1a(const char *p, size_t n) {
+        uint64_t h = 1469598103934665603ULL;
+        for (size_t i = 0; i < n; i++) {
+                h ^= (uint8_t) p[i];
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+/* Counts that the bytes after them cannot hold are refused before anything
+ * is allocated for them (fuzz/fuzz_state.c: an outbox of 80 million items
+ * was a 3.7 GB calloc). Under a 1 GB address-space limit that aborted. */
+static void counts_beyond_the_file_are_refused_without_allocating(void **state) {
+        fh_engine *e = engine();
+        fh_checkpoint c = { 0 };
+        fh_buf b = FH_BUF_NULL;
+#ifndef __SANITIZE_ADDRESS__
+        struct rlimit old, lim;
+        assert_int_equal(getrlimit(RLIMIT_AS, &old), 0);
+        lim = (struct rlimit) { 1UL << 30, old.rlim_max };
+        assert_int_equal(setrlimit(RLIMIT_AS, &lim), 0);
+#endif
+        /* An offsets list, the outbox, the sensors: each count in turn. */
+        for (int which = 0; which < 3; which++) {
+                fh_buf_reset(&b);
+                fh_buf_append(&b, "FHSTATE2", 8);
+                fh_buf_u32(&b, which == 0 ? 900000 : 0);        /* positions */
+                fh_buf_u32(&b, 0);                              /* watermarks */
+                fh_buf_u32(&b, which == 1 ? 80000000 : 0);      /* outbox */
+                fh_buf_u32(&b, 0);                              /* partitions */
+                fh_buf_u32(&b, which == 2 ? 90000000 : 0);      /* sensors */
+                fh_buf_u64(&b, 0);                              /* snapshot length */
+                fh_buf_u64(&b, fnv1a(b.data, b.len));
+                assert_int_equal(fh_state_decode(b.data, b.len, e, &c), -EBADMSG);
+                assert_null(c.outbox);
+                assert_null(c.sensor_ids);
+        }
+#ifndef __SANITIZE_ADDRESS__
+        assert_int_equal(setrlimit(RLIMIT_AS, &old), 0);
+#endif
+        fh_buf_free(&b);
+        fh_engine_free(e);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(offsets_add_replaces_the_same_partition),
@@ -198,6 +243,7 @@ int main(void) {
                 cmocka_unit_test(missing_state_is_enoent),
                 cmocka_unit_test(damaged_state_is_refused_and_the_engine_untouched),
                 cmocka_unit_test(save_to_a_missing_directory_fails_with_errno),
+                cmocka_unit_test(counts_beyond_the_file_are_refused_without_allocating),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

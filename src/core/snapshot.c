@@ -51,9 +51,16 @@ static void snapshot_sensor(const fh_engine *e, const fh_sensor *s, fh_buf *out)
         fh_buf_u32(out, p->n_stores);
         for (uint32_t k = 0; k < p->n_stores; k++) {
                 const fh_store *st = &s->stores[k];
+                uint64_t from = st->base, end = st->base + st->len;
+                /* A store lets old samples go only when it next advances;
+                 * those outside every window (but the newest) are not
+                 * state, and a restore would drop them: leaving them out
+                 * makes a snapshot of a restored engine the same bytes. */
+                while (end - from > 1 && fh_store_at(st, from)->ts <= st->now - st->keep_ms)
+                        from++;
                 fh_buf_str(out, p->stores[k].name, p->stores[k].name_len);
-                fh_buf_u32(out, st->len);
-                for (uint64_t i = st->base; i < st->base + st->len; i++) {
+                fh_buf_u32(out, (uint32_t) (end - from));
+                for (uint64_t i = from; i < end; i++) {
                         const fh_sample *x = fh_store_at(st, i);
                         put_i64(out, x->ts);
                         fh_buf_f64(out, x->v);
@@ -111,6 +118,31 @@ static int rd_i64(fh_rd *r, int64_t *ret) {
         return 0;
 }
 
+static bool time_ok(int64_t t) {
+        return t >= FH_TIME_MIN_MS && t <= FH_TIME_MAX_MS;
+}
+
+/* A state machine time: unset, or a real time. Anything else would make
+ * the engine's time arithmetic overflow on the next evaluation. */
+static bool time_or_none_ok(int64_t t) {
+        return t == FH_TIME_NONE || time_ok(t);
+}
+
+static bool pair_ok(const fh_pair *p) {
+        for (int l = 0; l < FH_LEVEL__MAX; l++)
+                if (!time_or_none_ok(p->run[l]))
+                        return false;
+        if (!time_or_none_ok(p->wait) || !time_or_none_ok(p->raised) || !time_or_none_ok(p->last_ts))
+                return false;
+        if (p->last_event >= FH_EVENT__MAX || p->last_previous >= FH_LEVEL__MAX)
+                return false;
+        /* An open alert has its alert_id time and the event that told it;
+         * a closed one has no alert_id. */
+        if (p->level == FH_LEVEL_NONE)
+                return p->raised == FH_TIME_NONE;
+        return p->raised != FH_TIME_NONE && p->last_ts != FH_TIME_NONE;
+}
+
 /* One pass that either only checks (e == NULL) or applies. Keeping the two
  * in one function means what is checked is exactly what is applied. */
 static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, void *userdata) {
@@ -123,9 +155,10 @@ static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, v
 
                 if (fh_rd_str(rd, &id, &id_len) < 0 || rd_i64(rd, &latest) < 0 || fh_rd_u32(rd, &n_recent) < 0)
                         return -EBADMSG;
-                if (id_len == 0 || id_len > FH_SENSOR_ID_MAX || n_recent > SNAP_MAX_ITEMS)
+                if (id_len == 0 || id_len > FH_SENSOR_ID_MAX || n_recent > SNAP_MAX_ITEMS ||
+                    (size_t) n_recent * 8 > rd->n - rd->off)
                         return -EBADMSG;
-                if (latest < FH_TIME_MIN_MS || latest > FH_TIME_MAX_MS)
+                if (!time_ok(latest))
                         return -EBADMSG;
                 if (e) {
                         const fh_station *st = fh_registry_find(e->reg, id, id_len);
@@ -135,14 +168,18 @@ static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, v
                                 s = &e->sensors[st->index];
                                 fh_sensor_clear(s);
                                 s->latest = latest;
-                                for (fh_store *x = s->stores; x < s->stores + s->prof->n_stores; x++)
-                                        x->now = latest;
+                                for (uint32_t k = 0; k < s->prof->n_stores; k++)
+                                        s->stores[k].now = latest;
                         }
                 }
+                /* Ascending and unique as written: anything else is not a
+                 * snapshot (and would cost a quadratic insertion). */
+                int64_t prev_recent = INT64_MIN;
                 for (uint32_t i = 0; i < n_recent; i++) {
                         int64_t ts;
-                        if (rd_i64(rd, &ts) < 0)
+                        if (rd_i64(rd, &ts) < 0 || !time_ok(ts) || ts > latest || ts <= prev_recent)
                                 return -EBADMSG;
+                        prev_recent = ts;
                         if (s)
                                 fh_recent_insert(&s->recent, ts, latest - e->cfg.lateness_ms);
                 }
@@ -168,7 +205,7 @@ static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, v
                                 int64_t ts;
                                 double v;
                                 if (rd_i64(rd, &ts) < 0 || fh_rd_f64(rd, &v) < 0 || ts <= prev ||
-                                    ts > latest || !isfinite(v)) {
+                                    !time_ok(ts) || ts > latest || !isfinite(v)) {
                                         free(tmp);
                                         return -EBADMSG;
                                 }
@@ -202,7 +239,7 @@ static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, v
                             fh_rd_u8(rd, &pr.last_event) < 0 || fh_rd_u8(rd, &pr.last_previous) < 0 ||
                             rd_i64(rd, &pr.last_ts) < 0 || fh_rd_f64(rd, &pr.last_value) < 0)
                                 return -EBADMSG;
-                        if (pr.last_event >= FH_EVENT__MAX || pr.last_previous >= FH_LEVEL__MAX)
+                        if (!pair_ok(&pr))
                                 return -EBADMSG;
                         if (!s)
                                 continue;
@@ -238,7 +275,7 @@ int fh_engine_restore_each(fh_engine *e, const void *data, size_t len, fh_statio
         }
         if (fh_rd_u32(&rd, &version) < 0 || version != SNAP_VERSION)
                 return -EBADMSG;
-        if (rd_i64(&rd, &clock) < 0 || fh_rd_u32(&rd, &n) < 0)
+        if (rd_i64(&rd, &clock) < 0 || !time_or_none_ok(clock) || fh_rd_u32(&rd, &n) < 0)
                 return -EBADMSG;
 
         size_t body = rd.off;

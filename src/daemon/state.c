@@ -71,7 +71,10 @@ static void put_offsets(fh_buf *b, const fh_offsets *o) {
 
 static int get_offsets(fh_rd *rd, fh_offsets *o) {
         uint32_t n;
-        if (fh_rd_u32(rd, &n) < 0 || n > 1000000)
+        /* Each count is checked against the bytes left for what it counts
+         * (a topic's length, partition and offset: 16 bytes at least), so a
+         * crafted count cannot make a huge allocation or a long loop. */
+        if (fh_rd_u32(rd, &n) < 0 || n > 1000000 || (size_t) n * 16 > rd->n - rd->off)
                 return -EBADMSG;
         for (uint32_t i = 0; i < n; i++) {
                 const char *topic;
@@ -140,7 +143,9 @@ static void put_outbox(fh_buf *b, const fh_outbox_item *v, size_t n) {
 
 static int get_outbox(fh_rd *rd, fh_checkpoint *c) {
         uint32_t n;
-        if (fh_rd_u32(rd, &n) < 0 || n > 100000000)
+        /* An item is 47 bytes at least: three u8, eight string lengths, the
+         * partition and the offset. */
+        if (fh_rd_u32(rd, &n) < 0 || n > 100000000 || (size_t) n * 47 > rd->n - rd->off)
                 return -EBADMSG;
         c->outbox = n ? fh_calloc(n, sizeof(*c->outbox)) : NULL;
         for (uint32_t i = 0; i < n; i++) {
@@ -244,12 +249,55 @@ out:
         return r;
 }
 
+int fh_state_decode(const void *data, size_t len, fh_engine *e, fh_checkpoint *ret) {
+        const uint8_t *p = data;
+        fh_checkpoint o = { 0 };
+        int r = -EBADMSG;
+
+        if (len < 8 + 4 + 8 + 8 || memcmp(p, STATE_MAGIC, 8) != 0)
+                return -EBADMSG;
+        fh_rd tail = { p + len - 8, 8, 0 };
+        uint64_t sum;
+        if (fh_rd_u64(&tail, &sum) < 0 || sum != fnv1a(p, len - 8))
+                return -EBADMSG;
+        fh_rd rd = { p, len - 8, 8 };
+        if (get_offsets(&rd, &o.positions) < 0 || get_offsets(&rd, &o.watermarks) < 0 || get_outbox(&rd, &o) < 0 ||
+            get_offsets(&rd, &o.partitions) < 0)
+                goto out;
+        uint32_t ns;
+        if (fh_rd_u32(&rd, &ns) < 0 || ns > 100000000 || (size_t) ns * 8 > rd.n - rd.off)
+                goto out;
+        o.sensor_ids = fh_calloc(ns + 1, sizeof(*o.sensor_ids));
+        o.sensor_part = fh_calloc(ns + 1, sizeof(*o.sensor_part));
+        for (uint32_t i = 0; i < ns; i++) {
+                const char *id;
+                size_t idlen;
+                o.n_sensors = i;
+                if (fh_rd_str(&rd, &id, &idlen) < 0 || fh_rd_u32(&rd, &o.sensor_part[i]) < 0 ||
+                    o.sensor_part[i] >= o.partitions.n)
+                        goto out;
+                o.sensor_ids[i] = fh_strndup(id, idlen);
+                o.n_sensors = i + 1;
+        }
+        uint64_t snap_len;
+        if (fh_rd_u64(&rd, &snap_len) < 0 || snap_len != rd.n - rd.off)
+                goto out;
+        r = fh_engine_restore(e, rd.p + rd.off, (size_t) snap_len);
+        if (r < 0)
+                goto out;
+        *ret = o;
+        o = (fh_checkpoint) { 0 };
+        r = 0;
+out:
+        fh_checkpoint_clear(&o);
+        return r;
+}
+
 int fh_state_load(const char *dir, fh_engine *e, fh_checkpoint *ret) {
         char path[PATH_MAX];
-        fh_checkpoint o = { 0 };
         FILE *f;
         fh_buf b = FH_BUF_NULL;
-        int r = -EBADMSG;
+        int r;
 
         if (snprintf(path, sizeof(path), "%s/state", dir) >= (int) sizeof(path))
                 return -ENAMETOOLONG;
@@ -269,43 +317,7 @@ int fh_state_load(const char *dir, fh_engine *e, fh_checkpoint *ret) {
                 fh_buf_free(&b);
                 return -EIO;
         }
-
-        if (b.len < 8 + 4 + 8 + 8 || memcmp(b.data, STATE_MAGIC, 8) != 0)
-                goto out;
-        fh_rd tail = { (const uint8_t *) b.data + b.len - 8, 8, 0 };
-        uint64_t sum;
-        if (fh_rd_u64(&tail, &sum) < 0 || sum != fnv1a(b.data, b.len - 8))
-                goto out;
-        fh_rd rd = { (const uint8_t *) b.data, b.len - 8, 8 };
-        if (get_offsets(&rd, &o.positions) < 0 || get_offsets(&rd, &o.watermarks) < 0 || get_outbox(&rd, &o) < 0 ||
-            get_offsets(&rd, &o.partitions) < 0)
-                goto out;
-        uint32_t ns;
-        if (fh_rd_u32(&rd, &ns) < 0 || ns > 100000000)
-                goto out;
-        o.sensor_ids = fh_calloc(ns + 1, sizeof(*o.sensor_ids));
-        o.sensor_part = fh_calloc(ns + 1, sizeof(*o.sensor_part));
-        for (uint32_t i = 0; i < ns; i++) {
-                const char *id;
-                size_t len;
-                o.n_sensors = i;
-                if (fh_rd_str(&rd, &id, &len) < 0 || fh_rd_u32(&rd, &o.sensor_part[i]) < 0 ||
-                    o.sensor_part[i] >= o.partitions.n)
-                        goto out;
-                o.sensor_ids[i] = fh_strndup(id, len);
-                o.n_sensors = i + 1;
-        }
-        uint64_t snap_len;
-        if (fh_rd_u64(&rd, &snap_len) < 0 || snap_len != rd.n - rd.off)
-                goto out;
-        r = fh_engine_restore(e, rd.p + rd.off, (size_t) snap_len);
-        if (r < 0)
-                goto out;
-        *ret = o;
-        o = (fh_checkpoint) { 0 };
-        r = 0;
-out:
-        fh_checkpoint_clear(&o);
+        r = fh_state_decode(b.data, b.len, e, ret);
         fh_buf_free(&b);
         return r;
 }

@@ -66,5 +66,7 @@ int fh_state_save(const char *dir, const fh_engine *e, const fh_checkpoint *c);
 /* 0 and restored; -ENOENT when there is no state; -EBADMSG when corrupt
  * (the engine is untouched then); other -errno. */
 int fh_state_load(const char *dir, fh_engine *e, fh_checkpoint *ret);
+/* The decoding part of fh_state_load, for a state file's bytes. */
+int fh_state_decode(const void *data, size_t len, fh_engine *e, fh_checkpoint *ret);
 
 #endif
