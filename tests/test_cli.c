@@ -363,6 +363,38 @@ static void check_reports_every_error_with_file_line_and_column(void **state) {
         result_free(&r);
 }
 
+/* Issue 8: three rules with 300 distinct windows on rain_mm overflowed an
+ * 8-bit window count in the engine, so `check` (the unit's ExecStartPre)
+ * crashed. A rule set like this is legitimate and must check clean. */
+static void check_accepts_three_hundred_windows_on_one_field(void **state) {
+        static const char *const lv[] = { "red", "orange", "yellow", "blue" };
+        char dir[512], file[600];
+        FILE *f;
+
+        snprintf(dir, sizeof(dir), "%s/wide", it.tmpdir);
+        mkdir(dir, 0755);
+        snprintf(file, sizeof(file), "%s/a.yaml", dir);
+        f = fopen(file, "we");
+        fputs("rules:\n", f);
+        for (int k = 0; k < 3; k++) {
+                fprintf(f, "  - id: wide%d\n    kind: rain\n    levels:\n", k);
+                for (int l = 0; l < 4; l++) {
+                        fprintf(f, "      %s: >-\n        rain_mm < 0", lv[l]);
+                        for (int m = 1 + 100 * k + l; m <= 100 + 100 * k; m += 4)
+                                fprintf(f, " or sum(rain_mm, %dm) >= %d", m, 1000 + m);
+                        fputs("\n", f);
+                }
+        }
+        fclose(f);
+        const char *argv[] = { it.bin, "check", "--rules", dir, "--stations", path("stations/miyun.csv"), NULL };
+        result r = run(NULL, argv);
+
+        assert_int_equal(r.code, 0);
+        assert_non_null(strstr(r.out, "wide2"));
+        assert_non_null(strstr(r.out, "ok: "));
+        result_free(&r);
+}
+
 static void bad_usage_exits_2_and_invalid_stations_exit_1(void **state) {
         const char *a1[] = { it.bin, "replay", "--rules", path("rules"), NULL };
         const char *a2[] = { it.bin, "replay", "--rules", path("rules"), "--stations", "/nonexistent.csv", NULL };
@@ -495,6 +527,7 @@ int main(void) {
                 cmocka_unit_test(engine_agrees_with_a_naive_model_of_the_rainstorm_rule),
                 cmocka_unit_test(check_shows_which_stations_each_rule_applies_to),
                 cmocka_unit_test(check_reports_every_error_with_file_line_and_column),
+                cmocka_unit_test(check_accepts_three_hundred_windows_on_one_field),
                 cmocka_unit_test(bad_usage_exits_2_and_invalid_stations_exit_1),
                 cmocka_unit_test(four_years_of_beijing_rain_reach_orange_but_never_red),
                 cmocka_unit_test(replay_leaks_nothing_under_valgrind),

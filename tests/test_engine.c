@@ -664,6 +664,54 @@ static void unknown_sensor_is_rejected_without_changing_state(void **state) {
         fh_engine_free(e);
 }
 
+/* Three rules whose levels read 300 different windows of one field: more
+ * than 8 bits of window lengths on one store (issue 8). Every window must
+ * still sum exactly what it holds. */
+static void three_hundred_windows_on_one_field_each_sum_their_own_readings(void **state) {
+        fh_buf y = FH_BUF_NULL;
+        rec r;
+
+        static const char *const lv[] = { "red", "orange", "yellow", "blue" };
+        fh_buf_printf(&y, "rules:\n");
+        for (int k = 0; k < 3; k++) {
+                fh_buf_printf(&y, "  - id: r%d\n    kind: rain\n    levels:\n", k);
+                /* 100 windows per rule, 25 per level: an expression holds at
+                 * most 256 nodes. */
+                for (int l = 0; l < 4; l++) {
+                        fh_buf_printf(&y, "      %s: >-\n        x < 0", lv[l]);
+                        for (int m = 1 + 100 * k + l; m <= 100 + 100 * k; m += 4)
+                                fh_buf_printf(&y, " or sum(x, %dm) >= %d", m, 1000 + m);
+                        fh_buf_printf(&y, "\n");
+                }
+                fh_buf_printf(&y, "    report: sum(x, %dm)\n", 100 + 100 * k);
+        }
+        fh_engine *e = engine(y.data, &r, NULL);
+        fh_buf_free(&y);
+
+        /* One reading a minute, value 1: sum(x, Nm) at minute 400 is N for
+         * N <= 300, and `sum(x, Nm) >= 1000 + N` never holds. */
+        for (int t = 0; t <= 400; t++)
+                feed(e, "A", t, "x", 1);
+        assert_int_equal(r.n, 0);
+        /* A window of N minutes needs N + 1000 readings: give the 300-minute
+         * window (the last one, far past 255) enough by making one reading
+         * worth 1000 and check exactly which rule fires. */
+        feed(e, "A", 401, "x", 1000);
+        /* sum(x, Nm) = N - 1 + 1000 >= 1000 + N is false for every N ... */
+        assert_int_equal(r.n, 0);
+        feed(e, "A", 402, "x", 2);
+        /* ... and now N - 2 + 1002 >= 1000 + N holds for every window: the
+         * three rules fire, each reporting its own longest window. */
+        assert_int_equal(r.n, 3);
+        assert_string_equal(r.lines[0], "raised r0 A red 402");
+        assert_string_equal(r.lines[1], "raised r1 A red 402");
+        assert_string_equal(r.lines[2], "raised r2 A red 402");
+        assert_non_null(strstr(r.json[0], "\"value\":1100"));
+        assert_non_null(strstr(r.json[1], "\"value\":1200"));
+        assert_non_null(strstr(r.json[2], "\"value\":1300"));
+        fh_engine_free(e);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(level_follows_the_raw_target_without_for_or_clear_after),
@@ -690,6 +738,7 @@ int main(void) {
                 cmocka_unit_test(restore_refuses_times_that_would_overflow_the_next_evaluation),
                 cmocka_unit_test(restore_refuses_state_no_engine_writes),
                 cmocka_unit_test(snapshot_of_a_restored_engine_is_the_same_bytes),
+                cmocka_unit_test(three_hundred_windows_on_one_field_each_sum_their_own_readings),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

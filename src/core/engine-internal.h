@@ -9,7 +9,7 @@ typedef struct fh_store_layout {
         uint16_t field;
         const char *name;
         size_t name_len;
-        uint8_t n_win;
+        uint16_t n_win;            /* <= the rule set's 4096 windows */
         int64_t *win_ms;
         uint8_t *needs;
 } fh_store_layout;

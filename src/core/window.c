@@ -90,7 +90,7 @@ static void dq_clear(fh_deque *d) {
 /* ---- store ---- */
 
 void fh_store_init(fh_store *s, uint16_t field, const int64_t *win_ms, const uint8_t *needs, size_t n_win) {
-        *s = (fh_store) { .field = field, .now = FH_TIME_NONE, .n_win = (uint8_t) n_win };
+        *s = (fh_store) { .field = field, .now = FH_TIME_NONE, .n_win = (uint16_t) n_win };
         s->win = n_win ? fh_calloc(n_win, sizeof(*s->win)) : NULL;
         for (size_t i = 0; i < n_win; i++) {
                 s->win[i].ms = win_ms[i];

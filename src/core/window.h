@@ -58,7 +58,8 @@ typedef struct fh_store {
         int64_t now;       /* FH_TIME_NONE until the first advance */
         int64_t keep_ms;   /* longest window: older samples are let go */
         uint16_t field;
-        uint8_t n_win;
+        /* Up to the rule set's 4096 windows can read one field, so 16 bits. */
+        uint16_t n_win;
         fh_win *win;
 } fh_store;
 
