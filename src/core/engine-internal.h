@@ -42,8 +42,8 @@ typedef struct fh_pair {
 } fh_pair;
 
 typedef struct fh_recent {
-        int64_t *v;
-        size_t off, len, cap;
+        int64_t *v;                  /* sorted ring: cap is a power of two */
+        size_t off, len, cap;        /* off: slot of the oldest */
 } fh_recent;
 
 typedef struct fh_sensor {
@@ -89,6 +89,7 @@ void fh_sensor_init(fh_sensor *s, const fh_profile *p);
 void fh_sensor_clear(fh_sensor *s);
 void fh_pair_reset(fh_pair *p);
 void fh_recent_insert(fh_recent *r, int64_t ts, int64_t horizon);
+int64_t fh_recent_at(const fh_recent *r, size_t i);   /* i-th oldest */
 void fh_engine_eval_pair(fh_engine *e, fh_sensor *s, uint32_t pi, int64_t t);
 
 #endif

@@ -13,57 +13,74 @@ const char *fh_event_name(fh_event e) {
         return (unsigned) e < FH_EVENT__MAX ? event_names[e] : "?";
 }
 
-/* ---- recent timestamps, for duplicate detection ---- */
+/* ---- recent timestamps, for duplicate detection ----
+ *
+ * A sorted ring (power-of-two capacity): a late timestamp goes in by moving
+ * the shorter side, so a stream replayed newest first moves nothing. */
 
-static bool recent_contains(const fh_recent *r, int64_t ts) {
+static inline int64_t *recent_slot(const fh_recent *r, size_t i) {
+        return &r->v[(r->off + i) & (r->cap - 1)];
+}
+
+/* The number of timestamps <= ts. */
+static size_t recent_rank(const fh_recent *r, int64_t ts) {
         size_t lo = 0, hi = r->len;
 
         while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                int64_t v = r->v[r->off + mid];
-                if (v == ts)
-                        return true;
-                if (v < ts)
+                size_t mid = lo + (hi - lo) / 2;
+                if (*recent_slot(r, mid) <= ts)
                         lo = mid + 1;
                 else
                         hi = mid;
         }
-        return false;
+        return lo;
+}
+
+static bool recent_contains(const fh_recent *r, int64_t ts) {
+        size_t i = recent_rank(r, ts);
+        return i > 0 && *recent_slot(r, i - 1) == ts;
 }
 
 static void recent_make_room(fh_recent *r) {
-        if (r->off + r->len < r->cap)
+        if (r->len < r->cap)
                 return;
-        if (r->off > 0 && r->off >= r->len) {
-                memmove(r->v, r->v + r->off, r->len * sizeof(*r->v));
-                r->off = 0;
-                return;
-        }
-        r->cap = r->cap ? r->cap * 2 : 4;
-        r->v = fh_realloc(r->v, r->cap * sizeof(*r->v));
+        size_t ncap = r->cap ? r->cap * 2 : 4;
+        int64_t *n = fh_malloc(ncap * sizeof(*n));
+        for (size_t i = 0; i < r->len; i++)
+                n[i] = *recent_slot(r, i);
+        free(r->v);
+        r->v = n;
+        r->cap = ncap;
+        r->off = 0;
 }
 
 static void recent_forget_before(fh_recent *r, int64_t horizon) {
-        while (r->len > 0 && r->v[r->off] < horizon) {
-                r->off++;
+        while (r->len > 0 && *recent_slot(r, 0) < horizon) {
+                r->off = (r->off + 1) & (r->cap - 1);
                 r->len--;
         }
-        if (r->len == 0)
-                r->off = 0;
 }
 
 /* Keeps the sorted timestamps within [latest - lateness, latest]: anything
  * older is dropped before it could be mistaken for a duplicate. */
 void fh_recent_insert(fh_recent *r, int64_t ts, int64_t horizon) {
         recent_make_room(r);
-        size_t i = r->len;
-        while (i > 0 && r->v[r->off + i - 1] > ts) {
-                r->v[r->off + i] = r->v[r->off + i - 1];
-                i--;
+        size_t i = recent_rank(r, ts);
+        if (i < r->len - i) {
+                r->off = (r->off - 1) & (r->cap - 1);
+                for (size_t j = 0; j < i; j++)
+                        *recent_slot(r, j) = *recent_slot(r, j + 1);
+        } else {
+                for (size_t j = r->len; j-- > i;)
+                        *recent_slot(r, j + 1) = *recent_slot(r, j);
         }
-        r->v[r->off + i] = ts;
+        *recent_slot(r, i) = ts;
         r->len++;
         recent_forget_before(r, horizon);
+}
+
+int64_t fh_recent_at(const fh_recent *r, size_t i) {
+        return *recent_slot(r, i);
 }
 
 /* ---- profiles: the layout shared by sensors with the same rules ---- */

@@ -46,12 +46,12 @@ static void snapshot_sensor(const fh_engine *e, const fh_sensor *s, fh_buf *out)
         put_i64(out, s->latest);
         fh_buf_u32(out, (uint32_t) s->recent.len);
         for (size_t i = 0; i < s->recent.len; i++)
-                put_i64(out, s->recent.v[s->recent.off + i]);
+                put_i64(out, fh_recent_at(&s->recent, i));
 
         fh_buf_u32(out, p->n_stores);
         for (uint32_t k = 0; k < p->n_stores; k++) {
                 const fh_store *st = &s->stores[k];
-                uint64_t from = st->base, end = st->base + st->len;
+                uint32_t from = 0, end = st->r.len;
                 /* A store lets old samples go only when it next advances;
                  * those outside every window (but the newest) are not
                  * state, and a restore would drop them: leaving them out
@@ -59,8 +59,8 @@ static void snapshot_sensor(const fh_engine *e, const fh_sensor *s, fh_buf *out)
                 while (end - from > 1 && fh_store_at(st, from)->ts <= st->now - st->keep_ms)
                         from++;
                 fh_buf_str(out, p->stores[k].name, p->stores[k].name_len);
-                fh_buf_u32(out, (uint32_t) (end - from));
-                for (uint64_t i = from; i < end; i++) {
+                fh_buf_u32(out, end - from);
+                for (uint32_t i = from; i < end; i++) {
                         const fh_sample *x = fh_store_at(st, i);
                         put_i64(out, x->ts);
                         fh_buf_f64(out, x->v);

@@ -48,43 +48,128 @@ static void sum_clear(fh_sum *s) {
         *s = (fh_sum) { 0 };
 }
 
-/* ---- deque of absolute indices ---- */
+/* ---- sorted rings ---- */
 
-static void dq_push_back(fh_deque *d, uint64_t i) {
-        if (d->len == d->cap) {
-                uint32_t ncap = d->cap ? d->cap * 2 : 8;
-                uint64_t *n = fh_malloc(ncap * sizeof(*n));
-                for (uint32_t k = 0; k < d->len; k++)
-                        n[k] = d->idx[(d->head + k) & (d->cap - 1)];
-                free(d->idx);
-                d->idx = n;
-                d->cap = ncap;
-                d->head = 0;
+static inline fh_sample *ring_slot(fh_ring *r, uint32_t k) {
+        return &r->e[(r->head + k) & (r->cap - 1)];
+}
+
+static void ring_grow(fh_ring *r) {
+        uint32_t ncap = r->cap ? r->cap * 2 : 4;
+        fh_sample *n = fh_malloc(ncap * sizeof(*n));
+
+        for (uint32_t k = 0; k < r->len; k++)
+                n[k] = *fh_ring_at(r, k);
+        free(r->e);
+        r->e = n;
+        r->cap = ncap;
+        r->head = 0;
+}
+
+static void ring_push_back(fh_ring *r, fh_sample x) {
+        if (r->len == r->cap)
+                ring_grow(r);
+        *ring_slot(r, r->len++) = x;
+}
+
+static inline void ring_pop_front(fh_ring *r, uint32_t n) {
+        r->head = (r->head + n) & (r->cap - 1);
+        r->len -= n;
+}
+
+static inline void ring_clear(fh_ring *r) {
+        r->head = 0;
+        r->len = 0;
+}
+
+/* The number of elements with ts <= t: elements [0, result) are at or
+ * before t. */
+static uint32_t ring_rank(const fh_ring *r, int64_t t) {
+        uint32_t lo = 0, hi = r->len;
+
+        while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if (fh_ring_at(r, mid)->ts <= t)
+                        lo = mid + 1;
+                else
+                        hi = mid;
         }
-        d->idx[(d->head + d->len) & (d->cap - 1)] = i;
-        d->len++;
+        return lo;
 }
 
-static inline uint64_t dq_front(const fh_deque *d) {
-        return d->idx[d->head & (d->cap - 1)];
+/* Opens a gap of n slots at position k (0 <= k <= len) by moving whichever
+ * side is shorter: a sample older than all others (a stream replayed newest
+ * first) moves nothing. The gap's content is undefined. */
+static void ring_open(fh_ring *r, uint32_t k, uint32_t n) {
+        while (r->len + n > r->cap)
+                ring_grow(r);
+        if (k < r->len - k) {
+                r->head = (r->head - n) & (r->cap - 1);
+                for (uint32_t j = 0; j < k; j++)
+                        *ring_slot(r, j) = *ring_slot(r, j + n);
+        } else {
+                for (uint32_t j = r->len; j-- > k;)
+                        *ring_slot(r, j + n) = *ring_slot(r, j);
+        }
+        r->len += n;
 }
 
-static inline uint64_t dq_back(const fh_deque *d) {
-        return d->idx[(d->head + d->len - 1) & (d->cap - 1)];
+/* Removes elements [k, k + n), moving the shorter side. */
+static void ring_close(fh_ring *r, uint32_t k, uint32_t n) {
+        if (k < r->len - k - n) {
+                for (uint32_t j = k; j-- > 0;)
+                        *ring_slot(r, j + n) = *ring_slot(r, j);
+                r->head = (r->head + n) & (r->cap - 1);
+        } else {
+                for (uint32_t j = k; j + n < r->len; j++)
+                        *ring_slot(r, j) = *ring_slot(r, j + n);
+        }
+        r->len -= n;
 }
 
-static inline void dq_pop_front(fh_deque *d) {
-        d->head = (d->head + 1) & (d->cap - 1);
-        d->len--;
+/* ---- monotonic deques ----
+ *
+ * The min deque holds, in time order, every sample of the window that is
+ * smaller than everything after it (of equal values the later one): values
+ * rise from front to back and the front is the window's minimum. The max
+ * deque is the mirror image. */
+
+static inline bool beats(bool want_min, double a, double b) {
+        return want_min ? a < b : a > b;
 }
 
-static inline void dq_pop_back(fh_deque *d) {
-        d->len--;
+static void dq_push(fh_ring *d, bool want_min, fh_sample x) {
+        while (d->len && !beats(want_min, fh_ring_at(d, d->len - 1)->v, x.v))
+                d->len--;
+        ring_push_back(d, x);
 }
 
-static void dq_clear(fh_deque *d) {
-        d->head = 0;
-        d->len = 0;
+static void dq_evict(fh_ring *d, int64_t lo) {
+        uint32_t n = 0;
+        while (n < d->len && fh_ring_at(d, n)->ts <= lo)
+                n++;
+        if (n)
+                ring_pop_front(d, n);
+}
+
+/* A late sample inside the window. Samples after it keep their place; it
+ * joins only if it beats the best of them (the first deque entry after it),
+ * and then displaces the entries before it that it beats, which sit right
+ * before it. */
+static void dq_insert(fh_ring *d, bool want_min, fh_sample x) {
+        uint32_t j = ring_rank(d, x.ts);
+
+        if (j < d->len && !beats(want_min, x.v, fh_ring_at(d, j)->v))
+                return;
+        uint32_t i = j;
+        while (i > 0 && !beats(want_min, fh_ring_at(d, i - 1)->v, x.v))
+                i--;
+        if (i == j) {
+                ring_open(d, j, 1);
+        } else if (j - i > 1) {
+                ring_close(d, i + 1, j - i - 1);
+        }
+        *ring_slot(d, i) = x;
 }
 
 /* ---- store ---- */
@@ -102,70 +187,55 @@ void fh_store_init(fh_store *s, uint16_t field, const int64_t *win_ms, const uin
 
 void fh_store_done(fh_store *s) {
         for (size_t i = 0; i < s->n_win; i++) {
-                free(s->win[i].min.idx);
-                free(s->win[i].max.idx);
+                free(s->win[i].min.e);
+                free(s->win[i].max.e);
         }
         free(s->win);
-        free(s->ring);
+        free(s->r.e);
         *s = (fh_store) { 0 };
 }
 
+static void win_clear(fh_win *w) {
+        w->n = 0;
+        sum_clear(&w->sum);
+        ring_clear(&w->min);
+        ring_clear(&w->max);
+}
+
 void fh_store_reset(fh_store *s) {
-        s->len = 0;
-        s->base = 0;
+        ring_clear(&s->r);
         s->now = FH_TIME_NONE;
-        for (size_t i = 0; i < s->n_win; i++) {
-                fh_win *w = &s->win[i];
-                w->left = 0;
-                sum_clear(&w->sum);
-                dq_clear(&w->min);
-                dq_clear(&w->max);
-        }
-}
-
-static inline uint64_t store_end(const fh_store *s) {
-        return s->base + s->len;
-}
-
-static void ring_grow(fh_store *s) {
-        uint32_t ncap = s->cap ? s->cap * 2 : 4;
-        fh_sample *n = fh_malloc(ncap * sizeof(*n));
-
-        /* Keep absolute index i at slot i & (ncap-1), so deques stay valid. */
-        for (uint64_t i = s->base; i < store_end(s); i++)
-                n[i & (ncap - 1)] = *fh_store_at(s, i);
-        free(s->ring);
-        s->ring = n;
-        s->cap = ncap;
+        for (size_t i = 0; i < s->n_win; i++)
+                win_clear(&s->win[i]);
 }
 
 static void win_evict_to(fh_store *s, fh_win *w, int64_t t) {
         int64_t lo = t - w->ms;
-        uint64_t end = store_end(s);
 
-        while (w->left < end) {
-                const fh_sample *x = fh_store_at(s, w->left);
+        while (w->n > 0) {
+                const fh_sample *x = fh_store_at(s, s->r.len - w->n);
                 if (x->ts > lo)
                         break;
                 if (w->needs & FH_WIN_SUM)
                         sum_add(&w->sum, x->v, -1);
-                w->left++;
+                w->n--;
         }
-        while (w->min.len && dq_front(&w->min) < w->left)
-                dq_pop_front(&w->min);
-        while (w->max.len && dq_front(&w->max) < w->left)
-                dq_pop_front(&w->max);
-        if (w->left == end && (w->needs & FH_WIN_SUM))
+        if (w->needs & FH_WIN_MIN)
+                dq_evict(&w->min, lo);
+        if (w->needs & FH_WIN_MAX)
+                dq_evict(&w->max, lo);
+        if (w->n == 0 && (w->needs & FH_WIN_SUM))
                 sum_clear(&w->sum);   /* an empty window sums to exactly 0 */
 }
 
 static void store_trim(fh_store *s) {
         /* The newest sample always stays: last(f) needs it whatever the
-         * windows are. Every window's left edge is past what goes. */
-        while (s->len > 1 && fh_store_at(s, s->base)->ts <= s->now - s->keep_ms) {
-                s->base++;
-                s->len--;
-        }
+         * windows are. What goes is outside every window. */
+        uint32_t n = 0;
+        while (n + 1 < s->r.len && fh_store_at(s, n)->ts <= s->now - s->keep_ms)
+                n++;
+        if (n)
+                ring_pop_front(&s->r, n);
 }
 
 void fh_store_advance(fh_store *s, int64_t t) {
@@ -177,69 +247,40 @@ void fh_store_advance(fh_store *s, int64_t t) {
         store_trim(s);
 }
 
-static void win_push(fh_store *s, fh_win *w, uint64_t i, double v) {
+static void win_add(fh_win *w, fh_sample x, bool late) {
+        w->n++;
         if (w->needs & FH_WIN_SUM)
-                sum_add(&w->sum, v, +1);
-        if (w->needs & FH_WIN_MIN) {
-                while (w->min.len && fh_store_at(s, dq_back(&w->min))->v >= v)
-                        dq_pop_back(&w->min);
-                dq_push_back(&w->min, i);
-        }
-        if (w->needs & FH_WIN_MAX) {
-                while (w->max.len && fh_store_at(s, dq_back(&w->max))->v <= v)
-                        dq_pop_back(&w->max);
-                dq_push_back(&w->max, i);
-        }
+                sum_add(&w->sum, x.v, +1);
+        if (w->needs & FH_WIN_MIN)
+                (late ? dq_insert : dq_push)(&w->min, true, x);
+        if (w->needs & FH_WIN_MAX)
+                (late ? dq_insert : dq_push)(&w->max, false, x);
 }
 
 void fh_store_push(fh_store *s, int64_t ts, double v) {
-        if (s->len == s->cap)
-                ring_grow(s);
-        uint64_t i = store_end(s);
-        s->ring[i & (s->cap - 1)] = (fh_sample) { ts, v };
-        s->len++;
-        if (s->len == 1)
-                s->base = i;
+        fh_sample x = { ts, v };
+
+        ring_push_back(&s->r, x);
         /* ts == now: the sample is inside every window. */
         for (size_t k = 0; k < s->n_win; k++)
-                win_push(s, &s->win[k], i, v);
-}
-
-/* Rebuilds every window from the samples: for late samples and restores. */
-static void store_rebuild(fh_store *s) {
-        uint64_t end = store_end(s);
-
-        for (size_t k = 0; k < s->n_win; k++) {
-                fh_win *w = &s->win[k];
-                sum_clear(&w->sum);
-                dq_clear(&w->min);
-                dq_clear(&w->max);
-                w->left = s->base;
-                int64_t lo = s->now - w->ms;
-                while (w->left < end && fh_store_at(s, w->left)->ts <= lo)
-                        w->left++;
-                for (uint64_t i = w->left; i < end; i++)
-                        win_push(s, w, i, fh_store_at(s, i)->v);
-        }
+                win_add(&s->win[k], x, false);
 }
 
 void fh_store_insert_late(fh_store *s, int64_t ts, double v) {
-        if (s->len > 0 && ts <= s->now - s->keep_ms)
-                return;   /* outside every window and not the newest: no effect */
-        if (s->len == s->cap)
-                ring_grow(s);
+        fh_sample x = { ts, v };
 
-        /* Insertion in the middle: shift the newer samples one slot right. */
-        uint64_t i = store_end(s);
-        while (i > s->base && fh_store_at(s, i - 1)->ts > ts) {
-                s->ring[i & (s->cap - 1)] = *fh_store_at(s, i - 1);
-                i--;
-        }
-        s->ring[i & (s->cap - 1)] = (fh_sample) { ts, v };
-        s->len++;
+        if (s->r.len > 0 && ts <= s->now - s->keep_ms)
+                return;   /* outside every window and not the newest: no effect */
         if (s->now == FH_TIME_NONE)
                 s->now = ts;
-        store_rebuild(s);
+        uint32_t k = ring_rank(&s->r, ts);
+        ring_open(&s->r, k, 1);
+        *ring_slot(&s->r, k) = x;
+        /* Windows are the newest samples: one that starts after ts is
+         * unchanged, its count still names the same samples. */
+        for (size_t i = 0; i < s->n_win; i++)
+                if (ts > s->now - s->win[i].ms)
+                        win_add(&s->win[i], x, true);
 }
 
 void fh_store_load(fh_store *s, const fh_sample *v, size_t n, int64_t now) {
@@ -249,52 +290,38 @@ void fh_store_load(fh_store *s, const fh_sample *v, size_t n, int64_t now) {
         s->now = now;
         while (from + 1 < n && v[from].ts <= now - s->keep_ms)
                 from++;
-        while (s->cap < n - from)
-                ring_grow(s);
-        for (size_t i = from; i < n; i++)
-                s->ring[(i - from) & (s->cap - 1)] = v[i];
-        s->base = 0;
-        s->len = (uint32_t) (n - from);
-        store_rebuild(s);
+        for (size_t i = from; i < n; i++) {
+                ring_push_back(&s->r, v[i]);
+                for (size_t k = 0; k < s->n_win; k++)
+                        if (v[i].ts > now - s->win[k].ms)
+                                win_add(&s->win[k], v[i], false);
+        }
 }
 
 /* ---- queries ---- */
 
 typedef struct span {
-        uint64_t a, b;     /* samples [a, b) are in the window */
+        uint32_t a, b;     /* samples [a, b) are in the window */
 } span;
 
 static span window_span(const fh_store *s, const fh_win *w, int64_t t) {
-        uint64_t end = store_end(s);
-        span r;
-
-        if (t == s->now) {
-                r.a = w->left;
-                r.b = end;
-                return r;
-        }
-        int64_t lo = t - w->ms;
-        r.a = s->base;
-        while (r.a < end && fh_store_at(s, r.a)->ts <= lo)
-                r.a++;
-        r.b = end;
-        while (r.b > r.a && fh_store_at(s, r.b - 1)->ts > t)
-                r.b--;
-        return r;
+        if (t == s->now)
+                return (span) { s->r.len - w->n, s->r.len };
+        return (span) { ring_rank(&s->r, t - w->ms), ring_rank(&s->r, t) };
 }
 
 static double span_sum(const fh_store *s, span sp) {
         fh_sum acc = { 0 };
-        for (uint64_t i = sp.a; i < sp.b; i++)
+        for (uint32_t i = sp.a; i < sp.b; i++)
                 sum_add(&acc, fh_store_at(s, i)->v, +1);
         return sum_value(&acc);
 }
 
 static double span_extreme(const fh_store *s, span sp, bool want_min) {
         double m = fh_store_at(s, sp.a)->v;
-        for (uint64_t i = sp.a + 1; i < sp.b; i++) {
+        for (uint32_t i = sp.a + 1; i < sp.b; i++) {
                 double v = fh_store_at(s, i)->v;
-                if (want_min ? v < m : v > m)
+                if (beats(want_min, v, m))
                         m = v;
         }
         return m;
@@ -309,16 +336,14 @@ static double diff_exact(double last, double first) {
 
 double fh_store_query(const fh_store *s, fh_opcode op, unsigned wi, int64_t t) {
         if (op == FH_OP_LAST) {
-                uint64_t i = store_end(s);
-                while (i > s->base && fh_store_at(s, i - 1)->ts > t)
-                        i--;
-                return i > s->base ? fh_store_at(s, i - 1)->v : NAN;
+                uint32_t i = t >= s->now ? s->r.len : ring_rank(&s->r, t);
+                return i > 0 ? fh_store_at(s, i - 1)->v : NAN;
         }
 
         const fh_win *w = &s->win[wi];
         bool fast = t == s->now;
         span sp = window_span(s, w, t);
-        uint64_t n = sp.b - sp.a;
+        uint32_t n = sp.b - sp.a;
 
         switch (op) {
         case FH_OP_COUNT:
@@ -334,11 +359,11 @@ double fh_store_query(const fh_store *s, fh_opcode op, unsigned wi, int64_t t) {
         case FH_OP_MIN:
                 if (n == 0)
                         return NAN;
-                return fast ? fh_store_at(s, dq_front(&w->min))->v : span_extreme(s, sp, true);
+                return fast ? fh_ring_at(&w->min, 0)->v : span_extreme(s, sp, true);
         case FH_OP_MAX:
                 if (n == 0)
                         return NAN;
-                return fast ? fh_store_at(s, dq_front(&w->max))->v : span_extreme(s, sp, false);
+                return fast ? fh_ring_at(&w->max, 0)->v : span_extreme(s, sp, false);
         case FH_OP_DELTA:
                 if (n == 0)
                         return NAN;
@@ -357,8 +382,8 @@ double fh_store_query(const fh_store *s, fh_opcode op, unsigned wi, int64_t t) {
 }
 
 size_t fh_store_memory(const fh_store *s) {
-        size_t m = sizeof(*s) + s->cap * sizeof(fh_sample) + s->n_win * sizeof(fh_win);
+        size_t m = sizeof(*s) + s->r.cap * sizeof(fh_sample) + s->n_win * sizeof(fh_win);
         for (size_t i = 0; i < s->n_win; i++)
-                m += (s->win[i].min.cap + s->win[i].max.cap) * sizeof(uint64_t);
+                m += (s->win[i].min.cap + s->win[i].max.cap) * sizeof(fh_sample);
         return m;
 }

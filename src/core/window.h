@@ -1,12 +1,18 @@
 /* Window store: the recent samples of one field of one sensor, and the
  * running aggregates of every window length the sensor's rules read.
  *
- * Samples sit in a ring sorted by timestamp. The aggregates describe the
- * windows ending at `now` (the sensor's latest timestamp): advancing `now`
- * and appending a sample cost O(windows) amortised, independent of how many
- * samples a window holds (running sums, monotonic deques for min/max). A
- * query at any other time, and a late sample, fall back to a scan: both
- * are rare (ticks of age() rules, readings arriving out of order).
+ * Samples sit in a ring sorted by timestamp, all at or before `now` (the
+ * sensor's latest timestamp), so the window (now - d, now] is always the
+ * newest `n` samples: a window is a count, not an index into the ring. The
+ * aggregates describe the windows ending at `now`: advancing `now` and
+ * appending a sample cost O(windows) amortised, independent of how many
+ * samples a window holds (running sums, monotonic deques for min/max).
+ *
+ * A late sample costs a binary search, an insertion that moves the shorter
+ * side of the ring (none for a stream replayed newest first), and per
+ * window O(1) for sum/count plus a binary search in the min/max deques:
+ * never a rebuild. A query at any other time than `now` (ticks of age()
+ * rules) finds its span by binary search and scans it.
  *
  * Sums are exact for values with at most six decimals (kept as integer
  * micro-units), so 16.6 + 16.7 + 16.7 is 50 and `sum(...) >= 50` holds, as
@@ -23,12 +29,15 @@ typedef struct fh_sample {
         double v;
 } fh_sample;
 
-typedef struct fh_deque {
-        uint64_t *idx;     /* absolute sample indices */
-        uint32_t cap;      /* power of two */
-        uint32_t head;
+/* A ring of samples sorted by timestamp: the store's samples, and the
+ * min/max deques (which hold copies, so inserting a late sample into the
+ * store's ring never invalidates them). */
+typedef struct fh_ring {
+        fh_sample *e;
+        uint32_t cap;      /* power of two, 0 before the first element */
+        uint32_t head;     /* slot of element 0, the oldest */
         uint32_t len;
-} fh_deque;
+} fh_ring;
 
 typedef struct fh_sum {
         int64_t micro;     /* exact part, in 1e-6 units */
@@ -44,17 +53,14 @@ enum {
 
 typedef struct fh_win {
         int64_t ms;
-        uint64_t left;     /* absolute index of the oldest sample inside (now - ms, now] */
+        uint32_t n;        /* samples inside (now - ms, now]: the newest n */
         uint8_t needs;     /* FH_WIN_* */
         fh_sum sum;
-        fh_deque min, max;
+        fh_ring min, max;  /* monotonic deques: front is the extreme */
 } fh_win;
 
 typedef struct fh_store {
-        fh_sample *ring;
-        uint32_t cap;      /* power of two, 0 before the first sample */
-        uint32_t len;
-        uint64_t base;     /* absolute index of ring's oldest sample */
+        fh_ring r;         /* samples, oldest first */
         int64_t now;       /* FH_TIME_NONE until the first advance */
         int64_t keep_ms;   /* longest window: older samples are let go */
         uint16_t field;
@@ -73,7 +79,8 @@ void fh_store_reset(fh_store *s);
 void fh_store_advance(fh_store *s, int64_t t);
 /* Appends a sample at ts == now, after fh_store_advance(ts). */
 void fh_store_push(fh_store *s, int64_t ts, double v);
-/* A sample older than now (no sample with ts is held). */
+/* A sample older than now (no sample with ts is held): O(log n) plus
+ * moving the shorter side of the ring, O(1) per window. */
 void fh_store_insert_late(fh_store *s, int64_t ts, double v);
 
 /* Replaces the samples with v[0..n) (sorted, all <= now) and sets now:
@@ -86,8 +93,13 @@ double fh_store_query(const fh_store *s, fh_opcode op, unsigned w, int64_t t);
 
 size_t fh_store_memory(const fh_store *s);
 
-static inline const fh_sample *fh_store_at(const fh_store *s, uint64_t abs) {
-        return &s->ring[abs & (s->cap - 1)];
+static inline const fh_sample *fh_ring_at(const fh_ring *r, uint32_t k) {
+        return &r->e[(r->head + k) & (r->cap - 1)];
+}
+
+/* k-th sample held, 0 = oldest, k < s->r.len. */
+static inline const fh_sample *fh_store_at(const fh_store *s, uint32_t k) {
+        return fh_ring_at(&s->r, k);
 }
 
 #endif
