@@ -45,9 +45,12 @@ typedef struct demo {
         uv_timer_t pace;
         uv_signal_t sigint, sigterm;
         bool color;
+        bool json;               /* alerts as JSON Lines on stdout, the rest on stderr */
+        FILE *out;               /* where the header, progress and summary go */
         bool stopping;
         bool feeding_done;
         uint64_t drain_deadline;
+        uint64_t wait_since;     /* when the daemon last fell behind the feed */
         int exit_code;
         size_t by_event[FH_EVENT__MAX];
         size_t by_level[FH_LEVEL__MAX];
@@ -88,14 +91,19 @@ static void show_alert(void *userdata, const fh_alert *a, const char *json, size
         demo *dm = userdata;
         char ts[FH_TIME_LOCAL_MAX], value[32] = "";
 
-        (void) json;
-        (void) len;
         dm->by_event[a->event]++;
         dm->by_level[a->level]++;
         if (a->event == FH_EVENT_RAISED)
                 dm->active++;
         else if (a->event == FH_EVENT_CLEARED)
                 dm->active--;
+        if (dm->json) {
+                /* The same lines `replay` prints, so the two can be compared. */
+                fwrite(json, 1, len, stdout);
+                fputc('\n', stdout);
+                fflush(stdout);
+                return;
+        }
         fh_time_format_local(a->ts_ms, 480, ts);
         if (isfinite(a->value))
                 snprintf(value, sizeof(value), "%8.1f", a->value);
@@ -115,20 +123,20 @@ static void summary(demo *dm) {
 
         for (int i = 0; i < FH_EVENT__MAX; i++)
                 total += dm->by_event[i];
-        printf("\n%s── summary ──%s\n", dm->color ? "\033[1m" : "", dm->color ? "\033[0m" : "");
-        printf("readings: %zu produced, %llu consumed, %llu accepted, %llu to the dead-letter topic, "
+        fprintf(dm->out, "\n%s── summary ──%s\n", dm->color ? "\033[1m" : "", dm->color ? "\033[0m" : "");
+        fprintf(dm->out, "readings: %zu produced, %llu consumed, %llu accepted, %llu to the dead-letter topic, "
                "%llu duplicates, %llu late\n",
                dm->produced, (unsigned long long) fh_daemon_consumed(dm->daemon),
                (unsigned long long) s->accepted, (unsigned long long) fh_daemon_dead_letters(dm->daemon),
                (unsigned long long) s->duplicates, (unsigned long long) s->late);
-        printf("alerts: %zu (%zu raised, %zu escalated, %zu deescalated, %zu cleared); "
+        fprintf(dm->out, "alerts: %zu (%zu raised, %zu escalated, %zu deescalated, %zu cleared); "
                "levels reached: red %zu, orange %zu, yellow %zu, blue %zu\n",
                total, dm->by_event[FH_EVENT_RAISED], dm->by_event[FH_EVENT_ESCALATED],
                dm->by_event[FH_EVENT_DEESCALATED], dm->by_event[FH_EVENT_CLEARED],
                dm->by_level[FH_LEVEL_RED], dm->by_level[FH_LEVEL_ORANGE], dm->by_level[FH_LEVEL_YELLOW],
                dm->by_level[FH_LEVEL_BLUE]);
-        printf("still active: %zu\n", dm->active);
-        printf("Every alert also went to the Kafka topic fenghuo.alerts of the embedded cluster.\n"
+        fprintf(dm->out, "still active: %zu\n", dm->active);
+        fprintf(dm->out, "Every alert also went to the Kafka topic fenghuo.alerts of the embedded cluster.\n"
                "The same alerts, from the command line:\n"
                "  fenghuo simulate --stations stations/miyun.csv --bad 0.003 --seed %llu | "
                "fenghuo replay --rules rules --stations stations/miyun.csv\n", (unsigned long long) dm->seed);
@@ -138,7 +146,8 @@ static void on_daemon_stopped(void *userdata, int code) {
         demo *dm = userdata;
 
         summary(dm);
-        dm->exit_code = code;
+        if (code)
+                dm->exit_code = code;
         uv_timer_stop(&dm->pace);
         uv_close((uv_handle_t *) &dm->pace, NULL);
         uv_close((uv_handle_t *) &dm->sigint, NULL);
@@ -169,6 +178,29 @@ static void on_pace(uv_timer_t *h) {
                         stop(dm);
                 return;
         }
+        /* Lockstep: the next step only once the daemon has taken in every
+         * reading sent so far. The daemon's event clock is the newest
+         * timestamp of any partition, and the 16 input partitions are
+         * fetched independently: a step sent early lets one partition run
+         * ahead, the clock jumps, and age() ticks judge the sensors of a
+         * partition that lags behind silent (false alerts, cleared at an
+         * earlier time than raised when their readings arrive). With every
+         * reading of one timestamp in before any of the next, the daemon
+         * sees readings and tick boundaries in the order `replay` does, and
+         * raises exactly its alerts; on a slow machine the demo slows down
+         * instead. */
+        if (fh_daemon_consumed(dm->daemon) < dm->produced) {
+                if (!dm->wait_since)
+                        dm->wait_since = uv_now(&dm->loop);
+                else if (uv_now(&dm->loop) - dm->wait_since > 60000) {
+                        fprintf(stderr, "fenghuo demo: the daemon took in %llu of %zu readings in a minute; stopping\n",
+                                (unsigned long long) fh_daemon_consumed(dm->daemon), dm->produced);
+                        dm->exit_code = 1;
+                        stop(dm);
+                }
+                return;
+        }
+        dm->wait_since = 0;
         /* One simulated step per tick: all readings stamped at or before
          * sim_now, with the bad lines that sit among them. */
         dm->sim_now += dm->step_ms;
@@ -188,16 +220,16 @@ static void on_pace(uv_timer_t *h) {
         if ((dm->sim_now / dm->step_ms) % 36 == 0) {
                 char ts[FH_TIME_LOCAL_MAX];
                 fh_time_format_local(dm->sim_now, 480, ts);
-                printf("%s── %s · %zu readings sent · %zu alerts active ──%s\n", dm->color ? "\033[2m" : "",
-                       ts, dm->produced, dm->active, dm->color ? "\033[0m" : "");
-                fflush(stdout);
+                fprintf(dm->out, "%s── %s · %zu readings sent · %zu alerts active ──%s\n", dm->color ? "\033[2m" : "",
+                        ts, dm->produced, dm->active, dm->color ? "\033[0m" : "");
+                fflush(dm->out);
         }
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
         demo *dm = h->data;
         (void) signum;
-        printf("\n(stopping)\n");
+        fprintf(dm->out, "\n(stopping)\n");
         stop(dm);
 }
 
@@ -232,9 +264,10 @@ static void find_data(char *rules, char *stations, size_t n) {
 }
 
 static void usage(FILE *f) {
-        fputs("usage: fenghuo demo [--seconds N] [--seed N] [--redis HOST:PORT] [--rules DIR] [--stations FILE]\n"
+        fputs("usage: fenghuo demo [--seconds N] [--seed N] [--redis HOST:PORT] [--rules DIR] [--stations FILE] [--json]\n"
               "A simulated storm over Miyun through the real daemon pipeline, on an embedded\n"
-              "Kafka cluster; about two minutes, Ctrl-C stops early.\n", f);
+              "Kafka cluster; about two minutes, Ctrl-C stops early. --json prints the alerts\n"
+              "as JSON Lines on stdout, as `replay` does, and everything else on stderr.\n", f);
 }
 
 int fh_cmd_demo(int argc, char **argv) {
@@ -245,6 +278,7 @@ int fh_cmd_demo(int argc, char **argv) {
                 { "rules", required_argument, NULL, 'R' },
                 { "stations", required_argument, NULL, 'S' },
                 { "verbose", no_argument, NULL, 'v' },
+                { "json", no_argument, NULL, 'j' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -268,6 +302,7 @@ int fh_cmd_demo(int argc, char **argv) {
                 case 'R': snprintf(rules, sizeof(rules), "%s", optarg); break;
                 case 'S': snprintf(stations, sizeof(stations), "%s", optarg); break;
                 case 'v': verbose = true; break;
+                case 'j': dm.json = true; break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -277,7 +312,8 @@ int fh_cmd_demo(int argc, char **argv) {
         }
         fh_log_init(verbose ? LOG_INFO : LOG_WARNING);
         signal(SIGPIPE, SIG_IGN);
-        dm.color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+        dm.out = dm.json ? stderr : stdout;
+        dm.color = isatty(fileno(dm.out)) && !getenv("NO_COLOR");
 
         if (fh_load_registry(stations, &reg, &diags) < 0) {
                 fh_print_diags(&diags);
@@ -344,7 +380,11 @@ int fh_cmd_demo(int argc, char **argv) {
                         rules, stations, verbose ? "info" : "warning", bootstraps);
                 for (int k = 0; k < FH_KIND__MAX; k++)
                         fprintf(f, "    %s: %s\n", fh_kind_name((fh_kind) k), dm.topics[k]);
-                fprintf(f, "  properties:\n    log_level: \"3\"\n  consumer_properties:\n    session.timeout.ms: \"6000\"\n");
+                /* The broker answers a fetch at once when it has data, else after
+                 * fetch.wait.max.ms: in lockstep (on_pace) that wait is paid
+                 * at every step, so it is short. */
+                fprintf(f, "  properties:\n    log_level: \"3\"\n  consumer_properties:\n    session.timeout.ms: \"6000\"\n"
+                           "    fetch.wait.max.ms: \"5\"\n");
                 if (redis) {
                         const char *colon = strrchr(redis, ':');
                         fprintf(f, "redis:\n  host: \"%.*s\"\n  port: %s\n", colon ? (int) (colon - redis) : (int) strlen(redis),
@@ -375,12 +415,13 @@ int fh_cmd_demo(int argc, char **argv) {
         }
         rs = fh_engine_rules(fh_daemon_engine(dm.daemon));
 
-        printf("%s烽火 fenghuo — a simulated storm over Miyun%s\n", dm.color ? "\033[1m" : "", dm.color ? "\033[0m" : "");
-        printf("%zu stations, %zu rules from %s; embedded Kafka (librdkafka mock cluster) at %s%s%s\n",
-               reg->n_stations, rs->n_rules, rules, bootstraps, redis ? "; Redis at " : "", redis ? redis : "");
-        printf("2023-07-29 00:00 → 2023-07-31 00:00, %zu readings (%.1f%% bad input), in about %.0f s. Ctrl-C stops.\n\n",
-               dm.n_lines, so.bad_share * 100, seconds);
-        fflush(stdout);
+        fprintf(dm.out, "%s烽火 fenghuo — a simulated storm over Miyun%s\n", dm.color ? "\033[1m" : "",
+                dm.color ? "\033[0m" : "");
+        fprintf(dm.out, "%zu stations, %zu rules from %s; embedded Kafka (librdkafka mock cluster) at %s%s%s\n",
+                reg->n_stations, rs->n_rules, rules, bootstraps, redis ? "; Redis at " : "", redis ? redis : "");
+        fprintf(dm.out, "2023-07-29 00:00 → 2023-07-31 00:00, %zu readings (%.1f%% bad input), in about %.0f s. "
+                "Ctrl-C stops.\n\n", dm.n_lines, so.bad_share * 100, seconds);
+        fflush(dm.out);
 
         uv_timer_init(&dm.loop, &dm.pace);
         dm.pace.data = &dm;
