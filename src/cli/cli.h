@@ -5,6 +5,7 @@
 
 #include "fenghuo/diag.h"
 #include "fenghuo/engine.h"
+#include "fenghuo/reading.h"
 
 int fh_cmd_check(int argc, char **argv);
 int fh_cmd_replay(int argc, char **argv);
@@ -30,13 +31,27 @@ int fh_load_engine(const char *rules_dir, const char *stations, const fh_engine_
 /* Opens an input file ("-" is standard input); on failure says why as
  * "fenghuo CMD: cannot open ..." and returns -1. */
 int fh_open_input(const char *cmd, const char *path);
+/* The same, for a caller that reads the input twice: standard input is
+ * copied to an unlinked temporary file first. Rewind with lseek(). */
+int fh_open_input_rewindable(const char *cmd, const char *path);
+
+/* --tick, --lateness and --tz, shared by replay, diff and plot: opt is
+ * 't', 'l' or 'z'. On a bad value says why and returns -1 (exit 2). */
+int fh_engine_option(fh_engine_config *cfg, int opt, const char *arg, const char *cmd);
+
+typedef struct fh_feed_opts {
+        bool say_rejects;          /* each rejected line on stderr, with its number */
+        /* Each reading the first engine accepted, after it was applied. */
+        void (*on_reading)(void *userdata, const fh_reading *r);
+        void *userdata;
+} fh_feed_opts;
+
 /* Reads JSON Lines from fd to the end and ingests every reading into each
  * engine, in order (one parse for several engines: `diff` replays two rule
  * sets in one pass). A line that does not parse is counted as rejected in
- * every engine and, with say_rejects, reported on stderr with its number.
- * *ret_lines is the number of lines read, also after a read error (for the
- * message). 0, or -errno when reading failed. */
-int fh_feed(int fd, fh_engine *const *engines, size_t n_engines, bool say_rejects,
+ * every engine. *ret_lines is the number of lines read, also after a read
+ * error (for the message). 0, or -errno when reading failed. */
+int fh_feed(int fd, fh_engine *const *engines, size_t n_engines, const fh_feed_opts *opts,
             unsigned long long *ret_lines);
 
 /* "prog: " prefixed lines on stderr, errors then warnings, sorted. */

@@ -89,22 +89,10 @@ int fh_cmd_replay(int argc, char **argv) {
                 case 'r': rules = optarg; break;
                 case 's': stations = optarg; break;
                 case 't':
-                        if (fh_duration_parse(optarg, strlen(optarg), &cfg.tick_ms) < 0 || cfg.tick_ms <= 0) {
-                                fprintf(stderr, "fenghuo replay: --tick wants a positive duration like 60s, got '%s'\n", optarg);
-                                return 2;
-                        }
-                        break;
                 case 'l':
-                        if (fh_duration_parse(optarg, strlen(optarg), &cfg.lateness_ms) < 0) {
-                                fprintf(stderr, "fenghuo replay: --lateness wants a duration like 1h, got '%s'\n", optarg);
-                                return 2;
-                        }
-                        break;
                 case 'z':
-                        if (fh_offset_parse(optarg, strlen(optarg), &cfg.tz_offset_min) < 0) {
-                                fprintf(stderr, "fenghuo replay: --tz wants an offset like +08:00, got '%s'\n", optarg);
+                        if (fh_engine_option(&cfg, c, optarg, "replay") < 0)
                                 return 2;
-                        }
                         break;
                 case 'h':
                         usage(stdout);
@@ -142,7 +130,7 @@ int fh_cmd_replay(int argc, char **argv) {
         unsigned long long lineno = 0;
         int exit_code = 0;
 
-        r = fh_feed(fd, &e, 1, true, &lineno);
+        r = fh_feed(fd, &e, 1, &(fh_feed_opts) { .say_rejects = true }, &lineno);
         if (r < 0) {
                 fprintf(stderr, "fenghuo replay: failed to read %s after line %llu: %s\n",
                         input, lineno, strerror(-r));

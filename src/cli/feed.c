@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,8 +67,9 @@ static int next_line(line_reader *lr, const char **ret, size_t *ret_len, bool *r
         }
 }
 
-int fh_feed(int fd, fh_engine *const *engines, size_t n_engines, bool say_rejects,
+int fh_feed(int fd, fh_engine *const *engines, size_t n_engines, const fh_feed_opts *opts,
             unsigned long long *ret_lines) {
+        bool say_rejects = opts && opts->say_rejects;
         line_reader lr = { .fd = fd, .cap = CHUNK + FH_READING_BYTES_MAX + 2 };
         unsigned long long lineno = 0;
         const char *line = NULL;
@@ -110,6 +112,8 @@ int fh_feed(int fd, fh_engine *const *engines, size_t n_engines, bool say_reject
                 if (o == FH_OUTCOME_UNKNOWN_SENSOR && say_rejects)
                         fprintf(stderr, "line %llu: rejected (unknown_sensor): sensor \"%s\" is not in the station registry\n",
                                 lineno, reading.sensor);
+                if ((o == FH_OUTCOME_ACCEPTED || o == FH_OUTCOME_LATE) && opts && opts->on_reading)
+                        opts->on_reading(opts->userdata, &reading);
         }
         free(lr.buf);
         *ret_lines = lineno;
@@ -121,5 +125,50 @@ int fh_open_input(const char *cmd, const char *path) {
 
         if (fd < 0)
                 fprintf(stderr, "fenghuo %s: cannot open %s: %s\n", cmd, path, strerror(errno));
+        return fd;
+}
+
+int fh_open_input_rewindable(const char *cmd, const char *path) {
+        if (strcmp(path, "-") != 0)
+                return fh_open_input(cmd, path);
+
+        const char *dir = getenv("TMPDIR");
+        char *name = NULL;
+        if (asprintf(&name, "%s/fenghuo-input-XXXXXX", dir && *dir ? dir : "/tmp") < 0)
+                fh_oom();
+        int fd = mkstemp(name);
+        if (fd < 0) {
+                fprintf(stderr, "fenghuo %s: cannot make a temporary copy of standard input in %s: %s\n", cmd,
+                        dir && *dir ? dir : "/tmp", strerror(errno));
+                free(name);
+                return -1;
+        }
+        unlink(name);
+        free(name);
+        static char buf[1 << 16];
+        for (;;) {
+                ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        fprintf(stderr, "fenghuo %s: cannot read standard input: %s\n", cmd, strerror(errno));
+                        close(fd);
+                        return -1;
+                }
+                if (n == 0)
+                        break;
+                for (ssize_t off = 0; off < n;) {
+                        ssize_t w = write(fd, buf + off, (size_t) (n - off));
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w < 0) {
+                                fprintf(stderr, "fenghuo %s: cannot copy standard input: %s\n", cmd, strerror(errno));
+                                close(fd);
+                                return -1;
+                        }
+                        off += w;
+                }
+        }
+        lseek(fd, 0, SEEK_SET);
         return fd;
 }

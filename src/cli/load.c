@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "fenghuo/buf.h"
+#include "fenghuo/timeutil.h"
 #include "cli.h"
 
 int fh_read_file(const char *path, size_t max, char **ret, size_t *ret_len) {
@@ -137,4 +138,27 @@ void fh_print_diags(const fh_diags *diags) {
                         fh_diag_format(d, line, sizeof(line));
                         fprintf(stderr, "%s\n", line);
                 }
+}
+
+int fh_engine_option(fh_engine_config *cfg, int opt, const char *arg, const char *cmd) {
+        switch (opt) {
+        case 't':
+                if (fh_duration_parse(arg, strlen(arg), &cfg->tick_ms) < 0 || cfg->tick_ms <= 0) {
+                        fprintf(stderr, "fenghuo %s: --tick wants a positive duration like 60s, got '%s'\n", cmd, arg);
+                        return -1;
+                }
+                return 0;
+        case 'l':
+                if (fh_duration_parse(arg, strlen(arg), &cfg->lateness_ms) < 0) {
+                        fprintf(stderr, "fenghuo %s: --lateness wants a duration like 1h, got '%s'\n", cmd, arg);
+                        return -1;
+                }
+                return 0;
+        default:
+                if (fh_offset_parse(arg, strlen(arg), &cfg->tz_offset_min) < 0) {
+                        fprintf(stderr, "fenghuo %s: --tz wants an offset like +08:00, got '%s'\n", cmd, arg);
+                        return -1;
+                }
+                return 0;
+        }
 }

@@ -9,6 +9,8 @@ static void usage(FILE *f) {
               "  check     --rules DIR --stations FILE     validate rules and stations\n"
               "  replay    --rules DIR --stations FILE [FILE|-]  run history through the rules\n"
               "  test      FILE...                         run rule unit tests\n"
+              "  diff      --old DIR --new DIR --stations FILE [FILE|-]  what a rule change does\n"
+              "  plot      --rules DIR --stations FILE --sensor ID [FILE|-]  an SVG of a station's rules\n"
               "  simulate  --stations FILE [...]           write a storm scenario as JSON Lines\n"
               "  run       --config FILE                   the daemon\n"
               "  version\n"
@@ -27,6 +29,10 @@ int main(int argc, char **argv) {
                 return fh_cmd_replay(argc - 1, argv + 1);
         if (!strcmp(cmd, "test"))
                 return fh_cmd_test(argc - 1, argv + 1);
+        if (!strcmp(cmd, "diff"))
+                return fh_cmd_diff(argc - 1, argv + 1);
+        if (!strcmp(cmd, "plot"))
+                return fh_cmd_plot(argc - 1, argv + 1);
         if (!strcmp(cmd, "simulate"))
                 return fh_cmd_simulate(argc - 1, argv + 1);
         if (!strcmp(cmd, "run"))
