@@ -25,6 +25,9 @@ static const fh_engine_config fuzz_cfg = {
         /* A reading years ahead must cost little: what bounds it is tested
          * here, not the default. */
         .max_ticks_per_advance = 256,
+        /* Small caps, so that inputs reach them. */
+        .max_readings_per_minute = 8,
+        .max_window_samples = 16,
 };
 
 typedef struct ctx {

@@ -173,6 +173,58 @@ static void every_bad_reading_is_reported_with_its_line_and_reason(void **state)
         result_free(&r);
 }
 
+/* Issue 8: a gauge flooding at 10 readings/s for 10 minutes is held to
+ * max_readings_per_minute (60 by default): the first 60 of each minute
+ * count, the rest are rejected and counted as rate_limited in the summary,
+ * and a storm on another gauge alerts exactly as without the flood. */
+static void flooding_gauge_is_rate_limited_and_other_gauges_alert_as_before(void **state) {
+        char flood[512], calm[512];
+        FILE *f = NULL, *g = NULL;
+        const int64_t t0 = 1690646400000LL;   /* 2023-07-30T00:00:00+08:00 */
+
+        snprintf(flood, sizeof(flood), "%s/flood.jsonl", it.tmpdir);
+        snprintf(calm, sizeof(calm), "%s/calm.jsonl", it.tmpdir);
+        assert_non_null(f = fopen(flood, "we"));
+        assert_non_null(g = fopen(calm, "we"));
+        for (int64_t ms = 0; ms < 600000; ms += 100) {
+                if (ms % 300000 == 0 || ms % 300000 == 200000) {
+                        /* The storm: 20 mm every 5 minutes, twice a slot. */
+                        const char *line = "{\"sensor\":\"MY-RG-0002\",\"ts\":%lld,\"values\":{\"rain_mm\":20}}\n";
+                        fprintf(f, line, (long long) (t0 + ms));
+                        fprintf(g, line, (long long) (t0 + ms));
+                }
+                fprintf(f, "{\"sensor\":\"MY-RG-0001\",\"ts\":%lld,\"values\":{\"rain_mm\":0}}\n",
+                        (long long) (t0 + ms));
+        }
+        for (int64_t ms = 600000; ms <= 3600000; ms += 100000) {
+                const char *line = "{\"sensor\":\"MY-RG-0002\",\"ts\":%lld,\"values\":{\"rain_mm\":20}}\n";
+                fprintf(f, line, (long long) (t0 + ms));
+                fprintf(g, line, (long long) (t0 + ms));
+        }
+        fclose(f);
+        fclose(g);
+
+        const char *argv_flood[] = { it.bin, "replay", "--rules", path("rules"), "--stations", path("stations/miyun.csv"),
+                                     flood, NULL };
+        const char *argv_calm[] = { it.bin, "replay", "--rules", path("rules"), "--stations", path("stations/miyun.csv"),
+                                    calm, NULL };
+        result a = run(NULL, argv_flood);
+        result b = run(NULL, argv_calm);
+
+        assert_int_equal(a.code, 0);
+        assert_int_equal(b.code, 0);
+        /* 6000 flood readings: 60 in each of the 10 minutes count. */
+        assert_non_null(strstr(a.err, "rejected (rate_limited 5400)"));
+        assert_non_null(strstr(a.err, "rejected (rate_limited): sensor \"MY-RG-0001\" sent more than 60 readings within 60 s"));
+        assert_null(strstr(b.err, "rate_limited"));
+        /* The storm raised, and the flood changed none of its alerts. */
+        assert_non_null(strstr(b.out, "\"sensor\":\"MY-RG-0002\""));
+        assert_null(strstr(a.out, "\"sensor\":\"MY-RG-0001\""));
+        assert_string_equal(a.out, b.out);
+        result_free(&a);
+        result_free(&b);
+}
+
 static void replay_is_deterministic_and_survives_garbage(void **state) {
         char cmd[2048];
         result a, b;
@@ -523,6 +575,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(hand_worked_storm_gives_exactly_the_timeline_worked_out_by_hand),
                 cmocka_unit_test(every_bad_reading_is_reported_with_its_line_and_reason),
+                cmocka_unit_test(flooding_gauge_is_rate_limited_and_other_gauges_alert_as_before),
                 cmocka_unit_test(replay_is_deterministic_and_survives_garbage),
                 cmocka_unit_test(engine_agrees_with_a_naive_model_of_the_rainstorm_rule),
                 cmocka_unit_test(check_shows_which_stations_each_rule_applies_to),

@@ -49,6 +49,8 @@ static void shipped_example_loads_with_every_section(void **state) {
         assert_string_equal(c.topics[FH_KIND_RAIN], "miyun.sensors.rain");
         assert_string_equal(c.topics[FH_KIND_BRIDGE], "miyun.sensors.bridge");
         assert_int_equal(c.tick_ms, 60000);
+        assert_int_equal(c.max_readings_per_minute, 60);
+        assert_int_equal(c.max_window_samples, 50000);
         assert_int_equal(c.tz_offset_min, 480);
         assert_true(c.redis_enabled);
         assert_int_equal(c.redis.port, 6379);
@@ -65,6 +67,8 @@ static void defaults_fill_what_is_left_out(void **state) {
         unlink(path);
         assert_int_equal(c.lateness_ms, 3600000);
         assert_int_equal(c.future_ms, 600000);
+        assert_int_equal(c.max_readings_per_minute, 60);   /* the engine's defaults */
+        assert_int_equal(c.max_window_samples, 50000);
         assert_int_equal(c.checkpoint_ms, 30000);
         assert_int_equal(c.log_level, LOG_INFO);
         assert_string_equal(c.group_id, "fenghuo");

@@ -69,17 +69,21 @@ static fh_engine *engine(const char *yaml, rec *r, const fh_engine_config *cfg) 
         return e;
 }
 
-static fh_outcome feed(fh_engine *e, const char *sensor, int64_t minutes, const char *field, double v) {
+static fh_outcome feed_ms(fh_engine *e, const char *sensor, int64_t ms, const char *field, double v) {
         fh_reading rd = { 0 };
 
         snprintf(rd.sensor, sizeof(rd.sensor), "%s", sensor);
         rd.sensor_len = (uint8_t) strlen(sensor);
-        rd.ts_ms = T0 + minutes * MIN_;
+        rd.ts_ms = T0 + ms;
         rd.n_values = 1;
         snprintf(rd.values[0].name, sizeof(rd.values[0].name), "%s", field);
         rd.values[0].name_len = (uint8_t) strlen(field);
         rd.values[0].v = v;
         return fh_engine_ingest(e, &rd);
+}
+
+static fh_outcome feed(fh_engine *e, const char *sensor, int64_t minutes, const char *field, double v) {
+        return feed_ms(e, sensor, minutes * MIN_, field, v);
 }
 
 static const char *levels_rule =
@@ -712,6 +716,139 @@ static void three_hundred_windows_on_one_field_each_sum_their_own_readings(void 
         fh_engine_free(e);
 }
 
+/* ---- per-sensor caps (issue 8 item 3) ---- */
+
+static const char *count_rule =
+        "rules:\n  - id: n\n    kind: rain\n    levels:\n      blue: count(x, 1h) >= 4\n"
+        "      red: sum(x, 1h) >= 1000\n";
+
+static void rate_cap_rejects_what_is_beyond_it_in_any_60_s_and_counts_it(void **state) {
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        rec r;
+        cfg.max_readings_per_minute = 3;
+        fh_engine *e = engine(count_rule, &r, &cfg);
+        const fh_engine_stats *st = fh_engine_stats_get(e);
+
+        assert_int_equal(feed_ms(e, "A", 0, "x", 1), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(feed_ms(e, "A", 10000, "x", 1), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(feed_ms(e, "A", 20000, "x", 1), FH_OUTCOME_ACCEPTED);
+        /* A fourth within 60 s of the first, and a big value that would have
+         * raised red: rejected, counted, and nothing of it stays. */
+        assert_int_equal(feed_ms(e, "A", 59999, "x", 5000), FH_OUTCOME_RATE_LIMITED);
+        assert_int_equal(st->rejected[FH_REJECT_RATE_LIMITED], 1);
+        assert_int_equal(st->accepted, 3);
+        assert_int_equal(r.n, 0);
+        /* Late ones count too: 5 s fits no 60 s with three others. */
+        assert_int_equal(feed_ms(e, "A", 5000, "x", 5000), FH_OUTCOME_RATE_LIMITED);
+        /* Exactly 60 s after the first: a new minute. Its timestamp was not
+         * taken by the rejected one (not a duplicate). */
+        assert_int_equal(feed_ms(e, "A", 60000, "x", 1), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(r.n, 1);
+        assert_string_equal(r.lines[0], "raised n A blue 1");
+        /* Another gauge is not affected by A's flood. */
+        for (int i = 0; i < 3; i++)
+                assert_int_equal(feed_ms(e, "B", i * 1000, "x", 1), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(st->rejected[FH_REJECT_RATE_LIMITED], 2);
+        /* The duplicate-detection timestamps stay bounded by the cap: a
+         * gauge at 1000 readings/s for 10 minutes keeps 3 per minute. */
+        for (int64_t t = 61000; t < 661000; t++)
+                feed_ms(e, "A", t, "x", 0);
+        assert_int_equal(st->rejected[FH_REJECT_RATE_LIMITED], 2 + 600000 - 30);
+        fh_engine_free(e);
+}
+
+static void rate_cap_zero_is_no_cap(void **state) {
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        rec r;
+        cfg.max_readings_per_minute = 0;
+        fh_engine *e = engine(count_rule, &r, &cfg);
+
+        for (int i = 0; i < 1000; i++)
+                assert_int_equal(feed_ms(e, "A", i, "x", 0), FH_OUTCOME_ACCEPTED);
+        fh_engine_free(e);
+}
+
+static void window_cap_rejects_a_reading_its_store_has_no_room_for(void **state) {
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        rec r;
+        cfg.max_window_samples = 3;
+        fh_engine *e = engine(count_rule, &r, &cfg);
+        const fh_engine_stats *st = fh_engine_stats_get(e);
+
+        for (int m = 0; m < 3; m++)
+                assert_int_equal(feed(e, "A", m, "x", 1), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(feed(e, "A", 3, "x", 5000), FH_OUTCOME_WINDOW_FULL);
+        assert_int_equal(feed(e, "A", 1, "x", 5000), FH_OUTCOME_DUPLICATE);
+        assert_int_equal(feed_ms(e, "A", 30000, "x", 5000), FH_OUTCOME_WINDOW_FULL);   /* late */
+        assert_int_equal(st->rejected[FH_REJECT_WINDOW_FULL], 2);
+        assert_int_equal(r.n, 0);
+        /* A field no rule reads has no store: no cap applies to it. */
+        assert_int_equal(feed(e, "A", 4, "y", 1), FH_OUTCOME_ACCEPTED);
+        /* Once the oldest have left the 1h window there is room again. */
+        assert_int_equal(feed(e, "A", 61, "x", 1), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(feed(e, "A", 62, "x", 1), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(feed(e, "A", 63, "x", 1), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(feed_ms(e, "A", 63 * MIN_ + 30000, "x", 1), FH_OUTCOME_WINDOW_FULL);
+        assert_int_equal(r.n, 0);   /* never 4 samples, never red */
+        fh_engine_free(e);
+}
+
+static void defaults_fit_a_gauge_every_5_s_on_the_longest_default_window(void **state) {
+        const fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        rec r;
+        fh_engine *e = engine("rules:\n  - id: d\n    kind: rain\n    levels:\n      blue: sum(x, 1d) >= 1e9\n", &r, &cfg);
+
+        assert_int_equal(cfg.max_readings_per_minute, 60);
+        assert_int_equal(cfg.max_window_samples, 50000);
+        /* Two days at one reading every 5 s, with a second gauge every
+         * second: nothing rejected. */
+        for (int64_t t = 0; t < 2 * 86400000LL; t += 5000)
+                assert_int_equal(feed_ms(e, "A", t, "x", 0.1), FH_OUTCOME_ACCEPTED);
+        for (int64_t t = 0; t < 600000; t += 1000)
+                assert_int_equal(feed_ms(e, "B", t, "x", 0.1), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(fh_engine_stats_get(e)->rejected[FH_REJECT_RATE_LIMITED], 0);
+        assert_int_equal(fh_engine_stats_get(e)->rejected[FH_REJECT_WINDOW_FULL], 0);
+        fh_engine_free(e);
+}
+
+static void caps_survive_a_snapshot(void **state) {
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        rec r;
+        fh_buf snap = FH_BUF_NULL;
+        cfg.max_readings_per_minute = 2;
+        fh_engine *e = engine(count_rule, &r, &cfg);
+
+        feed_ms(e, "A", 0, "x", 1);
+        feed_ms(e, "A", 1000, "x", 1);
+        fh_engine_snapshot(e, NULL, NULL, &snap);
+        fh_engine_free(e);
+        e = engine(count_rule, &r, &cfg);
+        assert_int_equal(fh_engine_restore(e, snap.data, snap.len), 0);
+        assert_int_equal(feed_ms(e, "A", 2000, "x", 1), FH_OUTCOME_RATE_LIMITED);
+        assert_int_equal(feed_ms(e, "A", 60000, "x", 1), FH_OUTCOME_ACCEPTED);
+        fh_engine_free(e);
+        fh_buf_free(&snap);
+}
+
+static void rejection_is_explained_in_one_line(void **state) {
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        rec r;
+        fh_reading rd = { .sensor = "A", .sensor_len = 1 };
+        char why[256];
+        fh_engine *e = engine(count_rule, &r, &cfg);
+
+        assert_int_equal(fh_outcome_reject(FH_OUTCOME_RATE_LIMITED), FH_REJECT_RATE_LIMITED);
+        assert_int_equal(fh_outcome_reject(FH_OUTCOME_WINDOW_FULL), FH_REJECT_WINDOW_FULL);
+        assert_int_equal(fh_outcome_reject(FH_OUTCOME_LATE), FH_REJECT_NONE);
+        assert_string_equal(fh_reject_name(FH_REJECT_RATE_LIMITED), "rate_limited");
+        assert_string_equal(fh_reject_name(FH_REJECT_WINDOW_FULL), "window_full");
+        fh_engine_explain(e, &rd, FH_OUTCOME_RATE_LIMITED, why, sizeof(why));
+        assert_string_equal(why, "sensor \"A\" sent more than 60 readings within 60 s (max_readings_per_minute)");
+        fh_engine_explain(e, &rd, FH_OUTCOME_WINDOW_FULL, why, sizeof(why));
+        assert_string_equal(why, "sensor \"A\" holds 50000 samples of a field in its windows (max_window_samples)");
+        fh_engine_free(e);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(level_follows_the_raw_target_without_for_or_clear_after),
@@ -739,6 +876,12 @@ int main(void) {
                 cmocka_unit_test(restore_refuses_state_no_engine_writes),
                 cmocka_unit_test(snapshot_of_a_restored_engine_is_the_same_bytes),
                 cmocka_unit_test(three_hundred_windows_on_one_field_each_sum_their_own_readings),
+                cmocka_unit_test(rate_cap_rejects_what_is_beyond_it_in_any_60_s_and_counts_it),
+                cmocka_unit_test(rate_cap_zero_is_no_cap),
+                cmocka_unit_test(window_cap_rejects_a_reading_its_store_has_no_room_for),
+                cmocka_unit_test(defaults_fit_a_gauge_every_5_s_on_the_longest_default_window),
+                cmocka_unit_test(caps_survive_a_snapshot),
+                cmocka_unit_test(rejection_is_explained_in_one_line),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

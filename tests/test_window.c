@@ -102,6 +102,38 @@ static void decimal_sums_are_exact(void **state) {
         fh_store_done(&s);
 }
 
+/* The micro-unit sum of 9.3 million values of 999,999 is 9.3e18 micro-units,
+ * past int64: it wrapped to a negative sum (signed overflow, UB). Beyond the
+ * exact range the compensated sum answers; the exact one again once the
+ * window is back within it. The engine's max_window_samples keeps a window
+ * far below this by default; with no cap, this is what holds. */
+static void sum_beyond_the_exact_range_does_not_wrap(void **state) {
+        fh_store s = make(10 * HOUR, FH_WIN_SUM);   /* one sample per ms: all inside */
+        const int64_t n = 9300000;
+
+        for (int64_t i = 0; i < n; i++)
+                add(&s, i, 999999);
+        double got = fh_store_query(&s, FH_OP_SUM, 0, n - 1);
+        assert_true(fabs(got - 9.3e12 * 0.999999) < 1.0);
+        /* All but one leave the window: exact again. */
+        add(&s, n - 1 + 10 * HOUR, 0.1);
+        assert_true(fh_store_query(&s, FH_OP_SUM, 0, n - 1 + 10 * HOUR) == 0.1);
+        fh_store_done(&s);
+}
+
+static void store_len_with_tells_what_a_sample_would_make_it_hold(void **state) {
+        fh_store s = make(HOUR, FH_WIN_SUM);
+
+        assert_int_equal(fh_store_len_with(&s, 0), 1);
+        add(&s, 0, 1);
+        add(&s, MIN_, 1);
+        assert_int_equal(fh_store_len_with(&s, 2 * MIN_), 3);          /* in order */
+        assert_int_equal(fh_store_len_with(&s, 30000), 3);             /* late */
+        assert_int_equal(fh_store_len_with(&s, HOUR + MIN_ - 1), 2);   /* 0 leaves */
+        assert_int_equal(fh_store_len_with(&s, 5 * HOUR), 2);          /* the newest stays */
+        fh_store_done(&s);
+}
+
 static void memory_is_bounded_by_the_longest_window(void **state) {
         int64_t ms[2] = { HOUR, 3 * HOUR };
         uint8_t needs[2] = { FH_WIN_SUM, FH_WIN_MAX };
@@ -311,6 +343,8 @@ static void late_and_out_of_order_samples_match_a_naive_model(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(sum_beyond_the_exact_range_does_not_wrap),
+                cmocka_unit_test(store_len_with_tells_what_a_sample_would_make_it_hold),
                 cmocka_unit_test(window_is_open_at_the_start_and_closed_at_the_end),
                 cmocka_unit_test(empty_window_sums_to_zero_and_other_aggregates_are_missing),
                 cmocka_unit_test(min_and_max_follow_values_entering_and_leaving),

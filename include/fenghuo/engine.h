@@ -59,9 +59,22 @@ typedef struct fh_engine_config {
          * last half of them and counts the rest as skipped, instead of
          * hanging. Default 1,000,000. */
         uint64_t max_ticks_per_advance;
+        /* What one sensor can make the engine hold (0: no cap). A reading
+         * beyond either cap is rejected, counted, and changes nothing.
+         * Readings per sensor in any 60 s of its readings' time (late ones
+         * included): bounds the duplicate-detection timestamps and the
+         * work per sensor. Default 60, five times what a gauge
+         * reporting every 5 s sends. */
+        uint32_t max_readings_per_minute;
+        /* Samples one window store (sensor, field) holds: bounds memory
+         * whatever the windows' lengths. Default 50,000 (800 KB), about
+         * three times a 1-day window at one reading every 5 s, the
+         * longest of the default rules. */
+        uint32_t max_window_samples;
 } fh_engine_config;
 
-#define FH_ENGINE_CONFIG_DEFAULT { 3600000, 60000, 480, FH_CLOCK_EVENT, 1000000 }
+#define FH_ENGINE_RATE_WINDOW_MS 60000
+#define FH_ENGINE_CONFIG_DEFAULT { 3600000, 60000, 480, FH_CLOCK_EVENT, 1000000, 60, 50000 }
 
 /* What happened to one reading. Positive codes, expected outcomes. */
 typedef enum fh_outcome {
@@ -70,15 +83,21 @@ typedef enum fh_outcome {
         FH_OUTCOME_DUPLICATE,      /* ignored: timestamp already held */
         FH_OUTCOME_DROPPED,        /* ignored: older than lateness */
         FH_OUTCOME_UNKNOWN_SENSOR, /* rejected */
+        FH_OUTCOME_RATE_LIMITED,   /* rejected: max_readings_per_minute */
+        FH_OUTCOME_WINDOW_FULL,    /* rejected: max_window_samples */
         FH_OUTCOME__MAX
 } fh_outcome;
+
+/* The reason counted for a rejected outcome, FH_REJECT_NONE for the others. */
+fh_reject fh_outcome_reject(fh_outcome o);
 
 typedef struct fh_engine_stats {
         uint64_t accepted;         /* includes late */
         uint64_t late;
         uint64_t duplicates;
         uint64_t dropped;
-        uint64_t rejected[FH_REJECT__MAX];  /* the engine counts UNKNOWN_SENSOR;
+        uint64_t rejected[FH_REJECT__MAX];  /* the engine counts UNKNOWN_SENSOR,
+                                               RATE_LIMITED and WINDOW_FULL;
                                                callers add parser rejects with
                                                fh_engine_count_reject() */
         uint64_t events[FH_EVENT__MAX];
@@ -133,6 +152,10 @@ int64_t fh_engine_clock(const fh_engine *e);   /* FH_TIME_NONE before the first 
  * was down must not judge sensors silent for the time it was not reading. */
 void fh_engine_set_clock(fh_engine *e, int64_t now_ms);
 void fh_engine_count_reject(fh_engine *e, fh_reject why);
+/* One printable line on why the engine rejected r with outcome o, for a
+ * log or a dead letter: 'sensor "X" sent more than 60 readings in 60 s
+ * (max_readings_per_minute)'. */
+void fh_engine_explain(const fh_engine *e, const fh_reading *r, fh_outcome o, char *why, size_t why_len);
 const fh_engine_stats *fh_engine_stats_get(const fh_engine *e);
 const fh_ruleset *fh_engine_rules(const fh_engine *e);
 const fh_registry *fh_engine_registry(const fh_engine *e);

@@ -34,6 +34,8 @@ typedef enum fh_reject {
         FH_REJECT_BAD_VALUES,      /* values not an object, empty, over 32 members, bad key */
         FH_REJECT_UNKNOWN_SENSOR,  /* decided by the engine, not the parser */
         FH_REJECT_TOO_LONG,        /* over FH_READING_BYTES_MAX bytes */
+        FH_REJECT_RATE_LIMITED,    /* engine: over its sensor's max_readings_per_minute */
+        FH_REJECT_WINDOW_FULL,     /* engine: a store of its sensor holds max_window_samples */
         FH_REJECT__MAX
 } fh_reject;
 

@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,8 @@ static void on_alert(void *userdata, const fh_alert *a) {
 
 static void usage(FILE *f) {
         fputs("usage: fenghuo replay --rules DIR --stations FILE [--tick 60s] [--lateness 1h]\n"
-              "                      [--tz +08:00] [FILE|-]\n"
+              "                      [--tz +08:00] [--max-readings-per-minute 60]\n"
+              "                      [--max-window-samples 50000] [FILE|-]\n"
               "Reads readings as JSON Lines and writes the alert events they cause, one\n"
               "JSON object per line, to standard output. Rejected lines are reported on\n"
               "standard error with their line number; a summary ends the run.\n", f);
@@ -74,6 +76,8 @@ int fh_cmd_replay(int argc, char **argv) {
                 { "tick", required_argument, NULL, 't' },
                 { "lateness", required_argument, NULL, 'l' },
                 { "tz", required_argument, NULL, 'z' },
+                { "max-readings-per-minute", required_argument, NULL, 'R' },
+                { "max-window-samples", required_argument, NULL, 'S' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -94,6 +98,19 @@ int fh_cmd_replay(int argc, char **argv) {
                         if (fh_engine_option(&cfg, c, optarg, "replay") < 0)
                                 return 2;
                         break;
+                case 'R':
+                case 'S': {
+                        char *end;
+                        errno = 0;
+                        unsigned long long n = strtoull(optarg, &end, 10);
+                        if (errno || end == optarg || *end || optarg[0] == '-' || n > UINT32_MAX) {
+                                fprintf(stderr, "fenghuo replay: --%s wants a count (0: no cap), got '%s'\n",
+                                        c == 'R' ? "max-readings-per-minute" : "max-window-samples", optarg);
+                                return 2;
+                        }
+                        *(c == 'R' ? &cfg.max_readings_per_minute : &cfg.max_window_samples) = (uint32_t) n;
+                        break;
+                }
                 case 'h':
                         usage(stdout);
                         return 0;

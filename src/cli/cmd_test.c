@@ -710,8 +710,16 @@ static int run_test(tfile *f, const yaml_node_t *t, size_t index) {
                                 r = &fd.v[b++].r;
                         else
                                 r = &fd.v[a++].r;
-                        if (fh_engine_ingest(e, r) == FH_OUTCOME_UNKNOWN_SENSOR) {
+                        fh_outcome o = fh_engine_ingest(e, r);
+                        if (o == FH_OUTCOME_UNKNOWN_SENSOR) {
                                 err(f, v[T_INPUT] ? v[T_INPUT] : v[T_READINGS], "no station '%s' in the registry", r->sensor);
+                                goto out;
+                        }
+                        if (fh_outcome_reject(o) != FH_REJECT_NONE) {
+                                char why[256];
+                                fh_engine_explain(e, r, o, why, sizeof(why));
+                                err(f, v[T_INPUT] ? v[T_INPUT] : v[T_READINGS], "a reading is rejected (%s): %s",
+                                    fh_reject_name(fh_outcome_reject(o)), why);
                                 goto out;
                         }
                 }

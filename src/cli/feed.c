@@ -109,9 +109,10 @@ int fh_feed(int fd, fh_engine *const *engines, size_t n_engines, const fh_feed_o
                         if (i == 0)
                                 o = oi;
                 }
-                if (o == FH_OUTCOME_UNKNOWN_SENSOR && say_rejects)
-                        fprintf(stderr, "line %llu: rejected (unknown_sensor): sensor \"%s\" is not in the station registry\n",
-                                lineno, reading.sensor);
+                if (fh_outcome_reject(o) != FH_REJECT_NONE && say_rejects) {
+                        fh_engine_explain(engines[0], &reading, o, why, sizeof(why));
+                        fprintf(stderr, "line %llu: rejected (%s): %s\n", lineno, fh_reject_name(fh_outcome_reject(o)), why);
+                }
                 if ((o == FH_OUTCOME_ACCEPTED || o == FH_OUTCOME_LATE) && opts && opts->on_reading)
                         opts->on_reading(opts->userdata, &reading);
         }

@@ -1,4 +1,6 @@
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +63,7 @@ static void recent_forget_before(fh_recent *r, int64_t horizon) {
         }
 }
 
-/* Keeps the sorted timestamps within [latest - lateness, latest]: anything
- * older is dropped before it could be mistaken for a duplicate. */
+/* Keeps the sorted timestamps from horizon on (see recent_horizon). */
 void fh_recent_insert(fh_recent *r, int64_t ts, int64_t horizon) {
         recent_make_room(r);
         size_t i = recent_rank(r, ts);
@@ -82,6 +83,36 @@ void fh_recent_insert(fh_recent *r, int64_t ts, int64_t horizon) {
 int64_t fh_recent_at(const fh_recent *r, size_t i) {
         return *recent_slot(r, i);
 }
+
+/* The timestamps a sensor keeps: those within lateness of its latest, for
+ * duplicates (older readings are dropped before they are looked up), and
+ * one rate window more, so that a late reading's rate is judged on
+ * everything around it. */
+int64_t fh_recent_horizon(const fh_engine *e, int64_t latest) {
+        return latest - e->cfg.lateness_ms - (e->cfg.max_readings_per_minute ? FH_ENGINE_RATE_WINDOW_MS : 0);
+}
+
+/* Whether accepting ts would put more than max readings in some 60 s: that
+ * is, whether ts and max held timestamps next to it in time order span
+ * less than the window. The held ones already respect the cap, so only the
+ * max + 1 runs that include ts can break it (one run for in-order ts). */
+static bool over_rate(const fh_recent *r, int64_t ts, uint32_t max) {
+        size_t n = r->len + 1;
+
+        if (max == 0 || n <= max)
+                return false;
+        /* Where ts would go; at the end for an in-order reading. */
+        size_t p = ts > *recent_slot(r, r->len - 1) ? r->len : recent_rank(r, ts);
+#define AT(i) ((i) == p ? ts : *recent_slot(r, (i) < p ? (i) : (i) - 1))
+        for (size_t j = p >= max ? p - max : 0; j <= p && j + max < n; j++)
+                if (AT(j + max) - AT(j) < FH_ENGINE_RATE_WINDOW_MS)
+                        return true;
+#undef AT
+        return false;
+}
+
+/* Whether ts would overfill one of the stores the reading's values go to. */
+static bool over_samples(const fh_sensor *s, const fh_reading *r, uint32_t max, int64_t ts);
 
 /* ---- profiles: the layout shared by sensors with the same rules ---- */
 
@@ -621,6 +652,17 @@ static int store_for_value(const fh_profile *p, const fh_value *v) {
         return -1;
 }
 
+static bool over_samples(const fh_sensor *s, const fh_reading *r, uint32_t max, int64_t ts) {
+        if (max == 0)
+                return false;
+        for (unsigned i = 0; i < r->n_values; i++) {
+                int k = store_for_value(s->prof, &r->values[i]);
+                if (k >= 0 && fh_store_len_with(&s->stores[k], ts) > max)
+                        return true;
+        }
+        return false;
+}
+
 fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
         const fh_station *st = fh_registry_find(e->reg, r->sensor, r->sensor_len);
         int64_t ts = r->ts_ms;
@@ -634,17 +676,27 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
         fh_sensor *s = &e->sensors[st->index];
         const fh_profile *p = s->prof;
 
-        /* In-order readings, the common case, never look at the history. */
+        /* In-order readings, the common case, never search the history. */
         if (s->latest != FH_TIME_NONE && ts <= s->latest) {
-                if (ts == s->latest || recent_contains(&s->recent, ts)) {
-                        e->stats.duplicates++;
-                        return FH_OUTCOME_DUPLICATE;
-                }
                 if (s->latest - ts > e->cfg.lateness_ms) {
                         e->stats.dropped++;
                         return FH_OUTCOME_DROPPED;
                 }
+                if (ts == s->latest || recent_contains(&s->recent, ts)) {
+                        e->stats.duplicates++;
+                        return FH_OUTCOME_DUPLICATE;
+                }
                 late = true;
+        }
+        /* The caps come before anything changes: a rejected reading leaves
+         * no trace but its counter. */
+        if (over_rate(&s->recent, ts, e->cfg.max_readings_per_minute)) {
+                e->stats.rejected[FH_REJECT_RATE_LIMITED]++;
+                return FH_OUTCOME_RATE_LIMITED;
+        }
+        if (over_samples(s, r, e->cfg.max_window_samples, ts)) {
+                e->stats.rejected[FH_REJECT_WINDOW_FULL]++;
+                return FH_OUTCOME_WINDOW_FULL;
         }
 
         if (e->cfg.clock == FH_CLOCK_EVENT) {
@@ -659,7 +711,7 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
         e->stats.accepted++;
         if (late) {
                 e->stats.late++;
-                fh_recent_insert(&s->recent, ts, s->latest - e->cfg.lateness_ms);
+                fh_recent_insert(&s->recent, ts, fh_recent_horizon(e, s->latest));
                 for (unsigned i = 0; i < r->n_values; i++) {
                         int k = store_for_value(p, &r->values[i]);
                         if (k >= 0)
@@ -667,7 +719,7 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
                 }
         } else {
                 s->latest = ts;
-                fh_recent_insert(&s->recent, ts, ts - e->cfg.lateness_ms);
+                fh_recent_insert(&s->recent, ts, fh_recent_horizon(e, ts));
                 for (uint32_t k = 0; k < p->n_stores; k++)
                         fh_store_advance(&s->stores[k], ts);
                 for (unsigned i = 0; i < r->n_values; i++) {
@@ -692,6 +744,39 @@ int64_t fh_engine_clock(const fh_engine *e) {
 
 void fh_engine_set_clock(fh_engine *e, int64_t now_ms) {
         e->clock = now_ms;
+}
+
+fh_reject fh_outcome_reject(fh_outcome o) {
+        switch (o) {
+        case FH_OUTCOME_UNKNOWN_SENSOR:
+                return FH_REJECT_UNKNOWN_SENSOR;
+        case FH_OUTCOME_RATE_LIMITED:
+                return FH_REJECT_RATE_LIMITED;
+        case FH_OUTCOME_WINDOW_FULL:
+                return FH_REJECT_WINDOW_FULL;
+        default:
+                return FH_REJECT_NONE;
+        }
+}
+
+void fh_engine_explain(const fh_engine *e, const fh_reading *r, fh_outcome o, char *why, size_t why_len) {
+        if (why_len == 0)
+                return;
+        switch (o) {
+        case FH_OUTCOME_UNKNOWN_SENSOR:
+                snprintf(why, why_len, "sensor \"%s\" is not in the station registry", r->sensor);
+                break;
+        case FH_OUTCOME_RATE_LIMITED:
+                snprintf(why, why_len, "sensor \"%s\" sent more than %" PRIu32 " readings within 60 s "
+                         "(max_readings_per_minute)", r->sensor, e->cfg.max_readings_per_minute);
+                break;
+        case FH_OUTCOME_WINDOW_FULL:
+                snprintf(why, why_len, "sensor \"%s\" holds %" PRIu32 " samples of a field in its windows "
+                         "(max_window_samples)", r->sensor, e->cfg.max_window_samples);
+                break;
+        default:
+                why[0] = '\0';
+        }
 }
 
 void fh_engine_count_reject(fh_engine *e, fh_reject why) {

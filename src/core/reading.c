@@ -970,6 +970,8 @@ const char *fh_reject_name(fh_reject r) {
                 [FH_REJECT_BAD_VALUES] = "bad_values",
                 [FH_REJECT_UNKNOWN_SENSOR] = "unknown_sensor",
                 [FH_REJECT_TOO_LONG] = "too_long",
+                [FH_REJECT_RATE_LIMITED] = "rate_limited",
+                [FH_REJECT_WINDOW_FULL] = "window_full",
         };
 
         if ((unsigned)r >= FH_REJECT__MAX)

@@ -181,7 +181,7 @@ static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, v
                                 return -EBADMSG;
                         prev_recent = ts;
                         if (s)
-                                fh_recent_insert(&s->recent, ts, latest - e->cfg.lateness_ms);
+                                fh_recent_insert(&s->recent, ts, fh_recent_horizon(e, latest));
                 }
 
                 if (fh_rd_u32(rd, &n_fields) < 0 || n_fields > SNAP_MAX_ITEMS)

@@ -9,6 +9,10 @@
 /* Values within this magnitude are summed exactly in micro-units: 9.2e18 /
  * 1e12 leaves room for over nine million samples in one window. */
 #define MICRO_LIMIT 1e6
+/* The micro-unit sum wraps (unsigned, so defined) and is exact whenever the
+ * true sum fits in an int64; the compensated sum, which tracks the true one
+ * closely, tells when it may not, and is the answer then. */
+#define MICRO_SUM_LIMIT 4e12
 
 static inline bool to_micro(double v, int64_t *ret) {
         if (!(fabs(v) < MICRO_LIMIT))
@@ -25,7 +29,8 @@ static inline void sum_add(fh_sum *s, double v, int sign) {
         double x = sign > 0 ? v : -v;
 
         if (to_micro(v, &m))
-                s->micro += sign > 0 ? m : -m;
+                s->micro = (int64_t) (sign > 0 ? (uint64_t) s->micro + (uint64_t) m
+                                               : (uint64_t) s->micro - (uint64_t) m);
         else
                 s->n_inexact += sign > 0 ? 1 : (uint32_t) -1;
         /* Neumaier: keeps the low bits that a plain running sum loses when
@@ -39,7 +44,7 @@ static inline void sum_add(fh_sum *s, double v, int sign) {
 }
 
 static inline double sum_value(const fh_sum *s) {
-        if (s->n_inexact == 0)
+        if (s->n_inexact == 0 && fabs(s->s + s->c) < MICRO_SUM_LIMIT)
                 return (double) s->micro / 1e6;
         return s->s + s->c;
 }
@@ -386,4 +391,19 @@ size_t fh_store_memory(const fh_store *s) {
         for (size_t i = 0; i < s->n_win; i++)
                 m += (s->win[i].min.cap + s->win[i].max.cap) * sizeof(fh_sample);
         return m;
+}
+
+uint32_t fh_store_len_with(const fh_store *s, int64_t ts) {
+        uint32_t len = s->r.len;
+
+        if (len == 0)
+                return 1;
+        if (ts >= s->now) {
+                /* What advancing to ts keeps (the newest always), then ts. */
+                uint32_t kept = len - ring_rank(&s->r, ts - s->keep_ms);
+                return (kept > 0 ? kept : 1) + 1;
+        }
+        if (ts <= s->now - s->keep_ms)
+                return len;   /* a late sample outside every window is not kept */
+        return len + 1;
 }

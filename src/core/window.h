@@ -92,6 +92,10 @@ void fh_store_load(fh_store *s, const fh_sample *v, size_t n, int64_t now);
 double fh_store_query(const fh_store *s, fh_opcode op, unsigned w, int64_t t);
 
 size_t fh_store_memory(const fh_store *s);
+/* How many samples the store would hold with a sample at ts added (pushed
+ * after advancing to ts, or inserted late): for capping a store before
+ * anything changes. */
+uint32_t fh_store_len_with(const fh_store *s, int64_t ts);
 
 static inline const fh_sample *fh_ring_at(const fh_ring *r, uint32_t k) {
         return &r->e[(r->head + k) & (r->cap - 1)];

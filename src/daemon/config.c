@@ -206,6 +206,10 @@ static void top_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
                 set_duration(c, v, key, &cfg->lateness_ms);
         else if (!strcmp(key, "future_limit"))
                 set_duration(c, v, key, &cfg->future_ms);
+        else if (!strcmp(key, "max_readings_per_minute"))
+                set_long(c, v, key, 0, 1000000000, &cfg->max_readings_per_minute);
+        else if (!strcmp(key, "max_window_samples"))
+                set_long(c, v, key, 0, 1000000000, &cfg->max_window_samples);
         else if (!strcmp(key, "shutdown_timeout"))
                 set_duration(c, v, key, &cfg->shutdown_timeout_ms);
         else if (!strcmp(key, "checkpoint_interval"))
@@ -253,6 +257,8 @@ static void defaults(fh_daemon_config *c) {
                 .tick_ms = 60000,
                 .lateness_ms = 3600000,
                 .future_ms = 600000,
+                .max_readings_per_minute = 60,
+                .max_window_samples = 50000,
                 .tz_offset_min = 480,
                 .log_level = LOG_INFO,
                 .shutdown_timeout_ms = 10000,

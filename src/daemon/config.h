@@ -25,6 +25,8 @@ typedef struct fh_daemon_config {
         int64_t tick_ms;
         int64_t lateness_ms;
         int64_t future_ms;             /* readings further ahead of wall time are rejected */
+        long max_readings_per_minute;  /* per sensor, 0: no cap (fh_engine_config) */
+        long max_window_samples;       /* per (sensor, field), 0: no cap */
         int tz_offset_min;
         int log_level;                 /* syslog priority: 3 err .. 7 debug */
         bool stdout_alerts;            /* JSON Lines on stdout */

@@ -374,6 +374,7 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
         fh_reading rd;
         char why[256];
         fh_reject rej;
+        fh_outcome o;
 
         if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -401,9 +402,9 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
                          ts, (long long) (d->cfg.future_ms / 1000));
                 d->future_rejected++;
                 dead_letter(d, m, "future_timestamp", why);
-        } else if (fh_engine_ingest(d->engine, &rd) == FH_OUTCOME_UNKNOWN_SENSOR) {
-                snprintf(why, sizeof(why), "sensor \"%s\" is not in the station registry", rd.sensor);
-                dead_letter(d, m, "unknown_sensor", why);
+        } else if ((o = fh_engine_ingest(d->engine, &rd)), fh_outcome_reject(o) != FH_REJECT_NONE) {
+                fh_engine_explain(d->engine, &rd, o, why, sizeof(why));
+                dead_letter(d, m, fh_reject_name(fh_outcome_reject(o)), why);
         } else {
                 if (rd.ts_ms > d->newest_ts)
                         d->newest_ts = rd.ts_ms;
@@ -1349,6 +1350,8 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         ecfg.clock = d->cfg.event_clock ? FH_CLOCK_EVENT : FH_CLOCK_EXTERNAL;
         ecfg.tick_ms = d->cfg.tick_ms;
         ecfg.lateness_ms = d->cfg.lateness_ms;
+        ecfg.max_readings_per_minute = (uint32_t) d->cfg.max_readings_per_minute;
+        ecfg.max_window_samples = (uint32_t) d->cfg.max_window_samples;
         ecfg.tz_offset_min = d->cfg.tz_offset_min;
         r = fh_load_engine(d->cfg.rules, d->cfg.stations, &ecfg, &d->engine, &diags);
         fh_diags_sort(&diags);
@@ -1552,6 +1555,8 @@ int fh_daemon_check(const char *config_path) {
                 fh_engine_config ecfg = FH_ENGINE_CONFIG_DEFAULT;
                 ecfg.tick_ms = cfg.tick_ms;
                 ecfg.lateness_ms = cfg.lateness_ms;
+                ecfg.max_readings_per_minute = (uint32_t) cfg.max_readings_per_minute;
+                ecfg.max_window_samples = (uint32_t) cfg.max_window_samples;
                 ecfg.tz_offset_min = cfg.tz_offset_min;
                 r = fh_load_engine(cfg.rules, cfg.stations, &ecfg, &e, &diags);
         }
