@@ -641,6 +641,41 @@ static void diff_writes_a_plot_of_each_changed_alert(void **state) {
 #endif
 }
 
+/* Four years of hourly rain are 35,000 points: drawn per pixel column,
+ * the picture stays small enough for a browser and a mail. */
+static void a_plot_of_four_years_stays_small(void **state) {
+        if (!have_beijing()) {
+                skip();
+                return;
+        }
+        char cmd[1400];
+        snprintf(cmd, sizeof(cmd),
+                 "zcat ../shared/data/beijing-rain/readings.jsonl.gz | fenghuo plot --rules rules "
+                 "--stations ../shared/data/beijing-rain/stations.csv --sensor BJ-RG-HUAIROU --rule rainstorm -o '%s' - 2>/dev/null",
+                 tmp("4y.svg"));
+        result r = sh(cmd);
+        assert_int_equal(r.code, 0);
+        result_free(&r);
+        struct stat st;
+        assert_int_equal(stat(tmp("4y.svg"), &st), 0);
+        fprintf(stderr, "four years: %lld bytes\n", (long long) st.st_size);
+        assert_true(st.st_size < 400 * 1024);
+#ifdef HAVE_LIBXML2
+        svg s = svg_open(tmp("4y.svg"));
+        /* Every level of the four years is still shaded: one stretch per
+         * event of replay that is not a clear. */
+        result ev = sh("zcat ../shared/data/beijing-rain/readings.jsonl.gz | fenghuo replay --rules rules "
+                       "--stations ../shared/data/beijing-rain/stations.csv - 2>/dev/null "
+                       "| grep '\"rule\":\"rainstorm\",\"sensor\":\"BJ-RG-HUAIROU\"' | grep -vc '\"event\":\"cleared\"'");
+        assert_int_equal(atoi(ev.out), 16);
+        assert_int_equal(svg_count(&s, "//s:rect[@class='active']"), 16);
+        assert_int_equal(svg_count(&s, "//s:rect[@class='active' and @data-tier='orange']"), 2);
+        result_free(&ev);
+        assert_int_equal(svg_count(&s, "//s:path[@class='report']"), 1);
+        svg_close(&s);
+#endif
+}
+
 /* Headless Chromium opens a plot and draws it: the screenshot of the plot
  * must hold far more than one of an empty page of the same size. */
 static void a_plot_opens_in_a_browser(void **state) {
@@ -718,6 +753,7 @@ int main(void) {
                 cmocka_unit_test(plot_draws_each_tier_threshold_and_shades_exactly_where_alerts_were_active),
                 cmocka_unit_test(plot_refuses_what_it_cannot_draw),
                 cmocka_unit_test(diff_writes_a_plot_of_each_changed_alert),
+                cmocka_unit_test(a_plot_of_four_years_stays_small),
                 cmocka_unit_test(a_plot_opens_in_a_browser),
                 cmocka_unit_test(docs_examples_of_diff_and_plot_run_as_written),
         };

@@ -323,10 +323,50 @@ static void time_axis(fh_buf *b, const frame *f, bool labels) {
 }
 
 /* A polyline that breaks where a value is missing. */
+/* More points than pixels (years of hourly data): per pixel column, the
+ * first, lowest, highest and last value, which draws the same envelope
+ * in a fraction of the bytes. */
+static void path_dense(fh_buf *b, const frame *f, const int64_t *ts, const double *v, size_t n, const char *attrs) {
+        bool open = false, any = false;
+
+        for (size_t i = 0; i < n;) {
+                if (!isfinite(v[i])) {
+                        open = false;
+                        i++;
+                        continue;
+                }
+                long col = lround(fx(f, ts[i]));
+                double first = v[i], lo = v[i], hi = v[i], last = v[i];
+                size_t j = i + 1;
+                for (; j < n && isfinite(v[j]) && lround(fx(f, ts[j])) == col; j++) {
+                        lo = fmin(lo, v[j]);
+                        hi = fmax(hi, v[j]);
+                        last = v[j];
+                }
+                if (!any) {
+                        fh_buf_printf(b, "<path %s d=\"", attrs);
+                        any = true;
+                }
+                fh_buf_printf(b, "%s%ld %.1f", open ? "L" : "M", col, fy(f, first));
+                if (hi != lo)
+                        fh_buf_printf(b, "L%ld %.1fL%ld %.1f", col, fy(f, lo), col, fy(f, hi));
+                if (last != first || hi != lo)
+                        fh_buf_printf(b, "L%ld %.1f", col, fy(f, last));
+                open = true;
+                i = j;
+        }
+        if (any)
+                fh_buf_puts(b, "\"/>\n");
+}
+
 static void path(fh_buf *b, const frame *f, const int64_t *ts, const double *v, size_t n, bool step_after,
                  const char *attrs) {
         bool open = false, any = false;
 
+        if ((double) n > 2 * (f->x1 - f->x0)) {
+                path_dense(b, f, ts, v, n, attrs);
+                return;
+        }
         for (size_t i = 0; i < n; i++) {
                 if (!isfinite(v[i])) {
                         open = false;
@@ -556,7 +596,23 @@ static void draw_raw(fh_buf *b, const req_data *d, size_t k, const frame *fr0, d
                       d->fields[k], ML, top + 12, d->fields[k]);
         y_axis(b, &f);
         time_axis(b, &f, labels);
-        if (bars) {
+        if (bars && (double) s->n > f.x1 - f.x0) {
+                /* Thinner than a pixel: one bar per pixel column, as high as
+                 * the largest reading in it. */
+                for (size_t i = 0; i < s->n;) {
+                        long col = lround(fx(&f, s->ts[i]));
+                        double top_v = s->v[i];
+                        size_t j = i + 1;
+                        for (; j < s->n && lround(fx(&f, s->ts[j])) == col; j++)
+                                top_v = fmax(top_v, s->v[j]);
+                        i = j;
+                        if (top_v <= 0)
+                                continue;
+                        double y = fy(&f, top_v);
+                        fh_buf_printf(b, "<rect class=\"reading\" x=\"%ld\" y=\"%.1f\" width=\"1\" height=\"%.1f\" fill=\"#4a90c2\"/>\n",
+                                      col - 1, y, fy(&f, 0) - y);
+                }
+        } else if (bars) {
                 /* Each bar spans the time since the previous reading: the
                  * rain it holds fell then. */
                 for (size_t i = 0; i < s->n; i++) {
