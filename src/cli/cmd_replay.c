@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fenghuo/buf.h"
+#include "fenghuo/cap.h"
 #include "fenghuo/reading.h"
 #include "fenghuo/timeutil.h"
 #include "cli.h"
@@ -16,7 +18,39 @@ typedef struct replay_out {
         const fh_engine *e;
         fh_buf line;
         FILE *f;
+        /* --cap DIR: one CAP message per event, in DIR/<identifier>.xml */
+        const char *cap_dir;
+        fh_cap_config cap;
+        fh_cap_chain *chain;
+        fh_buf cap_id, cap_xml, cap_path;
+        int cap_err;             /* first write error, as -errno */
 } replay_out;
+
+static int write_file(const char *path, const char *data, size_t len) {
+        FILE *f = fopen(path, "we");
+        if (!f)
+                return -errno;
+        size_t n = fwrite(data, 1, len, f);
+        int r = n == len ? 0 : -errno;
+        if (fclose(f) != 0 && r == 0)
+                r = -errno;
+        return r < 0 ? r : 0;
+}
+
+static void write_cap(replay_out *o, const fh_alert *a) {
+        fh_buf_reset(&o->cap_id);
+        fh_buf_reset(&o->cap_xml);
+        fh_cap_chain_write(o->chain, o->e, &o->cap, a, &o->cap_id, &o->cap_xml);
+        if (o->cap_err)
+                return;
+        fh_buf_reset(&o->cap_path);
+        fh_buf_printf(&o->cap_path, "%s/%s.xml", o->cap_dir, o->cap_id.data);
+        int r = write_file(o->cap_path.data, o->cap_xml.data, o->cap_xml.len);
+        if (r < 0) {
+                fprintf(stderr, "fenghuo replay: failed to write %s: %s\n", o->cap_path.data, strerror(-r));
+                o->cap_err = r;
+        }
+}
 
 static void on_alert(void *userdata, const fh_alert *a) {
         replay_out *o = userdata;
@@ -25,15 +59,21 @@ static void on_alert(void *userdata, const fh_alert *a) {
         fh_alert_to_json(o->e, a, &o->line);
         fh_buf_putc(&o->line, '\n');
         fwrite(o->line.data, 1, o->line.len, o->f);
+        if (o->chain)
+                write_cap(o, a);
 }
 
 static void usage(FILE *f) {
         fputs("usage: fenghuo replay --rules DIR --stations FILE [--tick 60s] [--lateness 1h]\n"
               "                      [--tz +08:00] [--max-readings-per-minute 60]\n"
-              "                      [--max-window-samples 50000] [FILE|-]\n"
+              "                      [--max-window-samples 50000]\n"
+              "                      [--cap DIR [--cap-unit CODE] [--cap-sender NAME]] [FILE|-]\n"
               "Reads readings as JSON Lines and writes the alert events they cause, one\n"
               "JSON object per line, to standard output. Rejected lines are reported on\n"
-              "standard error with their line number; a summary ends the run.\n", f);
+              "standard error with their line number; a summary ends the run.\n"
+              "--cap DIR also writes each event as a CAP 1.2 message (GB/T 35965.1 profile,\n"
+              "status Exercise) to DIR/<identifier>.xml; --cap-unit is the 14-digit\n"
+              "issuing-unit code (default 11011800000000, Miyun), --cap-sender its name.\n", f);
 }
 
 static void print_summary(const fh_engine *e, unsigned long long lines) {
@@ -78,10 +118,15 @@ int fh_cmd_replay(int argc, char **argv) {
                 { "tz", required_argument, NULL, 'z' },
                 { "max-readings-per-minute", required_argument, NULL, 'R' },
                 { "max-window-samples", required_argument, NULL, 'S' },
+                { "cap", required_argument, NULL, 'C' },
+                { "cap-unit", required_argument, NULL, 'U' },
+                { "cap-sender", required_argument, NULL, 'N' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
         fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        fh_cap_config cap = FH_CAP_CONFIG_DEFAULT;
+        const char *cap_dir = NULL;
         const char *rules = NULL, *stations = NULL, *input = "-";
         fh_diags diags = FH_DIAGS_NULL;
         fh_engine *e = NULL;
@@ -111,6 +156,9 @@ int fh_cmd_replay(int argc, char **argv) {
                         *(c == 'R' ? &cfg.max_readings_per_minute : &cfg.max_window_samples) = (uint32_t) n;
                         break;
                 }
+                case 'C': cap_dir = optarg; break;
+                case 'U': cap.unit = optarg; break;
+                case 'N': cap.sender = optarg; break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -124,6 +172,20 @@ int fh_cmd_replay(int argc, char **argv) {
         }
         if (optind < argc)
                 input = argv[optind];
+        /* Replayed data is never a real emergency: CAP says Exercise. */
+        cap.exercise = true;
+        cap.tz_offset_min = cfg.tz_offset_min;
+        if (cap_dir) {
+                char why[256];
+                if (fh_cap_config_check(&cap, why, sizeof(why)) < 0) {
+                        fprintf(stderr, "fenghuo replay: %s\n", why);
+                        return 2;
+                }
+                if (mkdir(cap_dir, 0777) < 0 && errno != EEXIST) {
+                        fprintf(stderr, "fenghuo replay: cannot create %s: %s\n", cap_dir, strerror(errno));
+                        return 2;
+                }
+        }
 
         int fd = fh_open_input("replay", input);
         if (fd < 0)
@@ -139,7 +201,9 @@ int fh_cmd_replay(int argc, char **argv) {
                 return 1;
         }
 
-        replay_out out = { .e = e, .f = stdout };
+        replay_out out = { .e = e, .f = stdout, .cap_dir = cap_dir, .cap = cap };
+        if (cap_dir)
+                out.chain = fh_cap_chain_new();
         static char obuf[1 << 16];
         setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
         fh_engine_set_alert_cb(e, on_alert, &out);
@@ -157,9 +221,15 @@ int fh_cmd_replay(int argc, char **argv) {
                 fprintf(stderr, "fenghuo replay: failed to write alerts: %s\n", strerror(errno));
                 exit_code = 1;
         }
+        if (out.cap_err)
+                exit_code = 1;
         print_summary(e, lineno);
 
         fh_buf_free(&out.line);
+        fh_cap_chain_free(out.chain);
+        fh_buf_free(&out.cap_id);
+        fh_buf_free(&out.cap_xml);
+        fh_buf_free(&out.cap_path);
         if (fd != STDIN_FILENO)
                 close(fd);
         fh_engine_free(e);

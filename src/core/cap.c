@@ -1,0 +1,516 @@
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fenghuo/cap.h"
+#include "fenghuo/timeutil.h"
+#include "engine-internal.h"
+
+/* XML 1.0 text: the five markup characters as entities; control characters
+ * and invalid UTF-8, which XML cannot carry even as references, as U+FFFD,
+ * so that no station name or rule title can make a message unparseable. */
+static void put_xml(fh_buf *out, const char *s, size_t n) {
+        static const char repl[] = "\xEF\xBF\xBD";
+        const unsigned char *p = (const unsigned char *) s;
+        size_t i = 0;
+
+        while (i < n) {
+                unsigned c = p[i];
+                if (c < 0x80) {
+                        switch (c) {
+                        case '&': fh_buf_puts(out, "&amp;"); break;
+                        case '<': fh_buf_puts(out, "&lt;"); break;
+                        case '>': fh_buf_puts(out, "&gt;"); break;
+                        case '"': fh_buf_puts(out, "&quot;"); break;
+                        case '\'': fh_buf_puts(out, "&apos;"); break;
+                        default:
+                                if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+                                        fh_buf_puts(out, repl);
+                                else
+                                        fh_buf_putc(out, (char) c);
+                        }
+                        i++;
+                        continue;
+                }
+                size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+                unsigned cp = len == 4 ? c & 0x07 : len == 3 ? c & 0x0F : c & 0x1F;
+                bool ok = len > 0 && c <= 0xF4 && i + len <= n;
+                for (size_t k = 1; ok && k < len; k++) {
+                        if ((p[i + k] & 0xC0) != 0x80)
+                                ok = false;
+                        cp = (cp << 6) | (p[i + k] & 0x3F);
+                }
+                /* Overlong forms, surrogates and U+FFFE/FFFF are not XML characters. */
+                if (ok && ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF) || cp >= 0xFFFE)) ||
+                           (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))))
+                        ok = false;
+                if (ok) {
+                        fh_buf_append(out, p + i, len);
+                        i += len;
+                } else {
+                        fh_buf_puts(out, repl);
+                        i++;
+                }
+        }
+}
+
+static void put_elem(fh_buf *out, const char *indent, const char *name, const char *s, size_t n) {
+        fh_buf_printf(out, "%s<%s>", indent, name);
+        put_xml(out, s, n);
+        fh_buf_printf(out, "</%s>\n", name);
+}
+
+static void put_elem_s(fh_buf *out, const char *indent, const char *name, const char *s) {
+        put_elem(out, indent, name, s, strlen(s));
+}
+
+/* CAP's dateTime: seconds, and an explicit offset (never 'Z'). */
+static void format_sent(int64_t ts_ms, int offset_min, char buf[FH_TIME_RFC3339_MAX]) {
+        fh_time_format_rfc3339(fh_floor_div(ts_ms, 1000) * 1000, offset_min, buf);
+}
+
+static const char *msg_type(fh_event e) {
+        switch (e) {
+        case FH_EVENT_RAISED: return "Alert";
+        case FH_EVENT_CLEARED: return "Cancel";
+        default: return "Update";
+        }
+}
+
+/* CAP 1.2 severity of a tier: the national profile's Red/Orange/Yellow/Blue
+ * (I-IV: 特别重大/重大/较大/一般) in CAP's own vocabulary. */
+static const char *severity(fh_level l) {
+        switch (l) {
+        case FH_LEVEL_RED: return "Extreme";
+        case FH_LEVEL_ORANGE: return "Severe";
+        case FH_LEVEL_YELLOW: return "Moderate";
+        case FH_LEVEL_BLUE: return "Minor";
+        default: return "Unknown";
+        }
+}
+
+static const char *urgency(const fh_alert *a) {
+        if (a->event == FH_EVENT_CLEARED)
+                return "Past";
+        return a->level >= FH_LEVEL_ORANGE ? "Immediate" : "Expected";
+}
+
+static const char *category(fh_kind k) {
+        switch (k) {
+        case FH_KIND_LANDSLIDE: return "Geo";
+        case FH_KIND_BRIDGE: return "Infra";
+        default: return "Met";    /* rain and floods are meteorological in CAP */
+        }
+}
+
+static const char *tier_roman(fh_level l) {
+        static const char *const r[] = { "", "IV", "III", "II", "I" };
+        return l < FH_LEVEL__MAX ? r[l] : "";
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+        const unsigned char *s = p;
+        for (size_t i = 0; i < n; i++) {
+                h ^= s[i];
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+static void alert_id(const fh_alert *a, fh_buf *out) {
+        fh_buf_printf(out, "%s:%s:%lld", a->rule->id, a->station->id, (long long) a->raised_ms);
+}
+
+int fh_cap_config_check(const fh_cap_config *cfg, char *why, size_t why_size) {
+        if (!cfg->unit || strlen(cfg->unit) != FH_CAP_UNIT_LEN || strspn(cfg->unit, "0123456789") != FH_CAP_UNIT_LEN) {
+                snprintf(why, why_size, "the issuing-unit code must be %d digits (GB/T 2260 district code, "
+                         "GB/T 4657 institution code, then 00000), got '%s'", FH_CAP_UNIT_LEN, cfg->unit ? cfg->unit : "");
+                return -EINVAL;
+        }
+        size_t n = cfg->sender ? strlen(cfg->sender) : 0;
+        if (n == 0 || n > FH_CAP_SENDER_MAX || strpbrk(cfg->sender, " \t\r\n,<&")) {
+                snprintf(why, why_size, "the sender must be 1-%d bytes without spaces, commas, '<' or '&' "
+                         "(CAP 1.2 puts it into references), got '%s'", FH_CAP_SENDER_MAX, cfg->sender ? cfg->sender : "");
+                return -EINVAL;
+        }
+        if (!(cfg->radius_km > 0 && cfg->radius_km <= 1000)) {
+                snprintf(why, why_size, "the area radius must be in (0, 1000] km");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+void fh_cap_identifier(const fh_cap_config *cfg, const char *id, fh_event event, int64_t ts_ms, fh_buf *out) {
+        char t[FH_TIME_RFC3339_MAX];
+        uint64_t h = 14695981039346656037ULL;
+        char ts[24];
+
+        /* "2023-07-30T14:05:00+08:00" -> "20230730140500" */
+        format_sent(ts_ms, cfg->tz_offset_min, t);
+        fh_buf_puts(out, cfg->unit);
+        fh_buf_putc(out, '_');
+        fh_buf_append(out, t, 4);
+        fh_buf_append(out, t + 5, 2);
+        fh_buf_append(out, t + 8, 2);
+        fh_buf_append(out, t + 11, 2);
+        fh_buf_append(out, t + 14, 2);
+        fh_buf_append(out, t + 17, 2);
+        /* The standard's sequence counts the unit's messages within one
+         * second; a counter would differ between a replay and a restarted
+         * daemon, so the number is a 64-bit hash of what makes the message
+         * unique instead (the same pair never has two events at one ts). */
+        h = fnv1a(h, id, strlen(id) + 1);
+        h = fnv1a(h, fh_event_name(event), strlen(fh_event_name(event)) + 1);
+        snprintf(ts, sizeof(ts), "%lld", (long long) ts_ms);
+        h = fnv1a(h, ts, strlen(ts));
+        fh_buf_printf(out, "_%llu", (unsigned long long) h);
+}
+
+static const fh_attr *attr(const fh_engine *e, const fh_station *st, const char *col) {
+        return fh_station_attr(st, fh_registry_column(e->reg, col, strlen(col)));
+}
+
+/* A registry `polygon` cell in CAP syntax: at least four "lat,lon" pairs
+ * separated by spaces, the last equal to the first. */
+static bool valid_polygon(const char *s, size_t n) {
+        const char *p = s, *end = s + n, *first = NULL, *last = NULL;
+        size_t first_len = 0, last_len = 0, pairs = 0;
+
+        while (p < end) {
+                const char *q = p;
+                while (q < end && *q != ' ')
+                        q++;
+                if (q == p)
+                        return false;
+                char tmp[64];
+                if ((size_t) (q - p) >= sizeof(tmp))
+                        return false;
+                memcpy(tmp, p, (size_t) (q - p));
+                tmp[q - p] = 0;
+                char *comma = strchr(tmp, ','), *e1, *e2;
+                if (!comma)
+                        return false;
+                double lat = strtod(tmp, &e1), lon = strtod(comma + 1, &e2);
+                if (e1 != comma || *e2 || !(lat >= -90 && lat <= 90) || !(lon >= -180 && lon <= 180))
+                        return false;
+                if (!first) {
+                        first = p;
+                        first_len = (size_t) (q - p);
+                }
+                last = p;
+                last_len = (size_t) (q - p);
+                pairs++;
+                p = q < end ? q + 1 : q;
+        }
+        return pairs >= 4 && first_len == last_len && !memcmp(first, last, first_len);
+}
+
+static void put_param(fh_buf *out, const char *name, const char *value, size_t n) {
+        fh_buf_puts(out, "    <parameter>\n");
+        put_elem_s(out, "      ", "valueName", name);
+        put_elem(out, "      ", "value", value, n);
+        fh_buf_puts(out, "    </parameter>\n");
+}
+
+static void put_param_number(fh_buf *out, const char *name, double v) {
+        fh_buf num = FH_BUF_NULL;
+        fh_buf_json_number(&num, v);
+        put_param(out, name, num.data, num.len);
+        fh_buf_free(&num);
+}
+
+/* The level condition a tier's alert crossed, and its threshold when the
+ * condition is a plain `<expression> <cmp> <number>`. */
+static const fh_program *condition(const fh_alert *a, fh_level l) {
+        return l > FH_LEVEL_NONE && l < FH_LEVEL__MAX ? a->rule->levels[l] : NULL;
+}
+
+/* The number a plain `<expression> <cmp> <number or station.attr>`
+ * condition compares against. */
+static bool threshold(const fh_engine *e, const fh_station *st, const fh_program *p, double *ret) {
+        if (!p || p->n < 2)
+                return false;
+        switch (p->code[p->n - 1].op) {
+        case FH_OP_GE: case FH_OP_GT: case FH_OP_LE: case FH_OP_LT: case FH_OP_EQ:
+                break;
+        default:
+                return false;
+        }
+        const fh_insn *k = &p->code[p->n - 2];
+        if (k->op == FH_OP_CONST) {
+                *ret = k->k;
+                return true;
+        }
+        if (k->op == FH_OP_STATION) {
+                const fh_attr *at = fh_station_attr(st, e->attr_col[k->arg]);
+                if (at && at->is_number) {
+                        *ret = at->num;
+                        return true;
+                }
+        }
+        return false;
+}
+
+static void put_area(const fh_engine *e, const fh_cap_config *cfg, const fh_station *st, fh_buf *out) {
+        const fh_attr *desc = attr(e, st, "town");
+        const fh_attr *poly = attr(e, st, "polygon");
+        const fh_attr *lat = attr(e, st, "lat"), *lon = attr(e, st, "lon");
+
+        if (!desc)
+                desc = attr(e, st, "region");
+        fh_buf_puts(out, "    <area>\n");
+        if (desc)
+                put_elem(out, "      ", "areaDesc", desc->str, desc->len);
+        else
+                put_elem(out, "      ", "areaDesc", st->name, st->name_len);
+        if (poly && valid_polygon(poly->str, poly->len))
+                put_elem(out, "      ", "polygon", poly->str, poly->len);
+        if (lat && lon && lat->is_number && lon->is_number && fabs(lat->num) <= 90 && fabs(lon->num) <= 180)
+                fh_buf_printf(out, "      <circle>%.6g,%.7g %g</circle>\n", lat->num, lon->num, cfg->radius_km);
+        fh_buf_puts(out, "      <geocode>\n        <valueName>GB/T 2260</valueName>\n        <value>");
+        fh_buf_append(out, cfg->unit, 6);
+        fh_buf_puts(out, "</value>\n      </geocode>\n    </area>\n");
+}
+
+void fh_cap_write(const fh_engine *e, const fh_cap_config *cfg, const fh_alert *a,
+                  const char *references, fh_buf *out) {
+        const fh_station *st = a->station;
+        const char *title = a->rule->title ? a->rule->title : a->rule->id;
+        /* A Cancel speaks of the tier it ends. */
+        fh_level tier = a->event == FH_EVENT_CLEARED ? a->previous : a->level;
+        char sent[FH_TIME_RFC3339_MAX];
+        fh_buf id = FH_BUF_NULL, tmp = FH_BUF_NULL;
+        /* "暴雨预警" -> "暴雨", for "暴雨橙色预警". */
+        size_t tl = strlen(title);
+        if (tl >= strlen("预警") && !strcmp(title + tl - strlen("预警"), "预警"))
+                tl -= strlen("预警");
+
+        alert_id(a, &id);
+        format_sent(a->ts_ms, cfg->tz_offset_min, sent);
+
+        fh_buf_puts(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                         "<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\">\n  <identifier>");
+        fh_cap_identifier(cfg, id.data, a->event, a->ts_ms, out);
+        fh_buf_puts(out, "</identifier>\n");
+        put_elem_s(out, "  ", "sender", cfg->sender);
+        put_elem_s(out, "  ", "sent", sent);
+        put_elem_s(out, "  ", "status", cfg->exercise ? "Exercise" : "Actual");
+        put_elem_s(out, "  ", "msgType", msg_type(a->event));
+        put_elem_s(out, "  ", "scope", "Public");
+        if (cfg->exercise || a->event == FH_EVENT_CLEARED) {
+                fh_buf_reset(&tmp);
+                if (cfg->exercise)
+                        fh_buf_puts(&tmp, "演练：由历史或模拟数据回放生成，非实际预警。");
+                if (a->event == FH_EVENT_CLEARED) {
+                        fh_buf_puts(&tmp, "解除原因：监测值已低于");
+                        fh_buf_append(&tmp, title, tl);
+                        fh_buf_printf(&tmp, "%s预警标准。", fh_level_name_cn(tier));
+                }
+                put_elem(out, "  ", "note", tmp.data, tmp.len);
+        }
+        if (references && *references)
+                put_elem_s(out, "  ", "references", references);
+        /* alert_id is made of identifier characters only: one CAP incident. */
+        put_elem(out, "  ", "incidents", id.data, id.len);
+
+        fh_buf_puts(out, "  <info>\n");
+        put_elem_s(out, "    ", "language", "zh-CN");
+        put_elem_s(out, "    ", "category", category(st->kind));
+        put_elem_s(out, "    ", "event", title);
+        put_elem_s(out, "    ", "urgency", urgency(a));
+        put_elem_s(out, "    ", "severity", severity(tier));
+        put_elem_s(out, "    ", "certainty", "Observed");
+        fh_buf_puts(out, "    <eventCode>\n      <valueName>fenghuo:rule</valueName>\n");
+        put_elem_s(out, "      ", "value", a->rule->id);
+        fh_buf_puts(out, "    </eventCode>\n");
+        put_elem_s(out, "    ", "effective", sent);
+        put_elem_s(out, "    ", "senderName", cfg->sender);
+
+        /* GB/T 35965.1 headline: <sender>发布|解除<event><colour>预警; the
+         * station added because one rule alerts many stations. */
+        fh_buf_reset(&tmp);
+        fh_buf_puts(&tmp, cfg->sender);
+        fh_buf_puts(&tmp, a->event == FH_EVENT_CLEARED ? "解除" : "发布");
+        fh_buf_append(&tmp, title, tl);
+        fh_buf_puts(&tmp, fh_level_name_cn(tier));
+        fh_buf_puts(&tmp, "预警（");
+        fh_buf_append(&tmp, st->name, st->name_len);
+        fh_buf_puts(&tmp, "）");
+        put_elem(out, "    ", "headline", tmp.data, tmp.len);
+        fh_buf_reset(&tmp);
+        fh_alert_message(e, a, &tmp);
+        put_elem(out, "    ", "description", tmp.data ? tmp.data : "", tmp.len);
+
+        put_param(out, "alert_id", id.data, id.len);
+        put_param(out, "rule", a->rule->id, strlen(a->rule->id));
+        put_param(out, "sensor", st->id, st->id_len);
+        put_param(out, "level", fh_level_name(a->level), strlen(fh_level_name(a->level)));
+        put_param(out, "previous", fh_level_name(a->previous), strlen(fh_level_name(a->previous)));
+        fh_buf_reset(&tmp);
+        fh_buf_printf(&tmp, "%s预警（%s级）", fh_level_name_cn(tier), tier_roman(tier));
+        put_param(out, "预警级别", tmp.data, tmp.len);
+        if (isfinite(a->value))
+                put_param_number(out, "value", a->value);
+        const fh_program *cond = condition(a, tier);
+        double k;
+        if (cond) {
+                put_param(out, "condition", cond->source, strlen(cond->source));
+                if (threshold(e, st, cond, &k))
+                        put_param_number(out, "threshold", k);
+        }
+        put_area(e, cfg, st, out);
+        fh_buf_puts(out, "  </info>\n</alert>\n");
+        fh_buf_free(&id);
+        fh_buf_free(&tmp);
+}
+
+/* ---- references chain ---- */
+
+typedef struct chain_entry {
+        char *alert_id;
+        char **refs;           /* "sender,identifier,sent" */
+        size_t n, cap;
+        struct chain_entry *next;
+} chain_entry;
+
+struct fh_cap_chain {
+        chain_entry **buckets;
+        size_t n_buckets;
+        size_t n;
+};
+
+fh_cap_chain *fh_cap_chain_new(void) {
+        fh_cap_chain *c = fh_calloc(1, sizeof(*c));
+        c->n_buckets = 64;
+        c->buckets = fh_calloc(c->n_buckets, sizeof(*c->buckets));
+        return c;
+}
+
+static void entry_free(chain_entry *en) {
+        for (size_t i = 0; i < en->n; i++)
+                free(en->refs[i]);
+        free(en->refs);
+        free(en->alert_id);
+        free(en);
+}
+
+fh_cap_chain *fh_cap_chain_free(fh_cap_chain *c) {
+        if (!c)
+                return NULL;
+        for (size_t b = 0; b < c->n_buckets; b++)
+                for (chain_entry *en = c->buckets[b], *nx; en; en = nx) {
+                        nx = en->next;
+                        entry_free(en);
+                }
+        free(c->buckets);
+        free(c);
+        return NULL;
+}
+
+size_t fh_cap_chain_open(const fh_cap_chain *c) {
+        return c->n;
+}
+
+static uint64_t key_hash(const char *s) {
+        return fnv1a(14695981039346656037ULL, s, strlen(s));
+}
+
+static chain_entry **find(fh_cap_chain *c, const char *id) {
+        chain_entry **pp = &c->buckets[key_hash(id) & (c->n_buckets - 1)];
+        while (*pp && strcmp((*pp)->alert_id, id))
+                pp = &(*pp)->next;
+        return pp;
+}
+
+static void grow(fh_cap_chain *c) {
+        size_t nb = c->n_buckets * 2;
+        chain_entry **b = fh_calloc(nb, sizeof(*b));
+        for (size_t i = 0; i < c->n_buckets; i++)
+                for (chain_entry *en = c->buckets[i], *nx; en; en = nx) {
+                        nx = en->next;
+                        size_t h = key_hash(en->alert_id) & (nb - 1);
+                        en->next = b[h];
+                        b[h] = en;
+                }
+        free(c->buckets);
+        c->buckets = b;
+        c->n_buckets = nb;
+}
+
+static char *make_ref(const fh_cap_config *cfg, const char *id, fh_event ev, int64_t ts_ms) {
+        char sent[FH_TIME_RFC3339_MAX];
+        fh_buf r = FH_BUF_NULL;
+
+        format_sent(ts_ms, cfg->tz_offset_min, sent);
+        fh_buf_puts(&r, cfg->sender);
+        fh_buf_putc(&r, ',');
+        fh_cap_identifier(cfg, id, ev, ts_ms, &r);
+        fh_buf_putc(&r, ',');
+        fh_buf_puts(&r, sent);
+        return r.data;
+}
+
+static void entry_push(chain_entry *en, char *ref) {
+        if (en->n == FH_CAP_REFERENCES_MAX) {
+                /* Keep the Alert, drop the oldest update after it. */
+                free(en->refs[1]);
+                memmove(en->refs + 1, en->refs + 2, (en->n - 2) * sizeof(*en->refs));
+                en->n--;
+        }
+        if (en->n == en->cap) {
+                en->cap = en->cap ? en->cap * 2 : 4;
+                en->refs = fh_realloc(en->refs, en->cap * sizeof(*en->refs));
+        }
+        en->refs[en->n++] = ref;
+}
+
+void fh_cap_chain_write(fh_cap_chain *c, const fh_engine *e, const fh_cap_config *cfg,
+                        const fh_alert *a, fh_buf *ret_identifier, fh_buf *out) {
+        fh_buf id = FH_BUF_NULL, refs = FH_BUF_NULL;
+        chain_entry **pp, *en;
+
+        alert_id(a, &id);
+        pp = find(c, id.data);
+        en = *pp;
+        if (a->event == FH_EVENT_RAISED && en) {
+                /* Cannot happen with alert_ids from one engine; start over. */
+                *pp = en->next;
+                entry_free(en);
+                c->n--;
+                en = NULL;
+                pp = find(c, id.data);
+        }
+        if (!en) {
+                if (c->n >= c->n_buckets) {
+                        grow(c);
+                        pp = find(c, id.data);
+                }
+                en = fh_calloc(1, sizeof(*en));
+                en->alert_id = fh_strdup(id.data);
+                *pp = en;
+                c->n++;
+                /* The Alert of an alert raised before this chain existed. */
+                if (a->event != FH_EVENT_RAISED)
+                        entry_push(en, make_ref(cfg, id.data, FH_EVENT_RAISED, a->raised_ms));
+        }
+        for (size_t i = 0; i < en->n; i++) {
+                if (i)
+                        fh_buf_putc(&refs, ' ');
+                fh_buf_puts(&refs, en->refs[i]);
+        }
+        fh_cap_write(e, cfg, a, refs.data, out);
+        if (ret_identifier)
+                fh_cap_identifier(cfg, id.data, a->event, a->ts_ms, ret_identifier);
+        if (a->event == FH_EVENT_CLEARED) {
+                pp = find(c, id.data);
+                *pp = en->next;
+                entry_free(en);
+                c->n--;
+        } else {
+                entry_push(en, make_ref(cfg, id.data, a->event, a->ts_ms));
+        }
+        fh_buf_free(&id);
+        fh_buf_free(&refs);
+}
