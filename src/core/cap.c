@@ -227,30 +227,40 @@ static const fh_program *condition(const fh_alert *a, fh_level l) {
         return l > FH_LEVEL_NONE && l < FH_LEVEL__MAX ? a->rule->levels[l] : NULL;
 }
 
-/* The number a plain `<expression> <cmp> <number or station.attr>`
- * condition compares against. */
+typedef struct station_env {
+        const fh_engine *e;
+        const fh_station *st;
+} station_env;
+
+static double env_station(void *ctx, unsigned attr) {
+        station_env *se = ctx;
+        const fh_attr *at = fh_station_attr(se->st, se->e->attr_col[attr]);
+        return at && at->is_number ? at->num : NAN;
+}
+
+static double env_none(void *ctx) {
+        return NAN;
+}
+
+static double env_no_field(void *ctx, fh_opcode op, unsigned field, unsigned window) {
+        return NAN;
+}
+
+/* What a condition that is one comparison, `<expression> <cmp> <bound>`,
+ * compares with, when the bound depends on the station alone (a number,
+ * station.warning_level, ...): the threshold that was crossed. */
 static bool threshold(const fh_engine *e, const fh_station *st, const fh_program *p, double *ret) {
-        if (!p || p->n < 2)
+        fh_compare cmp;
+
+        if (!p || fh_program_compares(p, &cmp, 1) != 1 || p->code[p->n - 1].op != cmp.op)
                 return false;
-        switch (p->code[p->n - 1].op) {
-        case FH_OP_GE: case FH_OP_GT: case FH_OP_LE: case FH_OP_LT: case FH_OP_EQ:
-                break;
-        default:
+        station_env se = { e, st };
+        fh_eval_env env = { env_no_field, env_station, env_none, &se };
+        double v = fh_program_eval(&cmp.right, &env);
+        if (!isfinite(v))
                 return false;
-        }
-        const fh_insn *k = &p->code[p->n - 2];
-        if (k->op == FH_OP_CONST) {
-                *ret = k->k;
-                return true;
-        }
-        if (k->op == FH_OP_STATION) {
-                const fh_attr *at = fh_station_attr(st, e->attr_col[k->arg]);
-                if (at && at->is_number) {
-                        *ret = at->num;
-                        return true;
-                }
-        }
-        return false;
+        *ret = v;
+        return true;
 }
 
 static void put_area(const fh_engine *e, const fh_cap_config *cfg, const fh_station *st, fh_buf *out) {
