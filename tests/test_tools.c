@@ -441,6 +441,17 @@ static void diff_takes_removed_rules_and_reports_bad_ones_like_check(void **stat
         expect_contains(r.err, "tests/data/docs/broken/bad.yaml:3:11: unknown kind 'rian' (did you mean 'rain'?)\n");
         assert_string_equal(r.out, "");
         result_free(&r);
+        /* The per-sensor caps apply to both sides, as in replay. */
+        r = sh("fenghuo diff --old tests/data/rules-small --new tests/data/rules-small --stations tests/data/stations-small.csv "
+               "--max-readings-per-minute 3 tests/data/docs/flood.jsonl");
+        assert_int_equal(r.code, 0);
+        assert_string_equal(r.out, "no alerts under either rule set\n");
+        expect_contains(r.err, "line 4: rejected (rate_limited): sensor \"G1\" sent more than 3 readings within 60 s");
+        result_free(&r);
+        r = sh("fenghuo diff --old tests/data/rules-small --new tests/data/rules-small --stations tests/data/stations-small.csv "
+               "tests/data/docs/flood.jsonl");
+        assert_string_equal(r.out, "the same: rainstorm (1)\n");
+        result_free(&r);
         r = sh("fenghuo diff --old tests/data/rules-small --stations tests/data/stations-small.csv");
         assert_int_equal(r.code, 2);
         expect_contains(r.err, "usage: fenghuo diff");
@@ -591,6 +602,11 @@ static void plot_refuses_what_it_cannot_draw(void **state) {
         r = sh("fenghuo plot --rules tests/data/rules-small --stations tests/data/stations-small.csv --sensor G1 --from yesterday");
         assert_int_equal(r.code, 2);
         expect_contains(r.err, "--from wants an RFC 3339 time");
+        result_free(&r);
+        r = sh("fenghuo plot --rules tests/data/rules-small --stations tests/data/stations-small.csv --sensor G1 "
+               "--max-window-samples x tests/data/storm-small.jsonl");
+        assert_int_equal(r.code, 2);
+        assert_string_equal(r.err, "fenghuo plot: --max-window-samples wants a count (0: no cap), got 'x'\n");
         result_free(&r);
         r = sh("fenghuo plot --rules tests/data/rules-small --sensor G1");
         assert_int_equal(r.code, 2);

@@ -35,9 +35,18 @@ int fh_open_input(const char *cmd, const char *path);
  * copied to an unlinked temporary file first. Rewind with lseek(). */
 int fh_open_input_rewindable(const char *cmd, const char *path);
 
-/* --tick, --lateness and --tz, shared by replay, diff and plot: opt is
- * 't', 'l' or 'z'. On a bad value says why and returns -1 (exit 2). */
+/* --tick, --lateness, --tz, --max-readings-per-minute and
+ * --max-window-samples, shared by replay, diff and plot: opt is 't', 'l',
+ * 'z', 'M' or 'W'. On a bad value says why and returns -1 (exit 2). */
 int fh_engine_option(fh_engine_config *cfg, int opt, const char *arg, const char *cmd);
+#define FH_ENGINE_LONGOPTS                                                   \
+        { "tick", required_argument, NULL, 't' },                            \
+        { "lateness", required_argument, NULL, 'l' },                        \
+        { "tz", required_argument, NULL, 'z' },                              \
+        { "max-readings-per-minute", required_argument, NULL, 'M' },         \
+        { "max-window-samples", required_argument, NULL, 'W' }
+#define FH_ENGINE_USAGE "[--tick 60s] [--lateness 1h] [--tz +08:00]\n" \
+        "        [--max-readings-per-minute 60] [--max-window-samples 50000]"
 
 typedef struct fh_feed_opts {
         bool say_rejects;          /* each rejected line on stderr, with its number */

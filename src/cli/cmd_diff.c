@@ -511,7 +511,7 @@ static int write_plots(const char *dir, int fd, const side *old, const side *new
 
 static void usage(FILE *f) {
         fputs("usage: fenghuo diff --old DIR --new DIR --stations FILE [--json] [--plots DIR]\n"
-              "                    [--tick 60s] [--lateness 1h] [--tz +08:00] [FILE|-]\n"
+              "        " FH_ENGINE_USAGE " [FILE|-]\n"
               "Replays the readings (JSON Lines) under both rule sets and shows, per rule and\n"
               "station, the alerts that appear, disappear or change tier or time, and how\n"
               "many rises to each tier there are before and after. --json writes the same as\n"
@@ -527,9 +527,7 @@ int fh_cmd_diff(int argc, char **argv) {
                 { "stations", required_argument, NULL, 's' },
                 { "json", no_argument, NULL, 'j' },
                 { "plots", required_argument, NULL, 'p' },
-                { "tick", required_argument, NULL, 't' },
-                { "lateness", required_argument, NULL, 'l' },
-                { "tz", required_argument, NULL, 'z' },
+                FH_ENGINE_LONGOPTS,
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -551,6 +549,8 @@ int fh_cmd_diff(int argc, char **argv) {
                 case 't':
                 case 'l':
                 case 'z':
+                case 'M':
+                case 'W':
                         if (fh_engine_option(&cfg, c, optarg, "diff") < 0)
                                 return 2;
                         break;

@@ -13,7 +13,7 @@
 static void usage(FILE *f) {
         fputs("usage: fenghuo plot --rules DIR --stations FILE --sensor ID [--rule ID]\n"
               "                    [--from TIME] [--to TIME] [-o FILE.svg]\n"
-              "                    [--tick 60s] [--lateness 1h] [--tz +08:00] [FILE|-]\n"
+              "        " FH_ENGINE_USAGE " [FILE|-]\n"
               "Replays the readings (JSON Lines) and draws, as SVG, each rule of the station\n"
               "(or the one --rule names): its report value at every evaluation against each\n"
               "tier's threshold, shaded where each tier was active, and the raw readings\n"
@@ -41,9 +41,7 @@ int fh_cmd_plot(int argc, char **argv) {
                 { "from", required_argument, NULL, 'f' },
                 { "to", required_argument, NULL, 'T' },
                 { "output", required_argument, NULL, 'o' },
-                { "tick", required_argument, NULL, 't' },
-                { "lateness", required_argument, NULL, 'l' },
-                { "tz", required_argument, NULL, 'z' },
+                FH_ENGINE_LONGOPTS,
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -73,6 +71,8 @@ int fh_cmd_plot(int argc, char **argv) {
                 case 't':
                 case 'l':
                 case 'z':
+                case 'M':
+                case 'W':
                         if (fh_engine_option(&cfg, c, optarg, "plot") < 0)
                                 return 2;
                         break;

@@ -116,8 +116,8 @@ int fh_cmd_replay(int argc, char **argv) {
                 { "tick", required_argument, NULL, 't' },
                 { "lateness", required_argument, NULL, 'l' },
                 { "tz", required_argument, NULL, 'z' },
-                { "max-readings-per-minute", required_argument, NULL, 'R' },
-                { "max-window-samples", required_argument, NULL, 'S' },
+                { "max-readings-per-minute", required_argument, NULL, 'M' },
+                { "max-window-samples", required_argument, NULL, 'W' },
                 { "cap", required_argument, NULL, 'C' },
                 { "cap-unit", required_argument, NULL, 'U' },
                 { "cap-sender", required_argument, NULL, 'N' },
@@ -140,22 +140,11 @@ int fh_cmd_replay(int argc, char **argv) {
                 case 't':
                 case 'l':
                 case 'z':
+                case 'M':
+                case 'W':
                         if (fh_engine_option(&cfg, c, optarg, "replay") < 0)
                                 return 2;
                         break;
-                case 'R':
-                case 'S': {
-                        char *end;
-                        errno = 0;
-                        unsigned long long n = strtoull(optarg, &end, 10);
-                        if (errno || end == optarg || *end || optarg[0] == '-' || n > UINT32_MAX) {
-                                fprintf(stderr, "fenghuo replay: --%s wants a count (0: no cap), got '%s'\n",
-                                        c == 'R' ? "max-readings-per-minute" : "max-window-samples", optarg);
-                                return 2;
-                        }
-                        *(c == 'R' ? &cfg.max_readings_per_minute : &cfg.max_window_samples) = (uint32_t) n;
-                        break;
-                }
                 case 'C': cap_dir = optarg; break;
                 case 'U': cap.unit = optarg; break;
                 case 'N': cap.sender = optarg; break;
