@@ -251,7 +251,8 @@ static void compare(side *old, side *new, diff *d) {
                 i = i1;
                 j = j1;
         }
-        qsort(d->v, d->n, sizeof(*d->v), cmp_rule_diff);
+        if (d->n)
+                qsort(d->v, d->n, sizeof(*d->v), cmp_rule_diff);
         for (size_t k = 0; k < d->n; k++)
                 if (d->v[k].n_pairs)
                         qsort(d->v[k].pairs, d->v[k].n_pairs / 2, 2 * sizeof(episode *), cmp_pair);
@@ -601,8 +602,11 @@ int fh_cmd_diff(int argc, char **argv) {
 
         diff d = { 0 };
         out o = { stdout, cfg.tz_offset_min };
-        qsort(old.v, old.n, sizeof(*old.v), cmp_episode);
-        qsort(new.v, new.n, sizeof(*new.v), cmp_episode);
+        /* qsort wants an array even for none: no alerts leaves them NULL. */
+        if (old.n)
+                qsort(old.v, old.n, sizeof(*old.v), cmp_episode);
+        if (new.n)
+                qsort(new.v, new.n, sizeof(*new.v), cmp_episode);
         if (exit_code == 0) {
                 compare(&old, &new, &d);
                 if (json)
