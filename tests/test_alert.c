@@ -140,6 +140,18 @@ static void json_escapes_cells_and_keeps_numbers_as_numbers(void **state) {
         fh_engine_free(e);
 }
 
+static void unit_renders_the_declared_unit_of_the_field_report_reads(void **state) {
+        rec r;
+        fh_engine *e = engine("fields:\n  rain:\n    x: mm/h\n"
+                              "rules:\n  - id: storm\n    kind: rain\n    levels:\n      blue: x >= 1\n"
+                              "    report: max(x, 1h)\n    message: \"{value} {unit}\"\n", &r);
+
+        feed(e, "A", 0, 2);
+        assert_int_equal(r.n, 1);
+        assert_string_equal(r.msg[0], "2.0 mm/h");
+        fh_engine_free(e);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(default_message_names_station_level_value_and_local_time),
@@ -147,6 +159,7 @@ int main(void) {
                 cmocka_unit_test(every_placeholder_renders_and_braces_unescape),
                 cmocka_unit_test(empty_cell_renders_as_nothing_and_a_tiny_negative_as_zero),
                 cmocka_unit_test(json_escapes_cells_and_keeps_numbers_as_numbers),
+                cmocka_unit_test(unit_renders_the_declared_unit_of_the_field_report_reads),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -447,6 +447,65 @@ static void check_accepts_three_hundred_windows_on_one_field(void **state) {
         result_free(&r);
 }
 
+/* `check` of a copy of the default rules in tmpdir/name, changed by the
+ * shell command edit (run in that directory). */
+static result check_changed_default_rules(const char *name, const char *edit) {
+        char cmd[2048];
+
+        snprintf(cmd, sizeof(cmd), "rm -rf %s/%s && mkdir %s/%s && cp %s/*.yaml %s/%s/ && (cd %s/%s && %s) && "
+                 "%s check --rules %s/%s --stations %s",
+                 it.tmpdir, name, it.tmpdir, name, path("rules"), it.tmpdir, name, it.tmpdir, name, edit,
+                 it.bin, it.tmpdir, name, path("stations/miyun.csv"));
+        return sh(cmd);
+}
+
+static void check_rejects_a_misspelt_field_with_its_place_and_a_suggestion(void **state) {
+        char want[700];
+        /* Issue 8: `sum(rain_mn, 3h) >= 100` passed check and red never fired. */
+        result r = check_changed_default_rules("typo", "sed -i 's/red:    sum(rain_mm, 3h)/red:    sum(rain_mn, 3h)/' rain.yaml");
+
+        assert_int_equal(r.code, 1);
+        snprintf(want, sizeof(want), "%s/typo/rain.yaml:21:19: unknown field 'rain_mn' for kind rain "
+                 "(did you mean 'rain_mm'?)\n", it.tmpdir);
+        assert_non_null(strstr(r.err, want));
+        assert_non_null(strstr(r.err, "check failed: 1 error, 0 warnings"));
+        result_free(&r);
+}
+
+static void default_rules_declare_their_fields_and_check_clean(void **state) {
+        char data[512];
+        const char *argv[] = { it.bin, "check", "--rules", path("rules"), "--stations", path("stations/miyun.csv"), NULL };
+        result r = run(NULL, argv);
+
+        assert_int_equal(r.code, 0);
+        assert_non_null(strstr(r.out, "ok: 11 rules, 66 stations, 0 warnings"));
+        result_free(&r);
+
+        /* The four years of Beijing rain: only rain gauges, so rules of
+         * other kinds apply to no station (warned), but no field is unknown. */
+        snprintf(data, sizeof(data), "%s/../shared/data/beijing-rain/stations.csv", it.src);
+        if (access(data, R_OK) != 0)
+                return;
+        const char *argv2[] = { it.bin, "check", "--rules", path("rules"), "--stations", data, NULL };
+        r = run(NULL, argv2);
+        assert_int_equal(r.code, 0);
+        assert_null(strstr(r.err, "field"));
+        result_free(&r);
+}
+
+static void rules_without_field_declarations_load_with_a_warning(void **state) {
+        char want[700];
+        /* A rules directory from before rules/fields.yaml keeps working. */
+        result r = check_changed_default_rules("old", "rm fields.yaml");
+
+        assert_int_equal(r.code, 0);
+        snprintf(want, sizeof(want), "%s/old: warning: field names in rules of kind rain, water_level, landslide, bridge "
+                 "are not checked: no 'fields:' declares that kind's fields", it.tmpdir);
+        assert_non_null(strstr(r.err, want));
+        assert_non_null(strstr(r.out, "ok: 11 rules, 66 stations, 1 warning"));
+        result_free(&r);
+}
+
 static void bad_usage_exits_2_and_invalid_stations_exit_1(void **state) {
         const char *a1[] = { it.bin, "replay", "--rules", path("rules"), NULL };
         const char *a2[] = { it.bin, "replay", "--rules", path("rules"), "--stations", "/nonexistent.csv", NULL };
@@ -580,6 +639,9 @@ int main(void) {
                 cmocka_unit_test(engine_agrees_with_a_naive_model_of_the_rainstorm_rule),
                 cmocka_unit_test(check_shows_which_stations_each_rule_applies_to),
                 cmocka_unit_test(check_reports_every_error_with_file_line_and_column),
+                cmocka_unit_test(check_rejects_a_misspelt_field_with_its_place_and_a_suggestion),
+                cmocka_unit_test(default_rules_declare_their_fields_and_check_clean),
+                cmocka_unit_test(rules_without_field_declarations_load_with_a_warning),
                 cmocka_unit_test(check_accepts_three_hundred_windows_on_one_field),
                 cmocka_unit_test(bad_usage_exits_2_and_invalid_stations_exit_1),
                 cmocka_unit_test(four_years_of_beijing_rain_reach_orange_but_never_red),

@@ -222,7 +222,7 @@ static void test_unknown_key_suggests_the_closest_key(void **state) {
         assert_string_equal(errors_of("rule:\n  - id: a\n"),
                             "r.yaml:1:1: unknown key 'rule' (did you mean 'rules'?)");
         assert_string_equal(errors_of("rules: []\nsettings: {}\n"),
-                            "r.yaml:2:1: unknown key 'settings': a rule file has only 'rules:'");
+                            "r.yaml:2:1: unknown key 'settings': a rule file has only 'rules:' and 'fields:'");
 }
 
 static void test_every_error_of_a_file_is_reported(void **state) {
@@ -280,7 +280,7 @@ static void test_missing_required_keys_point_at_the_rule(void **state) {
         assert_string_equal(errors_of("rules:\n  - just text\n"),
                             "r.yaml:2:5: a rule must be a mapping with id, kind and levels, got text");
         assert_string_equal(errors_of("- id: x\n"),
-                            "r.yaml:1:1: a rule file must be a mapping with the one key 'rules:', got a list");
+                            "r.yaml:1:1: a rule file must be a mapping with the key 'rules:' (or 'fields:'), got a list");
         assert_string_equal(errors_of("rules: {id: x}\n"), "r.yaml:1:8: 'rules' must be a list of rules, got a mapping");
 }
 
@@ -497,6 +497,143 @@ static void test_aliases_cannot_make_the_loader_loop(void **state) {
                             "r.yaml:2:11: duplicate rule id 'a' (first defined at r.yaml:2)");
 }
 
+/* ---- declared fields --------------------------------------------------- */
+
+static const char fields_yaml[] =
+        "fields:\n"
+        "  rain:\n"
+        "    rain_mm: mm\n"
+        "  bridge:\n"
+        "    strain_ue: µε\n"
+        "    count: ~\n";
+
+/* Rules then declarations, in this order as `fenghuo check` reads rules/
+ * (bridge.yaml, fields.yaml, rain.yaml): errors come from finish. */
+static int load2(fh_ruleset **rs, const char *rules, fh_diags *d) {
+        assert_int_equal(parse1(rs, "a.yaml", rules, d), 0);
+        assert_int_equal(fh_ruleset_parse(*rs, "fields.yaml", fields_yaml, strlen(fields_yaml), d), 0);
+        return fh_ruleset_finish(*rs, d);
+}
+
+static void test_misspelt_field_is_refused_at_its_place_with_a_suggestion(void **state) {
+        fh_ruleset *rs;
+        fh_diags d = FH_DIAGS_NULL;
+
+        (void) state;
+        assert_int_equal(load2(&rs, "rules:\n  - id: storm\n    kind: rain\n    levels:\n"
+                                    "      red: sum(rain_mn, 3h) >= 100\n"
+                                    "      blue: rain_mm > 1 and humidity > 3\n", &d), -EINVAL);
+        assert_string_equal(diags_text(&d),
+                            "a.yaml:5:16: unknown field 'rain_mn' for kind rain (did you mean 'rain_mm'?)\n"
+                            "a.yaml:6:29: unknown field 'humidity': kind rain declares no such field (see 'fields:')");
+        fh_diags_clear(&d);
+        fh_ruleset_free(rs);
+}
+
+static void test_a_field_of_another_kind_is_unknown_too(void **state) {
+        fh_ruleset *rs;
+        fh_diags d = FH_DIAGS_NULL;
+
+        (void) state;
+        assert_int_equal(load2(&rs, "rules:\n  - id: b\n    kind: bridge\n    levels:\n      red: rain_mm > 1\n", &d),
+                         -EINVAL);
+        assert_string_equal(diags_text(&d),
+                            "a.yaml:5:12: unknown field 'rain_mm': kind bridge declares no such field (see 'fields:')");
+        fh_diags_clear(&d);
+        fh_ruleset_free(rs);
+}
+
+static void test_kinds_without_declarations_are_not_checked(void **state) {
+        fh_ruleset *rs;
+        fh_diags d = FH_DIAGS_NULL;
+
+        (void) state;
+        /* water_level has no entry: old rule sets keep loading. */
+        assert_int_equal(load2(&rs, "rules:\n  - id: w\n    kind: water_level\n    levels:\n      red: levle_m > 1\n", &d),
+                         0);
+        assert_int_equal(d.n, 0);
+        assert_false(rs->declared[FH_KIND_WATER_LEVEL]);
+        assert_true(rs->declared[FH_KIND_RAIN]);
+        fh_ruleset_free(rs);
+}
+
+static void test_unit_renders_the_declared_unit_of_the_report_field(void **state) {
+        fh_ruleset *rs;
+        fh_diags d = FH_DIAGS_NULL;
+
+        (void) state;
+        assert_int_equal(load2(&rs, "rules:\n"
+                                    "  - id: s\n    kind: bridge\n    levels:\n      red: abs(strain_ue) > 1\n"
+                                    "    report: abs(last(strain_ue))\n    message: \"{value}{unit}\"\n"
+                                    "  - id: c\n    kind: bridge\n    levels:\n      red: count > 1\n"
+                                    "    report: count\n    message: \"{value}{unit}\"\n", &d), 0);
+        assert_int_equal(d.n, 0);
+        assert_string_equal(fh_ruleset_find(rs, "s")->unit, "µε");
+        assert_string_equal(fh_ruleset_find(rs, "c")->unit, "");
+        fh_ruleset_free(rs);
+
+        /* A rate is per its window; a ratio has no unit fenghuo could name. */
+        assert_int_equal(load2(&rs, "rules:\n"
+                                    "  - id: r1\n    kind: rain\n    levels:\n      red: rain_mm > 1\n"
+                                    "    report: rate(rain_mm, 1h)\n"
+                                    "  - id: r2\n    kind: rain\n    levels:\n      red: rain_mm > 1\n"
+                                    "    report: -rate(rain_mm, 90m)\n"
+                                    "  - id: r3\n    kind: rain\n    levels:\n      red: rain_mm > 1\n"
+                                    "    report: sum(rain_mm, 1h) / 2\n", &d), 0);
+        assert_string_equal(fh_ruleset_find(rs, "r1")->unit, "mm/h");
+        assert_string_equal(fh_ruleset_find(rs, "r2")->unit, "mm/90m");
+        assert_null(fh_ruleset_find(rs, "r3")->unit);
+        fh_ruleset_free(rs);
+}
+
+static void test_unit_without_a_unit_to_show_is_an_error(void **state) {
+        fh_ruleset *rs;
+        fh_diags d = FH_DIAGS_NULL;
+
+        (void) state;
+        assert_int_equal(load2(&rs, "rules:\n"
+                                    "  - id: a\n    kind: rain\n    levels:\n      red: age() > 1\n"
+                                    "    report: age()\n    message: \"x {unit}\"\n"
+                                    "  - id: b\n    kind: bridge\n    levels:\n      red: strain_ue > count\n"
+                                    "    report: strain_ue - count\n    message: \"{value} {unit}\"\n"
+                                    "  - id: c\n    kind: landslide\n    levels:\n      red: d > 1\n"
+                                    "    report: d\n    message: \"{unit}\"\n"
+                                    "  - id: d\n    kind: rain\n    levels:\n      red: rain_mm > 1\n"
+                                    "    report: atan_deg(rain_mm)\n    message: \"{unit}\"\n", &d), -EINVAL);
+        assert_string_equal(diags_text(&d),
+                            "a.yaml:7:17: '{unit}' has no unit to show: its report is not one field's value "
+                            "(a field, last, sum, avg, min, max, delta or rate of it, abs or minus)\n"
+                            "a.yaml:13:23: '{unit}' has no unit to show: its report reads more than one value\n"
+                            "a.yaml:19:15: '{unit}' has no unit to show: no 'fields:' declares its kind's fields\n"
+                            "a.yaml:25:15: '{unit}' has no unit to show: its report is not one field's value "
+                            "(a field, last, sum, avg, min, max, delta or rate of it, abs or minus)");
+        fh_diags_clear(&d);
+        fh_ruleset_free(rs);
+}
+
+static void test_bad_declarations_are_reported_at_their_place(void **state) {
+        fh_ruleset *rs;
+        fh_diags d = FH_DIAGS_NULL;
+
+        (void) state;
+        assert_string_equal(errors_of("fields:\n  rian:\n    rain_mm: mm\n"
+                                      "  rain:\n    Rain: mm\n    level: [m]\n"
+                                      "  bridge: strain_ue\n"),
+                            "r.yaml:2:3: unknown kind 'rian' (did you mean 'rain'?)\n"
+                            "r.yaml:5:5: field name 'Rain' is not valid: at most 32 lowercase letters, digits and '_', "
+                            "starting with a letter\n"
+                            "r.yaml:6:12: a unit must be text, got a list\n"
+                            "r.yaml:7:11: the fields of kind bridge must map each field name to its unit, "
+                            "like 'rain_mm: mm', got text");
+        assert_string_equal(errors_of("fields: []\n"), "r.yaml:1:9: 'fields' must map each station kind to its fields, got a list");
+        /* Declared twice, in two files. */
+        assert_int_equal(parse1(&rs, "f.yaml", fields_yaml, &d), 0);
+        assert_int_equal(fh_ruleset_parse(rs, "g.yaml", "fields:\n  rain:\n    rain_mm: cm\n", 31, &d), -EINVAL);
+        assert_string_equal(diags_text(&d), "g.yaml:3:5: field 'rain_mm' of kind rain is declared twice (first at f.yaml:3)");
+        fh_diags_clear(&d);
+        fh_ruleset_free(rs);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_spec_example_parses_into_one_complete_rule),
@@ -522,6 +659,12 @@ int main(void) {
                 cmocka_unit_test(test_identical_rules_hash_the_same_and_a_changed_threshold_does_not),
                 cmocka_unit_test(test_too_many_errors_stop_the_file_with_a_note),
                 cmocka_unit_test(test_aliases_cannot_make_the_loader_loop),
+                cmocka_unit_test(test_misspelt_field_is_refused_at_its_place_with_a_suggestion),
+                cmocka_unit_test(test_a_field_of_another_kind_is_unknown_too),
+                cmocka_unit_test(test_kinds_without_declarations_are_not_checked),
+                cmocka_unit_test(test_unit_renders_the_declared_unit_of_the_report_field),
+                cmocka_unit_test(test_unit_without_a_unit_to_show_is_an_error),
+                cmocka_unit_test(test_bad_declarations_are_reported_at_their_place),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include "fenghuo/buf.h"
 #include "fenghuo/reading.h"
 #include "fenghuo/registry.h"
+#include "fenghuo/rules.h"
 #include "fenghuo/simulate.h"
 #include "fenghuo/timeutil.h"
 
@@ -644,6 +645,61 @@ static void stations_without_coordinates_still_get_weather(void **state) {
         fh_registry_free(reg);
 }
 
+/* The whole file (SRCDIR-relative), NUL-terminated. */
+static char *source_file(const char *rel, size_t *ret_len) {
+        char p[4096];
+        const char *src = getenv("SRCDIR");
+        fh_buf b = FH_BUF_NULL;
+        char chunk[65536];
+        size_t n;
+        FILE *f;
+
+        assert_non_null(src);
+        snprintf(p, sizeof(p), "%s/%s", src, rel);
+        f = fopen(p, "re");
+        assert_non_null(f);
+        while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+                fh_buf_append(&b, chunk, n);
+        fclose(f);
+        *ret_len = b.len;
+        return b.data;
+}
+
+static void every_field_it_writes_is_declared_for_its_kind_in_rules_fields_yaml(void **state) {
+        size_t flen, slen;
+        char *fields = source_file("rules/fields.yaml", &flen), *csv = source_file("stations/miyun.csv", &slen);
+        fh_diags d = FH_DIAGS_NULL;
+        fh_ruleset *rs;
+        fh_registry *reg;
+        lines l = { 0 };
+        size_t checked = 0;
+
+        assert_int_equal(fh_ruleset_new(&rs), 0);
+        assert_int_equal(fh_ruleset_parse(rs, "rules/fields.yaml", fields, flen, &d), 0);
+        assert_int_equal(fh_registry_parse("stations/miyun.csv", csv, slen, &reg, &d), 0);
+        fh_sim_options o = options(7, 2 * DAY_MS, 0);
+        assert_int_equal(fh_simulate(reg, &o, collect, &l), 0);
+        for (size_t i = 0; i < l.n; i++) {
+                fh_reading r;
+                assert_int_equal(fh_reading_parse(line_at(&l, i), l.len[i], &r, NULL, 0), FH_REJECT_NONE);
+                const fh_station *st = fh_registry_find(reg, r.sensor, r.sensor_len);
+                assert_non_null(st);
+                for (unsigned v = 0; v < r.n_values; v++) {
+                        if (!fh_ruleset_field(rs, st->kind, r.values[v].name, r.values[v].name_len))
+                                fail_msg("%s (%s) writes %s, which rules/fields.yaml does not declare", r.sensor,
+                                         fh_kind_name(st->kind), r.values[v].name);
+                        checked++;
+                }
+        }
+        assert_true(checked > 10000);
+        lines_free(&l);
+        fh_registry_free(reg);
+        fh_ruleset_free(rs);
+        fh_diags_clear(&d);
+        free(fields);
+        free(csv);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(the_same_seed_gives_the_same_bytes_and_another_seed_others),
@@ -662,6 +718,7 @@ int main(void) {
                 cmocka_unit_test(impossible_options_are_refused),
                 cmocka_unit_test(a_zero_duration_or_an_empty_registry_writes_nothing),
                 cmocka_unit_test(stations_without_coordinates_still_get_weather),
+                cmocka_unit_test(every_field_it_writes_is_declared_for_its_kind_in_rules_fields_yaml),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

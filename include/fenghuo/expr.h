@@ -43,6 +43,14 @@ typedef struct fh_insn {
 
 typedef enum fh_type { FH_TYPE_NUMBER, FH_TYPE_BOOL } fh_type;
 
+/* A field name in an expression and where it stands in its file, so that
+ * a name the station kind does not declare is reported at its place. */
+typedef struct fh_field_ref {
+        uint16_t field;    /* index into fh_symbols.fields */
+        unsigned line;
+        unsigned col;
+} fh_field_ref;
+
 typedef struct fh_program {
         fh_insn *code;
         uint32_t n;
@@ -50,6 +58,8 @@ typedef struct fh_program {
         fh_type type;
         bool uses_age;
         char *source;      /* the expression text, for messages and hashing */
+        fh_field_ref *refs; /* every field read, in source order */
+        uint32_t n_refs;
 } fh_program;
 
 /* A window a rule reads: a field and a length. Shared by all rules so that

@@ -53,6 +53,28 @@ static int yaml_filter(const struct dirent *d) {
         return d->d_name[0] != '.' && n > 5 && strcmp(d->d_name + n - 5, ".yaml") == 0;
 }
 
+/* A rules directory from before field declarations (rules/fields.yaml)
+ * still loads, but a misspelt field in it goes unnoticed: say so, once. */
+static void warn_unchecked_fields(const char *dir, const fh_ruleset *rs, fh_diags *diags) {
+        bool unchecked[FH_KIND__MAX] = { false };
+        fh_buf kinds = FH_BUF_NULL;
+
+        for (size_t i = 0; i < rs->n_rules; i++) {
+                const fh_rule *rule = &rs->rules[i];
+                bool reads = rule->report && rule->report->n_refs > 0;
+                for (int l = 0; l < FH_LEVEL__MAX; l++)
+                        reads |= rule->levels[l] && rule->levels[l]->n_refs > 0;
+                unchecked[rule->kind] |= reads && !rs->declared[rule->kind];
+        }
+        for (int k = 0; k < FH_KIND__MAX; k++)
+                if (unchecked[k])
+                        fh_buf_printf(&kinds, "%s%s", kinds.len ? ", " : "", fh_kind_name((fh_kind) k));
+        if (kinds.len)
+                fh_diags_warn(diags, dir, 0, 0, "field names in rules of kind %s are not checked: no 'fields:' "
+                              "declares that kind's fields (see docs/rules.md, 'Fields and units')", kinds.data);
+        fh_buf_free(&kinds);
+}
+
 int fh_load_rules(const char *dir, fh_ruleset **ret, fh_diags *diags) {
         struct dirent **names = NULL;
         fh_ruleset *rs = NULL;
@@ -87,6 +109,7 @@ int fh_load_rules(const char *dir, fh_ruleset **ret, fh_diags *diags) {
         free(names);
         if (fh_ruleset_finish(rs, diags) < 0)
                 r = -EINVAL;
+        warn_unchecked_fields(dir, rs, diags);
         if (r < 0) {
                 fh_ruleset_free(rs);
                 return r;

@@ -59,6 +59,11 @@ static void render(const fh_engine *e, const fh_alert *a, const fh_template *t, 
                         fh_time_format_local(a->ts_ms, e->cfg.tz_offset_min, tbuf);
                         fh_buf_puts(out, tbuf);
                         break;
+                case FH_TPL_UNIT:
+                        /* Load refuses {unit} without a unit. */
+                        if (a->rule->unit)
+                                fh_buf_puts(out, a->rule->unit);
+                        break;
                 }
         }
 }

@@ -1000,6 +1000,8 @@ typedef struct emitter {
         fh_insn *code;
         uint32_t n;
         bool uses_age;
+        fh_field_ref *refs;
+        uint32_t n_refs;
 } emitter;
 
 static int emit(emitter *e, int idx) {
@@ -1043,6 +1045,12 @@ static int emit(emitter *e, int idx) {
                         return -E2BIG;
                 }
                 in.field = (uint16_t) i;
+                {
+                        /* At most one per node: the node array bounds it. */
+                        fh_field_ref *ref = &e->refs[e->n_refs++];
+                        ref->field = in.field;
+                        where(e->p, n->name_off, &ref->line, &ref->col);
+                }
                 if (n->op != FH_OP_LAST) {
                         if (intern_window(e->syms, in.field, n->ms, &w) < 0) {
                                 error(e->p, n->off, "too many different windows in all rules (more than %d)",
@@ -1110,8 +1118,10 @@ int fh_expr_compile(const char *src, size_t len, fh_type want, const fh_srcpos *
         e.p = p;
         e.syms = syms;
         e.code = fh_calloc(p->n_nodes, sizeof(*e.code));
+        e.refs = fh_calloc(p->n_nodes, sizeof(*e.refs));
         if (emit(&e, root) < 0) {
                 free(e.code);
+                free(e.refs);
                 goto out;
         }
 
@@ -1122,6 +1132,8 @@ int fh_expr_compile(const char *src, size_t len, fh_type want, const fh_srcpos *
         prog->type = want;
         prog->uses_age = e.uses_age;
         prog->source = fh_strndup(src, len);
+        prog->refs = e.refs;
+        prog->n_refs = e.n_refs;
         *ret = prog;
         r = 0;
 out:
@@ -1134,6 +1146,7 @@ fh_program *fh_program_free(fh_program *p) {
         if (p) {
                 free(p->code);
                 free(p->source);
+                free(p->refs);
                 free(p);
         }
         return NULL;
@@ -1178,8 +1191,8 @@ size_t fh_program_compares(const fh_program *p, fh_compare *out, size_t max) {
                         if (n < max)
                                 out[n] = (fh_compare) {
                                         .op = op,
-                                        .left = { p->code + s, r - s, p->max_stack, FH_TYPE_NUMBER, p->uses_age, NULL },
-                                        .right = { p->code + r, i - r, p->max_stack, FH_TYPE_NUMBER, p->uses_age, NULL },
+                                        .left = { p->code + s, r - s, p->max_stack, FH_TYPE_NUMBER, p->uses_age, NULL, NULL, 0 },
+                                        .right = { p->code + r, i - r, p->max_stack, FH_TYPE_NUMBER, p->uses_age, NULL, NULL, 0 },
                                 };
                         n++;
                 }

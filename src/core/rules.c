@@ -340,6 +340,7 @@ static void rule_clear(fh_rule *r) {
                 fh_program_free(r->levels[l]);
         fh_program_free(r->report);
         template_free(r->message);
+        free(r->unit);
         free(r->file);
         *r = (fh_rule) { 0 };
 }
@@ -367,14 +368,14 @@ static void parse_id(pctx *c, fh_rule *r, const yaml_node_t *v, size_t seq) {
         };
 }
 
-static void parse_kind(pctx *c, fh_rule *r, const yaml_node_t *v) {
+static bool kind_value(pctx *c, const yaml_node_t *v, const char *what, fh_kind *ret) {
         const char *names[FH_KIND__MAX];
         const char *s;
 
-        if (!text_value(c, v, "'kind'", SIZE_MAX))
-                return;
-        if (fh_kind_from_string(sval(v), slen(v), &r->kind) == 0)
-                return;
+        if (!text_value(c, v, what, SIZE_MAX))
+                return false;
+        if (fh_kind_from_string(sval(v), slen(v), ret) == 0)
+                return true;
         for (int k = 0; k < FH_KIND__MAX; k++)
                 names[k] = fh_kind_name((fh_kind) k);
         s = suggest(sval(v), slen(v), names, FH_KIND__MAX);
@@ -383,6 +384,11 @@ static void parse_kind(pctx *c, fh_rule *r, const yaml_node_t *v) {
         else
                 err_node(c, v, "unknown kind '%s': kinds are rain, water_level, landslide, bridge",
                          show(sval(v), slen(v)).s);
+        return false;
+}
+
+static void parse_kind(pctx *c, fh_rule *r, const yaml_node_t *v) {
+        kind_value(c, v, "'kind'", &r->kind);
 }
 
 static bool parse_number(const char *s, size_t n, double *ret) {
@@ -595,8 +601,10 @@ static fh_template *parse_message(pctx *c, const yaml_node_t *v) {
                 { "level_cn", FH_TPL_LEVEL_CN },
                 { "value", FH_TPL_VALUE },
                 { "ts", FH_TPL_TS },
+                { "unit", FH_TPL_UNIT },
         };
-        static const char *const hints[] = { "sensor", "title", "level", "level_cn", "value", "ts", "station.name" };
+        static const char *const hints[] = { "sensor", "title", "level", "level_cn", "value", "ts", "unit",
+                                             "station.name" };
         const char *s = sval(v);
         size_t n = slen(v);
         origin o = scalar_origin(c, v);
@@ -645,6 +653,11 @@ static fh_template *parse_message(pctx *c, const yaml_node_t *v) {
                                 tpl_flush(t, &text);
                                 tpl_push(t, names[k].kind, NULL, 0);
                                 known = true;
+                                /* Resolved once every file is read. */
+                                if (names[k].kind == FH_TPL_UNIT && !t->unit_line) {
+                                        t->unit_line = line;
+                                        t->unit_col = col;
+                                }
                         }
                 if (!known && nl > 8 && memcmp(name, "station.", 8) == 0) {
                         if (nl - 8 <= ATTR_NAME_MAX && fh_is_identifier(name + 8, nl - 8)) {
@@ -883,14 +896,94 @@ static void parse_rules(pctx *c, const yaml_node_t *v) {
         check_file_duplicates(c);
 }
 
+/* ---- field declarations ------------------------------------------------ */
+
+const fh_field_decl *fh_ruleset_field(const fh_ruleset *rs, fh_kind kind, const char *name, size_t len) {
+        for (size_t i = 0; i < rs->n_decls; i++) {
+                const fh_field_decl *d = &rs->decls[i];
+                if (d->kind == kind && strlen(d->name) == len && memcmp(d->name, name, len) == 0)
+                        return d;
+        }
+        return NULL;
+}
+
+static void parse_kind_fields(pctx *c, fh_kind kind, const yaml_node_t *v) {
+        fh_ruleset *rs = c->rs;
+        size_t n;
+
+        c->rs->declared[kind] = true;
+        if (is_null(v))
+                return;   /* a kind whose readings carry no field a rule may read */
+        if (v->type != YAML_MAPPING_NODE) {
+                err_node(c, v, "the fields of kind %s must map each field name to its unit, like 'rain_mm: mm', got %s",
+                         fh_kind_name(kind), node_kind(v));
+                return;
+        }
+        n = (size_t) (v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+        for (size_t i = 0; i < n && !c->stop; i++) {
+                const yaml_node_pair_t *pair = &v->data.mapping.pairs.start[i];
+                const yaml_node_t *k = node(c, pair->key), *u = node(c, pair->value);
+                const fh_field_decl *prev;
+                fh_field_decl d = { .kind = kind };
+
+                if (!k || !u || !text_value(c, k, "a field name", SIZE_MAX))
+                        continue;
+                if (slen(k) > FH_FIELD_NAME_MAX || !fh_is_identifier(sval(k), slen(k))) {
+                        err_node(c, k, "field name '%s' is not valid: at most %d lowercase letters, digits and '_', "
+                                 "starting with a letter", show(sval(k), slen(k)).s, FH_FIELD_NAME_MAX);
+                        continue;
+                }
+                if (!is_null(u) && !text_value(c, u, "a unit", FH_UNIT_MAX))
+                        continue;
+                mark_pos(c, &k->start_mark, &d.line, &d.col);
+                prev = fh_ruleset_field(rs, kind, sval(k), slen(k));
+                if (prev) {
+                        err_node(c, k, "field '%s' of kind %s is declared twice (first at %s:%u)",
+                                 show(sval(k), slen(k)).s, fh_kind_name(kind), prev->file, prev->line);
+                        continue;
+                }
+                if (rs->n_decls >= FH_FIELD_DECLS_MAX) {
+                        err_node(c, k, "more than %d field declarations", FH_FIELD_DECLS_MAX);
+                        c->stop = true;
+                        return;
+                }
+                d.name = fh_strndup(sval(k), slen(k));
+                d.unit = is_null(u) ? fh_strdup("") : fh_strndup(sval(u), slen(u));
+                d.file = fh_strdup(c->file);
+                rs->decls = fh_realloc(rs->decls, (rs->n_decls + 1) * sizeof(*rs->decls));
+                rs->decls[rs->n_decls++] = d;
+        }
+}
+
+static void parse_fields(pctx *c, const yaml_node_t *v) {
+        size_t n;
+
+        if (v->type != YAML_MAPPING_NODE) {
+                err_node(c, v, "'fields' must map each station kind to its fields, got %s", node_kind(v));
+                return;
+        }
+        n = (size_t) (v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+        for (size_t i = 0; i < n && !c->stop; i++) {
+                const yaml_node_pair_t *pair = &v->data.mapping.pairs.start[i];
+                const yaml_node_t *k = node(c, pair->key), *val = node(c, pair->value);
+                fh_kind kind;
+
+                if (k && val && kind_value(c, k, "a station kind", &kind))
+                        parse_kind_fields(c, kind, val);
+        }
+}
+
+/* ---- a file ------------------------------------------------------------ */
+
 static void parse_top(pctx *c, const yaml_node_t *root) {
-        const yaml_node_t *rules = NULL;
+        const yaml_node_t *rules = NULL, *fields = NULL;
         size_t n;
 
         if (is_null(root))
                 return;
         if (root->type != YAML_MAPPING_NODE) {
-                err_node(c, root, "a rule file must be a mapping with the one key 'rules:', got %s", node_kind(root));
+                err_node(c, root, "a rule file must be a mapping with the key 'rules:' (or 'fields:'), got %s",
+                         node_kind(root));
                 return;
         }
         n = (size_t) (root->data.mapping.pairs.top - root->data.mapping.pairs.start);
@@ -900,16 +993,23 @@ static void parse_top(pctx *c, const yaml_node_t *root) {
 
                 if (!k || !val)
                         continue;
+                if (scalar_is(k, "fields")) {
+                        if (fields)
+                                err_node(c, k, "duplicate key 'fields'");
+                        else
+                                fields = val;
+                        continue;
+                }
                 if (!scalar_is(k, "rules")) {
-                        static const char *const top[] = { "rules" };
-                        const char *s = k->type == YAML_SCALAR_NODE ? suggest(sval(k), slen(k), top, 1) : NULL;
+                        static const char *const top[] = { "rules", "fields" };
+                        const char *s = k->type == YAML_SCALAR_NODE ? suggest(sval(k), slen(k), top, 2) : NULL;
 
                         if (k->type != YAML_SCALAR_NODE)
                                 err_node(c, k, "a key must be a name, got %s", node_kind(k));
                         else if (s)
-                                err_node(c, k, "unknown key '%s' (did you mean 'rules'?)", show(sval(k), slen(k)).s);
+                                err_node(c, k, "unknown key '%s' (did you mean '%s'?)", show(sval(k), slen(k)).s, s);
                         else
-                                err_node(c, k, "unknown key '%s': a rule file has only 'rules:'",
+                                err_node(c, k, "unknown key '%s': a rule file has only 'rules:' and 'fields:'",
                                          show(sval(k), slen(k)).s);
                         continue;
                 }
@@ -919,8 +1019,10 @@ static void parse_top(pctx *c, const yaml_node_t *root) {
                 }
                 rules = val;
         }
+        if (fields)
+                parse_fields(c, fields);
         if (!rules) {
-                if (c->diags->n_errors == c->errors0)
+                if (!fields && c->diags->n_errors == c->errors0)
                         err_node(c, root, "a rule file needs the key 'rules:'");
                 return;
         }
@@ -1030,6 +1132,12 @@ fh_ruleset *fh_ruleset_free(fh_ruleset *rs) {
                 rule_clear(&rs->rules[i]);
         free(rs->rules);
         fh_symbols_clear(&rs->syms);
+        for (size_t i = 0; i < rs->n_decls; i++) {
+                free(rs->decls[i].name);
+                free(rs->decls[i].unit);
+                free(rs->decls[i].file);
+        }
+        free(rs->decls);
         free(rs);
         return NULL;
 }
@@ -1038,6 +1146,117 @@ typedef struct order {
         const char *id;
         size_t i;
 } order;
+
+static int check_program_fields(const fh_ruleset *rs, const fh_rule *rule, const fh_program *p, fh_diags *diags) {
+        const char *names[FH_FIELD_DECLS_MAX];
+        size_t n_names = 0;
+        int r = 0;
+
+        if (!p)
+                return 0;
+        for (size_t i = 0; i < rs->n_decls && n_names < FH_FIELD_DECLS_MAX; i++)
+                if (rs->decls[i].kind == rule->kind)
+                        names[n_names++] = rs->decls[i].name;
+        for (uint32_t i = 0; i < p->n_refs; i++) {
+                const char *f = rs->syms.fields[p->refs[i].field];
+                if (fh_ruleset_field(rs, rule->kind, f, strlen(f)))
+                        continue;
+                const char *s = suggest(f, strlen(f), names, n_names);
+                if (s)
+                        fh_diags_error(diags, rule->file, p->refs[i].line, p->refs[i].col,
+                                       "unknown field '%s' for kind %s (did you mean '%s'?)", f,
+                                       fh_kind_name(rule->kind), s);
+                else
+                        fh_diags_error(diags, rule->file, p->refs[i].line, p->refs[i].col,
+                                       "unknown field '%s': kind %s declares no such field (see 'fields:')", f,
+                                       fh_kind_name(rule->kind));
+                r = -EINVAL;
+        }
+        return r;
+}
+
+/* The unit of what `report` computes, when it is one field's value in that
+ * field's unit: the field itself, last/sum/avg/min/max/delta of it, with
+ * abs() or a minus; rate(f, d) is per d ("mm/d"). Anything else (a sum of
+ * fields, a ratio, atan_deg, count, age) has no unit fenghuo could name. */
+static int resolve_unit(const fh_ruleset *rs, fh_rule *rule, fh_diags *diags) {
+        const fh_program *p = rule->report;
+        const fh_insn *field = NULL;
+        const char *why = NULL;
+        fh_buf unit = FH_BUF_NULL;
+
+        for (uint32_t i = 0; p && i < p->n && !why; i++)
+                switch ((fh_opcode) p->code[i].op) {
+                case FH_OP_LAST: case FH_OP_SUM: case FH_OP_AVG: case FH_OP_MIN: case FH_OP_MAX:
+                case FH_OP_DELTA: case FH_OP_RATE:
+                        if (field)
+                                why = "its report reads more than one value";
+                        field = &p->code[i];
+                        break;
+                case FH_OP_NEG: case FH_OP_ABS:
+                        break;
+                default:
+                        why = "its report is not one field's value (a field, last, sum, avg, min, max, delta or "
+                              "rate of it, abs or minus)";
+                        break;
+                }
+        if (!why && !field)
+                why = "its report reads no field";
+        if (!why) {
+                const char *f = rs->syms.fields[field->field];
+                const fh_field_decl *d = fh_ruleset_field(rs, rule->kind, f, strlen(f));
+                if (!d)
+                        why = rs->declared[rule->kind] ? "the field is not declared"
+                                                       : "no 'fields:' declares its kind's fields";
+                else {
+                        fh_buf_puts(&unit, d->unit);
+                        if (field->op == FH_OP_RATE) {
+                                int64_t ms = rs->syms.windows[field->arg].ms;
+                                static const struct { int64_t ms; char c; } per[] = {
+                                        { 86400000, 'd' }, { 3600000, 'h' }, { 60000, 'm' }, { 1000, 's' },
+                                };
+                                for (size_t k = 0; k < FH_ARRAY_SIZE(per); k++)
+                                        if (ms % per[k].ms == 0) {
+                                                if (ms == per[k].ms)
+                                                        fh_buf_printf(&unit, "/%c", per[k].c);
+                                                else
+                                                        fh_buf_printf(&unit, "/%lld%c", (long long) (ms / per[k].ms),
+                                                                      per[k].c);
+                                                break;
+                                        }
+                        }
+                }
+        }
+        free(rule->unit);
+        rule->unit = why ? NULL : fh_strndup(unit.data ? unit.data : "", unit.len);
+        fh_buf_free(&unit);
+        if (!rule->message || !rule->message->unit_line || rule->unit)
+                return 0;
+        fh_diags_error(diags, rule->file, rule->message->unit_line, rule->message->unit_col,
+                       "'{unit}' has no unit to show: %s", why);
+        return -EINVAL;
+}
+
+/* Kinds without declarations are not checked, so that rule sets from
+ * before declarations keep loading (the loader warns, src/cli/load.c). */
+static int check_fields(fh_ruleset *rs, fh_diags *diags) {
+        int r = 0;
+
+        for (size_t i = 0; i < rs->n_rules; i++) {
+                fh_rule *rule = &rs->rules[i];
+
+                if (rs->declared[rule->kind]) {
+                        for (int l = 0; l < FH_LEVEL__MAX; l++)
+                                if (check_program_fields(rs, rule, rule->levels[l], diags) < 0)
+                                        r = -EINVAL;
+                        if (check_program_fields(rs, rule, rule->report, diags) < 0)
+                                r = -EINVAL;
+                }
+                if (resolve_unit(rs, rule, diags) < 0)
+                        r = -EINVAL;
+        }
+        return r;
+}
 
 static int order_cmp(const void *a, const void *b) {
         const order *x = a, *y = b;
@@ -1082,6 +1301,8 @@ int fh_ruleset_finish(fh_ruleset *rs, fh_diags *diags) {
         rs->rules = sorted;
         rs->n_rules = k;
         rs->cap_rules = n;
+        if (check_fields(rs, diags) < 0)
+                r = -EINVAL;
         rs->finished = true;
         return r;
 }

@@ -89,7 +89,7 @@ static int collect(void *userdata, const char *text, size_t len) {
 
 static void show_alert(void *userdata, const fh_alert *a, const char *json, size_t len) {
         demo *dm = userdata;
-        char ts[FH_TIME_LOCAL_MAX], value[32] = "";
+        char ts[FH_TIME_LOCAL_MAX], value[64] = "";
 
         dm->by_event[a->event]++;
         dm->by_level[a->level]++;
@@ -106,9 +106,16 @@ static void show_alert(void *userdata, const fh_alert *a, const char *json, size
         }
         fh_time_format_local(a->ts_ms, 480, ts);
         if (isfinite(a->value))
-                snprintf(value, sizeof(value), "%8.1f", a->value);
+                snprintf(value, sizeof(value), "%8.1f %s", a->value, a->rule->unit ? a->rule->unit : "");
         else
-                snprintf(value, sizeof(value), "%8s", "-");
+                snprintf(value, sizeof(value), "%8s ", "-");
+        /* The unit (rules/fields.yaml) in a column of five terminal
+         * columns: one per UTF-8 character, none of them wide. */
+        size_t cols = 0, n = strlen(value);
+        for (size_t i = 0; i < n; i++)
+                cols += ((unsigned char) value[i] & 0xC0) != 0x80;
+        while (cols++ < 8 + 1 + 5 && n + 1 < sizeof(value))
+                value[n++] = ' ', value[n] = 0;
         printf("%s  %s %s %s  %s  %-11s %s  %s · %s\n", ts + 5,
                dm->color ? level_color[a->level] : "[", level_badge[a->level], dm->color ? "\033[0m" : "]",
                event_arrow[a->event], a->station->id, value,
