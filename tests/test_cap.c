@@ -41,6 +41,8 @@ static const char *rules_yaml =
         "    kind: water_level\n"
         "    levels:\n"
         "      orange: level_m >= station.guarantee_level\n"
+        "      yellow: level_m >= station.guarantee_level - 0.5 and level_m > 0\n"
+        "      blue: level_m + 1 >= station.guarantee_level - 1\n"
         "    report: level_m\n";
 
 typedef struct rec {
@@ -290,6 +292,19 @@ static void parameters_carry_value_threshold_rule_and_sensor(void **state) {
         teardown_rec(&r);
 }
 
+static void a_threshold_is_given_only_for_a_single_comparison_with_a_station_bound(void **state) {
+        rec r;
+
+        setup(&r, false);
+        feed(r.e, "W", 0, "level_m", 148.6);   /* blue: bound 150.5 - 1 */
+        feed(r.e, "W", 1, "level_m", 150.2);   /* yellow: two comparisons */
+        assert_int_equal(r.n, 2);
+        assert_non_null(strstr(r.xml[0], "<valueName>threshold</valueName>\n      <value>149.5</value>"));
+        assert_non_null(strstr(r.xml[1], "<valueName>condition</valueName>"));
+        assert_null(strstr(r.xml[1], "<valueName>threshold</valueName>"));
+        teardown_rec(&r);
+}
+
 static void config_check_refuses_codes_and_senders_cap_cannot_carry(void **state) {
         fh_cap_config c = FH_CAP_CONFIG_DEFAULT;
         char why[256];
@@ -317,6 +332,7 @@ int main(void) {
                 cmocka_unit_test(text_from_registry_and_rules_is_escaped),
                 cmocka_unit_test(area_is_the_town_with_a_circle_or_the_registry_polygon),
                 cmocka_unit_test(parameters_carry_value_threshold_rule_and_sensor),
+                cmocka_unit_test(a_threshold_is_given_only_for_a_single_comparison_with_a_station_bound),
                 cmocka_unit_test(config_check_refuses_codes_and_senders_cap_cannot_carry),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -220,6 +220,39 @@ static void cap_of_a_simulated_miyun_storm_validates_and_chains(void **state) {
         replay_writes_valid_cap_following_each_lifecycle("miyun", input, rules, stations);
 }
 
+/* The same input gives the same messages, byte for byte, in every run:
+ * identifiers are derived from the events, never counted. */
+static void two_replays_write_identical_messages(void **state) {
+        char input[512], rules[512], stations[512], dir[2][512];
+        snprintf(input, sizeof(input), "%s/tests/data/storm-small.jsonl", it.src);
+        snprintf(rules, sizeof(rules), "%s/tests/data/rules-small", it.src);
+        snprintf(stations, sizeof(stations), "%s/tests/data/stations-small.csv", it.src);
+        for (int i = 0; i < 2; i++) {
+                snprintf(dir[i], sizeof(dir[i]), "%s/again-%d", it.tmpdir, i);
+                const char *argv[] = { it.bin, "replay", "--rules", rules, "--stations", stations, "--cap", dir[i],
+                                       input, NULL };
+                assert_int_equal(it_run(argv, NULL, NULL, "/dev/null"), 0);
+        }
+        DIR *d = opendir(dir[0]);
+        struct dirent *de;
+        size_t n = 0;
+        assert_non_null(d);
+        while ((de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                char a[1024], b[1024];
+                snprintf(a, sizeof(a), "%s/%s", dir[0], de->d_name);
+                snprintf(b, sizeof(b), "%s/%s", dir[1], de->d_name);
+                char *ta = it_read_file(a, NULL), *tb = it_read_file(b, NULL);
+                assert_string_equal(ta, tb);
+                free(ta);
+                free(tb);
+                n++;
+        }
+        closedir(d);
+        assert_true(n > 0);
+}
+
 static void a_sender_cap_cannot_carry_is_a_usage_error(void **state) {
         char input[512], rules[512], stations[512], err[512];
         snprintf(input, sizeof(input), "%s/tests/data/storm-small.jsonl", it.src);
@@ -245,6 +278,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(cap_of_the_small_storm_validates_and_chains),
                 cmocka_unit_test(cap_of_a_simulated_miyun_storm_validates_and_chains),
+                cmocka_unit_test(two_replays_write_identical_messages),
                 cmocka_unit_test(a_sender_cap_cannot_carry_is_a_usage_error),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
