@@ -20,11 +20,11 @@
 #define T0 1690646400000LL /* 2023-07-30T00:00:00+08:00 */
 
 static const char *stations_csv =
-        "id,kind,name,region,town,lat,lon,guarantee_level,polygon\n"
-        "A,rain,\"甲<b>&\"\"站'\x01\",miyun,石城镇,40.5912,116.8035,,\n"
-        "B,rain,乙站,miyun,,,,,\"40.1,116.1 40.2,116.1 40.2,116.2 40.1,116.1\"\n"
-        "C,rain,丙站,miyun,,,,,not a polygon\n"
-        "W,water_level,水位站,miyun,溪翁庄镇,40.48,116.83,150.5,\n";
+        "id,kind,name,region,town,lat,lon,guarantee_level,polygon,district_code\n"
+        "A,rain,\"甲<b>&\"\"站'\x01\",miyun,石城镇,40.5912,116.8035,,,\n"
+        "B,rain,乙站,miyun,,,,,\"40.1,116.1 40.2,116.1 40.2,116.2 40.1,116.1\",110116\n"
+        "C,rain,丙站,miyun,,,,,not a polygon,11011\n"
+        "W,water_level,水位站,miyun,溪翁庄镇,40.48,116.83,150.5,,\n";
 
 static const char *rules_yaml =
         "rules:\n"
@@ -261,7 +261,10 @@ static void area_is_the_town_with_a_circle_or_the_registry_polygon(void **state)
         assert_string_equal(elem(r.xml[1], "areaDesc", t, sizeof(t)), "miyun");
         assert_string_equal(elem(r.xml[1], "polygon", t, sizeof(t)), "40.1,116.1 40.2,116.1 40.2,116.2 40.1,116.1");
         assert_null(strstr(r.xml[1], "<circle>"));
-        /* A cell that is not a CAP polygon is left out, not sent. */
+        /* The station's own district code, when the registry has one. */
+        assert_non_null(strstr(r.xml[1], "<valueName>GB/T 2260</valueName>\n        <value>110116</value>"));
+        /* A cell that is not a CAP polygon is left out, not sent; nor is a
+         * district code of the wrong length (the unit's district instead). */
         assert_null(strstr(r.xml[2], "<polygon>"));
         assert_non_null(strstr(r.xml[2], "<geocode>\n        <valueName>GB/T 2260</valueName>\n        <value>110118</value>"));
         teardown_rec(&r);

@@ -279,8 +279,12 @@ static void put_area(const fh_engine *e, const fh_cap_config *cfg, const fh_stat
                 put_elem(out, "      ", "polygon", poly->str, poly->len);
         if (lat && lon && lat->is_number && lon->is_number && fabs(lat->num) <= 90 && fabs(lon->num) <= 180)
                 fh_buf_printf(out, "      <circle>%.6g,%.7g %g</circle>\n", lat->num, lon->num, cfg->radius_km);
+        /* The station's own district when the registry says it (a 6-digit
+         * `district_code`), else the issuing unit's. */
+        const fh_attr *dc = attr(e, st, "district_code");
+        bool own = dc && dc->len == 6 && strspn(dc->str, "0123456789") == 6;
         fh_buf_puts(out, "      <geocode>\n        <valueName>GB/T 2260</valueName>\n        <value>");
-        fh_buf_append(out, cfg->unit, 6);
+        fh_buf_append(out, own ? dc->str : cfg->unit, 6);
         fh_buf_puts(out, "</value>\n      </geocode>\n    </area>\n");
 }
 
