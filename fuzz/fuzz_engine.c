@@ -60,7 +60,11 @@ static void on_alert(void *userdata, const fh_alert *a) {
         default:
                 abort();
         }
-        if (a->raised_ms > a->ts_ms || a->ts_ms < FH_TIME_MIN_MS || a->ts_ms > FH_TIME_MAX_MS)
+        /* Not raised_ms <= ts_ms: SPEC §3.2 evaluates a reading at its
+         * sensor's latest timestamp, which can be earlier than the tick
+         * that raised an age() alert, so a clear can be stamped earlier. */
+        if (a->ts_ms < FH_TIME_MIN_MS || a->ts_ms > FH_TIME_MAX_MS || a->raised_ms < FH_TIME_MIN_MS ||
+            a->raised_ms > FH_TIME_MAX_MS)
                 abort();
         fh_buf_reset(&c->json);
         fh_alert_to_json(c->e, a, &c->json);

@@ -416,6 +416,9 @@ static void malformed_messages_land_in_the_dead_letter_topic_with_their_reason(v
                 { "unknown_sensor", "{\"sensor\":\"MY-RG-9999\",\"ts\":\"2023-07-30T00:10:00+08:00\",\"values\":{\"rain_mm\":1}}" },
                 { "too_long", NULL },
                 { "future_timestamp", NULL },
+                /* The 61st reading of one gauge within 60 s (after 60 good
+                 * ones, produced just before it). */
+                { "rate_limited", "{\"sensor\":\"MY-RG-0002\",\"ts\":\"2023-07-30T00:00:30.500+08:00\",\"values\":{\"rain_mm\":0}}" },
         };
         enum { N = sizeof(bad) / sizeof(bad[0]) };
         char *text[N], key[32];
@@ -443,6 +446,13 @@ static void malformed_messages_land_in_the_dead_letter_topic_with_their_reason(v
         }
         it_proc d = start_daemon(&t, "daemon.log");
         for (size_t i = 0; i < N; i++) {
+                if (!strcmp(bad[i].reason, "rate_limited"))
+                        for (int k = 0; k < 60; k++) {
+                                char ok[160];
+                                int n = snprintf(ok, sizeof(ok), "{\"sensor\":\"MY-RG-0002\",\"ts\":\"2023-07-30T00:00:%02d+08:00\","
+                                                 "\"values\":{\"rain_mm\":0}}", k);
+                                it_produce(t.topic[0], "MY-RG-0002", ok, (size_t) n);
+                        }
                 snprintf(key, sizeof(key), "bad-%zu", i);
                 it_produce(t.topic[0], key, text[i], strlen(text[i]));
         }
