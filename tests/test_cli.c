@@ -470,6 +470,18 @@ static void check_rejects_a_misspelt_field_with_its_place_and_a_suggestion(void 
         assert_non_null(strstr(r.err, want));
         assert_non_null(strstr(r.err, "check failed: 1 error, 0 warnings"));
         result_free(&r);
+
+        /* The daemon's start (and ExecStartPre) loads rules the same way. */
+        char cmd[2048];
+        snprintf(cmd, sizeof(cmd), "sed 's|/etc/fenghuo/rules|%s/typo|; s|/etc/fenghuo/stations.csv|%s|' %s > %s/typo.yaml && "
+                 "%s run --config %s/typo.yaml --check",
+                 it.tmpdir, path("stations/miyun.csv"), path("etc/fenghuo.yaml"), it.tmpdir, it.bin, it.tmpdir);
+        r = sh(cmd);
+        if (!(r.code == 2 && strstr(r.err, "no daemon"))) {
+                assert_int_equal(r.code, 1);
+                assert_non_null(strstr(r.err, want));
+        }
+        result_free(&r);
 }
 
 static void default_rules_declare_their_fields_and_check_clean(void **state) {
