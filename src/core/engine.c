@@ -111,9 +111,6 @@ static bool over_rate(const fh_recent *r, int64_t ts, uint32_t max) {
         return false;
 }
 
-/* Whether ts would overfill one of the stores the reading's values go to. */
-static bool over_samples(const fh_sensor *s, const fh_reading *r, uint32_t max, int64_t ts);
-
 /* ---- profiles: the layout shared by sensors with the same rules ---- */
 
 static uint64_t hash_u32s(const uint32_t *v, size_t n) {
@@ -652,12 +649,14 @@ static int store_for_value(const fh_profile *p, const fh_value *v) {
         return -1;
 }
 
-static bool over_samples(const fh_sensor *s, const fh_reading *r, uint32_t max, int64_t ts) {
+/* Whether ts would overfill one of the stores ks[0..n) (-1: no store). A
+ * store below the cap has room whatever ts is: only a full one is searched. */
+static bool over_samples(const fh_sensor *s, const int *ks, unsigned n, uint32_t max, int64_t ts) {
         if (max == 0)
                 return false;
-        for (unsigned i = 0; i < r->n_values; i++) {
-                int k = store_for_value(s->prof, &r->values[i]);
-                if (k >= 0 && fh_store_len_with(&s->stores[k], ts) > max)
+        for (unsigned i = 0; i < n; i++) {
+                const fh_store *st = ks[i] >= 0 ? &s->stores[ks[i]] : NULL;
+                if (st && st->r.len >= max && fh_store_len_with(st, ts) > max)
                         return true;
         }
         return false;
@@ -688,13 +687,16 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
                 }
                 late = true;
         }
+        int ks[FH_VALUES_MAX];   /* the store of each value, -1 for none */
+        for (unsigned i = 0; i < r->n_values; i++)
+                ks[i] = store_for_value(p, &r->values[i]);
         /* The caps come before anything changes: a rejected reading leaves
          * no trace but its counter. */
         if (over_rate(&s->recent, ts, e->cfg.max_readings_per_minute)) {
                 e->stats.rejected[FH_REJECT_RATE_LIMITED]++;
                 return FH_OUTCOME_RATE_LIMITED;
         }
-        if (over_samples(s, r, e->cfg.max_window_samples, ts)) {
+        if (over_samples(s, ks, r->n_values, e->cfg.max_window_samples, ts)) {
                 e->stats.rejected[FH_REJECT_WINDOW_FULL]++;
                 return FH_OUTCOME_WINDOW_FULL;
         }
@@ -712,21 +714,17 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
         if (late) {
                 e->stats.late++;
                 fh_recent_insert(&s->recent, ts, fh_recent_horizon(e, s->latest));
-                for (unsigned i = 0; i < r->n_values; i++) {
-                        int k = store_for_value(p, &r->values[i]);
-                        if (k >= 0)
-                                fh_store_insert_late(&s->stores[k], ts, r->values[i].v);
-                }
+                for (unsigned i = 0; i < r->n_values; i++)
+                        if (ks[i] >= 0)
+                                fh_store_insert_late(&s->stores[ks[i]], ts, r->values[i].v);
         } else {
                 s->latest = ts;
                 fh_recent_insert(&s->recent, ts, fh_recent_horizon(e, ts));
                 for (uint32_t k = 0; k < p->n_stores; k++)
                         fh_store_advance(&s->stores[k], ts);
-                for (unsigned i = 0; i < r->n_values; i++) {
-                        int k = store_for_value(p, &r->values[i]);
-                        if (k >= 0)
-                                fh_store_push(&s->stores[k], ts, r->values[i].v);
-                }
+                for (unsigned i = 0; i < r->n_values; i++)
+                        if (ks[i] >= 0)
+                                fh_store_push(&s->stores[ks[i]], ts, r->values[i].v);
         }
 
         for (uint32_t i = 0; i < p->n_rules; i++)
