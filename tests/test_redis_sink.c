@@ -674,6 +674,58 @@ static void test_a_wrong_password_keeps_the_sink_disconnected_and_is_reported(vo
         assert_int_equal(f->acks[0].status, FH_REDIS_DEFERRED);
 }
 
+/* Redis 6 ACLs: the default user is off, so only AUTH with the user name
+ * gets in; the alerts land in the stream that user may write. */
+static void test_an_acl_user_authenticates_with_its_name_and_password(void **state) {
+        fixture *f = *state;
+        const char *const extra[] = { "--user", "default", "off", "--user", "fenghuo", "on", ">acl-s3cret",
+                                      "~*", "&*", "+@all", NULL };
+        fh_redis_config c;
+        redisReply *rep;
+        redisContext *cl;
+
+        server_kill(&f->srv);
+        server_start(&f->srv, 0, extra);
+        test_config(f, &c);
+        c.username = (char *)"fenghuo";
+        c.password = (char *)"acl-s3cret";
+        sink_new(f, &c);
+        assert_true(run_until(f, is_connected, 5000));
+        assert_int_equal(send_alert(f, 0, "red", false), 0);
+        assert_true(run_until(f, backlog_empty, 5000));
+        assert_int_equal(fh_redis_stats_get(f->r)->errors, 0);
+
+        cl = client(f->srv.port);
+        rep = redisCommand(cl, "AUTH fenghuo acl-s3cret");
+        assert_int_equal(rep->type, REDIS_REPLY_STATUS);
+        freeReplyObject(rep);
+        rep = redisCommand(cl, "XLEN %s", STREAM);
+        assert_int_equal(rep->integer, 1);
+        freeReplyObject(rep);
+        redisFree(cl);
+        assert_int_equal(sink_close(f, 1000), 0);
+}
+
+static void test_a_wrong_acl_user_keeps_the_sink_disconnected_and_never_shows_the_password(void **state) {
+        fixture *f = *state;
+        const char *const extra[] = { "--user", "default", "off", "--user", "fenghuo", "on", ">acl-s3cret",
+                                      "~*", "&*", "+@all", NULL };
+        fh_redis_config c;
+
+        server_kill(&f->srv);
+        server_start(&f->srv, 0, extra);
+        test_config(f, &c);
+        c.username = (char *)"fenghou";
+        c.password = (char *)"acl-s3cret";
+        sink_new(f, &c);
+        assert_int_equal(send_alert(f, 0, "red", false), 0);
+        run_for(f, 300);
+        assert_false(fh_redis_connected(f->r));
+        assert_non_null(strstr(fh_redis_last_error(f->r), "AUTH refused"));
+        assert_null(strstr(fh_redis_last_error(f->r), "acl-s3cret"));
+        assert_int_equal(sink_close(f, 0), 1);
+}
+
 static void test_a_redis_that_stops_answering_is_dropped_after_the_timeout(void **state) {
         fixture *f = *state;
         fh_redis_config c;
@@ -897,6 +949,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_an_error_reply_is_counted_and_does_not_wedge_the_queue, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_auth_and_select_are_sent_on_connect, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_a_wrong_password_keeps_the_sink_disconnected_and_is_reported, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_an_acl_user_authenticates_with_its_name_and_password, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_a_wrong_acl_user_keeps_the_sink_disconnected_and_never_shows_the_password, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_a_redis_that_stops_answering_is_dropped_after_the_timeout, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_a_reset_connection_is_noticed_at_once, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_a_host_name_is_resolved_on_the_loop, setup, teardown),

@@ -129,6 +129,7 @@ struct fh_redis {
         /* config, owned copies */
         char *host;
         int port;
+        char *username;
         char *password;
         int db;
         char *channel;
@@ -305,6 +306,9 @@ static int config_check(const fh_redis_config *c) {
                         return -EINVAL;
         }
         if (c->password && strnlen(c->password, PASSWORD_MAX + 1) > PASSWORD_MAX)
+                return -EINVAL;
+        /* An ACL user name goes with a password (AUTH user pass). */
+        if (c->username && (!c->password || !str_ok(c->username, KEY_MAX)))
                 return -EINVAL;
         if (c->db < 0)
                 return -EINVAL;
@@ -517,9 +521,12 @@ static void on_connect(const redisAsyncContext *cac, int status) {
         r->state = ST_HANDSHAKE;
         r->handshake_pending = 0;
         if (r->password) {
-                const char *argv[] = { "AUTH", r->password };
-                const size_t lens[] = { 4, strlen(r->password) };
-                if (redisAsyncCommandArgv(ac, on_handshake_reply, (void *)"AUTH", 2, argv, lens) == REDIS_OK)
+                /* Redis 6 ACLs: AUTH user pass; without a user, the
+                 * "default" user (requirepass). */
+                const char *argv[] = { "AUTH", r->username ? r->username : r->password, r->password };
+                const size_t lens[] = { 4, strlen(argv[1]), strlen(r->password) };
+                if (redisAsyncCommandArgv(ac, on_handshake_reply, (void *)"AUTH", r->username ? 3 : 2, argv, lens) ==
+                    REDIS_OK)
                         r->handshake_pending++;
         }
         if (r->db) {
@@ -852,6 +859,7 @@ int fh_redis_new(fh_redis **ret, uv_loop_t *loop, const fh_redis_config *cfg,
                 snprintf(r->label, sizeof(r->label), "%s", r->host);
         else
                 snprintf(r->label, sizeof(r->label), "%s:%d", r->host, r->port);
+        r->username = cfg->username ? fh_strdup(cfg->username) : NULL;
         r->password = cfg->password ? fh_strdup(cfg->password) : NULL;
         r->db = cfg->db;
         r->channel = fh_strdup(cfg->channel);
@@ -1025,6 +1033,7 @@ static void free_all(fh_redis *r) {
                 it = next;
         }
         free(r->host);
+        free(r->username);
         free(r->password);
         free(r->channel);
         free(r->stream);

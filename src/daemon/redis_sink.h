@@ -23,6 +23,7 @@
 typedef struct fh_redis_config {
         char *host;               /* default "127.0.0.1" (a path starting with '/' = unix socket) */
         int port;                 /* default 6379 */
+        char *username;           /* Redis 6 ACL user (AUTH user pass); NULL: the default user */
         char *password;           /* NULL: no AUTH */
         int db;                   /* SELECT when not 0 */
         char *channel;            /* default "fenghuo:alerts"; per level "<channel>:<level>" */
