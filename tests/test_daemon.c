@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -668,6 +669,95 @@ static void sigterm_mid_stream_then_restart_gives_exactly_the_alerts_of_one_run(
         it_input_free(&in);
 }
 
+/* The config's stats_interval, made 1 s so the figures can be watched. */
+static void stats_every_second(const it_env *t) {
+        char *text = it_read_file(t->config, NULL);
+        char *p = strstr(text, "stats_interval: 0s");
+        assert_non_null(p);
+        p[16] = '1';
+        it_write_file(t->config, text);
+        free(text);
+}
+
+/* Every sample line's metric has a # TYPE (and # HELP) line before it. */
+static void assert_metrics_typed(const char *text) {
+        it_strs lines = it_strs_lines(text);
+        for (size_t i = 0; i < lines.n; i++) {
+                char name[128], want[200];
+                if (lines.v[i][0] == '#')
+                        continue;
+                size_t n = strcspn(lines.v[i], "{ ");
+                assert_true(n < sizeof(name));
+                memcpy(name, lines.v[i], n);
+                name[n] = '\0';
+                snprintf(want, sizeof(want), "# TYPE %s %s\n", name,
+                         strstr(name, "_total") ? "counter" : "gauge");
+                if (!strstr(text, want))
+                        fprintf(stderr, "no \"%s\" in:\n%s\n", want, text);
+                assert_non_null(strstr(text, want));
+                snprintf(want, sizeof(want), "# HELP %s ", name);
+                assert_non_null(strstr(text, want));
+        }
+        it_strs_free(&lines);
+}
+
+static void health_figures_stay_true_across_a_reload_and_a_restart(void **state) {
+        char path[600], metrics[600], log2[600];
+        it_env t;
+        it_reader alerts;
+        struct stat st;
+
+        IT_NEED_SERVERS();
+        env_init(&t, "t7", 1, 0, NULL);
+        stats_every_second(&t);
+        snprintf(metrics, sizeof(metrics), "%s/metrics.prom", t.state);
+        snprintf(path, sizeof(path), "%s/a.yaml", t.rules);
+        it_write_file(path, "rules:\n  - id: heavy\n    kind: rain\n    levels:\n      orange: sum(rain_mm, 3h) >= 50\n"
+                            "    report: sum(rain_mm, 3h)\n");
+        /* The unit's umask: the metrics file must still be readable by
+         * node_exporter, another user. */
+        mode_t old_mask = umask(077);
+        it_proc d = start_daemon(&t, "daemon.log");
+        umask(old_mask);
+        it_reader_open(&alerts, t.alerts);
+        for (int i = 0; i <= 4; i++)
+                produce_reading(&t, "MY-RG-0002", T0_MS + i * 30 * MIN_MS, 8);
+        produce_reading(&t, "MY-RG-0003", T0_MS, 60);
+        wait_count(&alerts, &d, 1, 60);
+        it_daemon_wait_log(&d, "stats consumed=6 accepted=6 ", 1, 30);
+
+        /* A good reload: the counters go on from where they were (lines
+         * with 0 before the readings came are the start's). */
+        size_t zero_accepted = it_file_count(d.log, "accepted=0 "), zero_alerts = it_file_count(d.log, " alerts=0 ");
+        it_daemon_signal(&d, SIGHUP);
+        it_daemon_wait_log(&d, "reloaded rules=1", 1, 30);
+        size_t before = it_file_count(d.log, "stats consumed=");
+        it_daemon_wait_log(&d, "stats consumed=", before + 2, 30);
+        assert_int_equal(it_file_count(d.log, "accepted=0 "), zero_accepted);
+        assert_int_equal(it_file_count(d.log, " alerts=0 "), zero_alerts);
+        char *text = it_read_file(metrics, NULL);
+        assert_non_null(strstr(text, "\nfenghuo_readings_accepted_total 6\n"));
+        assert_non_null(strstr(text, "\nfenghuo_alerts_total{event=\"raised\"} 1\n"));
+        assert_non_null(strstr(text, "\nfenghuo_readings_consumed_total 6\n"));
+        assert_metrics_typed(text);
+        free(text);
+        assert_int_equal(stat(metrics, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0644);
+        stop_daemon(&d);
+
+        /* A restart with nothing new: everything is committed, so the lag
+         * is 0, never the partition's whole length. */
+        d = start_daemon(&t, "daemon-2.log");
+        snprintf(log2, sizeof(log2), "%s/daemon-2.log", t.dir);
+        it_daemon_wait_log(&d, " lag=0 behind_s", 1, 30);
+        assert_int_equal(it_file_count(log2, " lag=6 "), 0);
+        text = it_read_file(metrics, NULL);
+        assert_non_null(strstr(text, "\nfenghuo_consumer_lag_messages 0\n"));
+        free(text);
+        stop_daemon(&d);
+        it_reader_close(&alerts);
+}
+
 static void redis_down_for_30_seconds_loses_no_alert_and_kafka_is_not_held_up(void **state) {
         it_env t;
         it_input in;
@@ -820,6 +910,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(sigterm_mid_stream_then_restart_gives_exactly_the_alerts_of_one_run,
                                                 it_test_setup, test_teardown),
                 cmocka_unit_test_setup_teardown(redis_down_for_30_seconds_loses_no_alert_and_kafka_is_not_held_up,
+                                                it_test_setup, test_teardown),
+                cmocka_unit_test_setup_teardown(health_figures_stay_true_across_a_reload_and_a_restart,
                                                 it_test_setup, test_teardown),
         };
         const char *filter = getenv("FENGHUO_TEST_FILTER");

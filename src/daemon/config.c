@@ -1,8 +1,12 @@
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "fenghuo/buf.h"
@@ -10,12 +14,16 @@
 #include "config.h"
 
 #define CONFIG_FILE_MAX (1u << 20)
+#define SECRET_MAX 4096
 
 typedef struct ctx {
         yaml_node_t *key;          /* the key being read, for "unknown key" */
         yaml_document_t *doc;
         const char *file;
         fh_diags *diags;
+        unsigned redis_secrets;    /* how many of password, password_file, password_credential */
+        unsigned kafka_secrets;    /* likewise for sasl_password_file, sasl_password_credential */
+        char *sasl_password;       /* from one of those, for kafka.properties */
 } ctx;
 
 static void err(ctx *c, const yaml_node_t *n, const char *fmt, const char *a, const char *b) {
@@ -75,20 +83,174 @@ static void set_long(ctx *c, const yaml_node_t *n, const char *key, long min, lo
         *dst = v;
 }
 
+/* The librdkafka properties the daemon's promises rest on, each with the
+ * promise. The daemon sets them itself; a user's value would silently
+ * switch the promise off, so the configuration refuses them. Aliases are
+ * listed too: librdkafka applies them to the same setting. */
+static const struct guarded_prop {
+        const char *key;
+        const char *why;
+} guarded_props[] = {
+        { "enable.idempotence", "the alerts producer is idempotent, so a retried alert is written once and in order" },
+        { "acks", "idempotence needs acks=all: an alert is confirmed only once every in-sync replica has it" },
+        { "request.required.acks", "idempotence needs acks=all: an alert is confirmed only once every in-sync replica has it" },
+        { "message.timeout.ms", "an alert is never given up on: it waits, and consumption pauses, while Kafka is away" },
+        { "delivery.timeout.ms", "an alert is never given up on: it waits, and consumption pauses, while Kafka is away" },
+        { "retries", "an alert is never given up on: it waits, and consumption pauses, while Kafka is away" },
+        { "message.send.max.retries", "an alert is never given up on: it waits, and consumption pauses, while Kafka is away" },
+        { "transactional.id", "the alerts producer is not transactional; after a crash alerts are de-duplicated by reading the topic back" },
+        { "partitioner", "alerts are keyed by sensor, one partition per sensor, which the read-back after a crash relies on" },
+        { "enable.auto.offset.store", "an offset is stored only once every alert of its reading is delivered" },
+        { "enable.auto.commit", "offsets are committed only as the daemon's delivery and state tracking allow" },
+        { "auto.offset.reset", "a partition without a committed offset is read from its start, so no reading is skipped" },
+        { "isolation.level", "readings of aborted transactions must never raise alerts (read_committed)" },
+        { "partition.assignment.strategy", "the state hand-over on a rebalance works with eager assignment only, not cooperative" },
+        { "group.id", "set it with kafka.group_id: the hand-over keys and the read-back use it too" },
+        { "bootstrap.servers", "set it with kafka.brokers" },
+        { "metadata.broker.list", "set it with kafka.brokers" },
+};
+
+const char *fh_kafka_prop_guarded(const char *key) {
+        for (size_t i = 0; i < FH_ARRAY_SIZE(guarded_props); i++)
+                if (!strcmp(key, guarded_props[i].key))
+                        return guarded_props[i].why;
+        return NULL;
+}
+
+/* librdkafka quotes a refused value in its message ("Invalid value "x" for
+ * configuration property ..."); the value may be a secret under a mistyped
+ * key, so every copy of it is masked. */
+static void scrub(char *msg, const char *value) {
+        size_t vl = strlen(value);
+        char *p = msg;
+
+        if (vl == 0)
+                return;
+        while ((p = strstr(p, value)) != NULL) {
+                if (vl < 3)
+                        break;   /* the mask would not fit; the message is then cut below */
+                memmove(p + 3, p + vl, strlen(p + vl) + 1);
+                memcpy(p, "***", 3);
+                p += 3;
+        }
+        /* A value too short to mask in place: cut the message before it. */
+        if (p)
+                *p = '\0';
+}
+
+int fh_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *err, size_t errlen) {
+        if (rd_kafka_conf_set(conf, key, value, err, errlen) == RD_KAFKA_CONF_OK)
+                return 0;
+        scrub(err, value);
+        return -EINVAL;
+}
+
 static void set_kvs(ctx *c, const yaml_node_t *n, const char *key, fh_kvs *dst) {
+        rd_kafka_conf_t *probe;
+
         if (!n || n->type != YAML_MAPPING_NODE) {
                 err(c, n, "'%s' must be a mapping of librdkafka property names to values%s", key, "");
                 return;
         }
+        /* Each property is tried on a scratch configuration here, so that
+         * `run --check` reports it with its position. */
+        probe = rd_kafka_conf_new();
         for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
                 yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
                 yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
                 const char *ks = scalar(c, k, key), *vs = ks ? scalar(c, v, ks) : NULL;
+                const char *why;
+                char msg[512];
+
                 if (!ks || !vs)
                         continue;
+                if ((why = fh_kafka_prop_guarded(ks)) != NULL) {
+                        err(c, k, "Kafka property '%s' cannot be set: %s", ks, why);
+                        continue;
+                }
+                if (fh_kafka_conf_set(probe, ks, vs, msg, sizeof(msg)) < 0) {
+                        err(c, k, "bad Kafka property '%s': %s", ks, msg);
+                        continue;
+                }
                 dst->v = fh_realloc(dst->v, (dst->n + 1) * sizeof(*dst->v));
                 dst->v[dst->n++] = (fh_kv) { fh_strdup(ks), fh_strdup(vs) };
         }
+        rd_kafka_conf_destroy(probe);
+}
+
+static void errf(ctx *c, const yaml_node_t *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void errf(ctx *c, const yaml_node_t *n, const char *fmt, ...) {
+        char msg[1024];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        err(c, n, "%s%s", msg, "");
+}
+
+/* A secret from a file rather than from the configuration (which is often
+ * world-readable and kept in version control): the whole file, less one
+ * final newline. With credential, value is the name of a systemd
+ * credential (LoadCredential=NAME:PATH in the unit), read from
+ * $CREDENTIALS_DIRECTORY. No message ever shows the content. */
+static void set_secret(ctx *c, const yaml_node_t *n, const char *key, bool credential, char **dst) {
+        const char *v = scalar(c, n, key);
+        char path[4096], buf[SECRET_MAX + 2];
+        struct stat st;
+        ssize_t len;
+        int fd;
+
+        if (!v)
+                return;
+        if (credential) {
+                const char *dir = getenv("CREDENTIALS_DIRECTORY");
+                if (!v[0] || strchr(v, '/') || !strcmp(v, ".") || !strcmp(v, "..")) {
+                        err(c, n, "'%s' must be the name of a systemd credential, not a path ('%s')", key, v);
+                        return;
+                }
+                if (!dir || !dir[0]) {
+                        err(c, n, "'%s' names a systemd credential, but $CREDENTIALS_DIRECTORY is not set "
+                                  "(LoadCredential=%s:... in the unit)", key, v);
+                        return;
+                }
+                snprintf(path, sizeof(path), "%s/%s", dir, v);
+        } else
+                snprintf(path, sizeof(path), "%s", v);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                errf(c, n, "'%s': cannot read %s: %s", key, path, strerror(errno));
+                return;
+        }
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                close(fd);
+                errf(c, n, "'%s': %s is not a regular file", key, path);
+                return;
+        }
+        len = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (len < 0 || (size_t) len > SECRET_MAX) {
+                errf(c, n, len < 0 ? "'%s': cannot read %s" : "'%s': %s is longer than a secret can be (4096 bytes)",
+                     key, path);
+                return;
+        }
+        buf[len] = '\0';
+        if (len > 0 && buf[len - 1] == '\n')
+                buf[--len] = '\0';
+        if (len > 0 && buf[len - 1] == '\r')
+                buf[--len] = '\0';
+        if (len == 0 || strlen(buf) != (size_t) len || strpbrk(buf, "\r\n")) {
+                errf(c, n, len == 0 ? "'%s': %s is empty" : "'%s': %s must hold the secret on one line, nothing else",
+                     key, path);
+                explicit_bzero(buf, sizeof(buf));
+                return;
+        }
+        if (*dst) {
+                explicit_bzero(*dst, strlen(*dst));
+                free(*dst);
+        }
+        *dst = fh_strdup(buf);
+        explicit_bzero(buf, sizeof(buf));
 }
 
 typedef void (*key_fn)(ctx *c, const char *key, yaml_node_t *value, void *target);
@@ -150,6 +312,9 @@ static void kafka_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
         else if (!strcmp(key, "max_in_flight")) {
                 set_long(c, v, key, 100, 10000000, &n);
                 cfg->max_in_flight = (size_t) n;
+        } else if (!strcmp(key, "sasl_password_file") || !strcmp(key, "sasl_password_credential")) {
+                c->kafka_secrets++;
+                set_secret(c, v, key, key[14] == 'c', &c->sasl_password);
         } else
                 unknown(c, v, key, "kafka");
 }
@@ -165,8 +330,15 @@ static void redis_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
                 n = r->port;
                 set_long(c, v, key, 1, 65535, &n);
                 r->port = (int) n;
-        } else if (!strcmp(key, "password"))
+        } else if (!strcmp(key, "username"))
+                set_str(c, v, key, &r->username);
+        else if (!strcmp(key, "password")) {
+                c->redis_secrets++;
                 set_str(c, v, key, &r->password);
+        } else if (!strcmp(key, "password_file") || !strcmp(key, "password_credential")) {
+                c->redis_secrets++;
+                set_secret(c, v, key, key[9] == 'c', &r->password);
+        }
         else if (!strcmp(key, "db")) {
                 n = r->db;
                 set_long(c, v, key, 0, 1000, &n);
@@ -301,7 +473,7 @@ int fh_daemon_config_load(const char *path, fh_daemon_config *ret, fh_diags *dia
                 fh_daemon_config_free(&cfg);
                 return -EINVAL;
         }
-        ctx c = { NULL, &doc, path, diags };
+        ctx c = { .doc = &doc, .file = path, .diags = diags };
         yaml_node_t *root = yaml_document_get_root_node(&doc);
         if (root)
                 each_key(&c, root, "the configuration", top_key, &cfg);
@@ -321,6 +493,26 @@ int fh_daemon_config_load(const char *path, fh_daemon_config *ret, fh_diags *dia
                 fh_diags_error(diags, path, 0, 0, "'kafka.topics' must name at least one input topic");
         if (cfg.tick_ms <= 0)
                 fh_diags_error(diags, path, 0, 0, "'tick' must be longer than 0s");
+        if (c.redis_secrets > 1)
+                fh_diags_error(diags, path, 0, 0, "give only one of 'redis.password', 'redis.password_file' and "
+                                                  "'redis.password_credential'");
+        if (cfg.redis.username && c.redis_secrets == 0)
+                fh_diags_error(diags, path, 0, 0, "'redis.username' needs a password "
+                                                  "('redis.password_file' or 'redis.password_credential')");
+        if (c.kafka_secrets > 1)
+                fh_diags_error(diags, path, 0, 0, "give only one of 'kafka.sasl_password_file' and "
+                                                  "'kafka.sasl_password_credential'");
+        if (c.sasl_password) {
+                const fh_kvs *maps[] = { &cfg.kafka_props, &cfg.consumer_props, &cfg.producer_props };
+                for (size_t m = 0; m < 3; m++)
+                        for (size_t i = 0; i < maps[m]->n; i++)
+                                if (!strcmp(maps[m]->v[i].key, "sasl.password"))
+                                        fh_diags_error(diags, path, 0, 0, "'sasl.password' is set both as a Kafka "
+                                                                          "property and from a file or credential");
+                cfg.kafka_props.v = fh_realloc(cfg.kafka_props.v, (cfg.kafka_props.n + 1) * sizeof(fh_kv));
+                cfg.kafka_props.v[cfg.kafka_props.n++] = (fh_kv) { fh_strdup("sasl.password"), c.sasl_password };
+                c.sasl_password = NULL;
+        }
 
         yaml_document_delete(&doc);
         yaml_parser_delete(&parser);
@@ -359,6 +551,9 @@ void fh_daemon_config_free(fh_daemon_config *c) {
         kvs_free(&c->consumer_props);
         kvs_free(&c->producer_props);
         free(c->redis.host);
+        free(c->redis.username);
+        if (c->redis.password)
+                explicit_bzero(c->redis.password, strlen(c->redis.password));
         free(c->redis.password);
         free(c->redis.channel);
         free(c->redis.stream);

@@ -5,6 +5,8 @@
 
 #include "fenghuo/common.h"
 #include "fenghuo/diag.h"
+#include <librdkafka/rdkafka.h>
+
 #include "redis_sink.h"
 
 typedef struct fh_kv {
@@ -52,6 +54,12 @@ typedef struct fh_daemon_config {
         bool redis_enabled;
         fh_redis_config redis;
 } fh_daemon_config;
+
+/* Why the daemon sets the librdkafka property key itself and a user may
+ * not (a sentence), or NULL when a user may set it. */
+const char *fh_kafka_prop_guarded(const char *key);
+/* rd_kafka_conf_set() whose message (on -EINVAL) never holds the value. */
+int fh_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *err, size_t errlen);
 
 /* Parses path. 0, or -EINVAL with every problem in diags. */
 int fh_daemon_config_load(const char *path, fh_daemon_config *ret, fh_diags *diags);

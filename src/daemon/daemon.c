@@ -66,6 +66,10 @@ struct fh_daemon {
          * state it saves would be replayed from the committed offsets,
          * which can be past it. */
         fh_offsets carried;
+        /* Where each assigned partition ended when this run last reached
+         * its end (partition EOF): with nothing new to read, the only
+         * position there is, and the lag is measured from it. */
+        fh_offsets eof;
         bool paused;
 
         fh_redis *redis;
@@ -90,6 +94,8 @@ struct fh_daemon {
         uv_timer_t tick_timer, checkpoint_timer, stats_timer, stop_timer, commit_timer;
         uv_signal_t sig_term, sig_int, sig_hup;
 
+        bool signals_started;
+        unsigned setup_closing;   /* close callbacks a failed start waits for */
         bool stopping;
         bool stopped;
         bool redis_closed;
@@ -97,10 +103,13 @@ struct fh_daemon {
         int64_t stop_deadline;
         uint64_t watchdog_usec;
         uint64_t watchdog_last;
-        uint64_t dlq, future_rejected, delivery_errors, consumed;
+        uint64_t dlq, future_rejected, delivery_errors, consumed, pauses;
         int64_t last_input_ms;
         int64_t batch_now;
         int64_t newest_ts;        /* newest reading accepted: how far behind the input is */
+        /* The counts of the engines that reloads replaced: the figures are
+         * counters and must never go down. */
+        fh_engine_stats stats_before;
         bool metrics_failing;
         bool checkpoint_failing;
 };
@@ -377,7 +386,9 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
         fh_outcome o;
 
         if (m->err) {
-                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                        fh_offsets_add(&d->eof, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
+                else
                         log_warning("Kafka consumer: %s", rd_kafka_message_errstr(m));
                 return;
         }
@@ -431,6 +442,7 @@ static void set_paused(fh_daemon *d, bool pause) {
                 return;
         d->paused = pause;
         if (pause) {
+                d->pauses++;
                 rd_kafka_pause_partitions(d->consumer, d->assignment);
                 log_warning("consumption paused: %zu alerts waiting for delivery (limit %zu)",
                             in_flight(d), d->cfg.max_in_flight);
@@ -449,25 +461,31 @@ static void check_flow(fh_daemon *d) {
 }
 
 static bool drain_consumer(fh_daemon *d) {
-        rd_kafka_message_t *msgs[256];
-        int done = 0;
-
-        /* One clock read per batch: the future check needs seconds, not
+        /* One clock read per turn: the future check needs seconds, not
          * nanoseconds. */
         d->batch_now = wall_ms();
-        while (done < DRAIN_BATCH) {
-                if (d->stopping || d->paused)
+        for (int done = 0; done < DRAIN_BATCH; done++) {
+                /* Paused, the queue is still polled: it holds the messages
+                 * fetched before the pause, which librdkafka discards only
+                 * when polled, and while it is not empty its io-event fd
+                 * never fires again, for the messages after the resume or
+                 * for a rebalance. */
+                if (d->stopping)
                         return false;
-                /* In batches: one queue lock per batch instead of per
-                 * message. Rebalance and error events are served inside. */
-                ssize_t n = rd_kafka_consume_batch_queue(d->cq, 0, msgs, FH_ARRAY_SIZE(msgs));
-                if (n <= 0)
+                /* One message at a time, not rd_kafka_consume_batch_queue():
+                 * up to librdkafka 2.0.2 (Debian 12's) the batch call could
+                 * skip offsets when partitions are paused and resumed, which
+                 * flow control does (fixed in 2.1.0, see
+                 * docs/architecture.md). From the queue whose io-event fd
+                 * the loop watches. Rebalance and error events are served
+                 * inside. */
+                rd_kafka_message_t *m = rd_kafka_consume_queue(d->cq, 0);
+                if (!m)
                         return false;
-                for (ssize_t i = 0; i < n; i++) {
-                        handle_message(d, msgs[i]);
-                        rd_kafka_message_destroy(msgs[i]);
-                }
-                done += (int) n;
+                handle_message(d, m);
+                rd_kafka_message_destroy(m);
+                /* Pause at once: what is already fetched is purged by
+                 * librdkafka and fetched again after the resume. */
                 check_flow(d);
         }
         return true;
@@ -518,8 +536,10 @@ static void on_wake(uv_poll_t *h, int status, int events) {
 static int wake_init(fh_daemon *d, kafka_wake *w, rd_kafka_queue_t *q) {
         if (pipe2(w->fds, O_NONBLOCK | O_CLOEXEC) < 0)
                 return -errno;
+        int r = uv_poll_init(d->loop, &w->poll, w->fds[0]);
+        if (r < 0)
+                return r;   /* the pipe is closed by fh_daemon_free() */
         rd_kafka_queue_io_event_enable(q, w->fds[1], "1", 1);
-        uv_poll_init(d->loop, &w->poll, w->fds[0]);
         w->poll.data = d;
         uv_poll_start(&w->poll, UV_READABLE, on_wake);
         w->started = true;
@@ -828,6 +848,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                 }
                 offsets_drop(&d->resume, parts);
                 offsets_drop(&d->carried, parts);
+                offsets_drop(&d->eof, parts);
                 for (int i = 0; i < parts->cnt; i++)
                         if (parts->elems[i].offset >= 0)
                                 fh_offsets_add(&d->carried, parts->elems[i].topic, parts->elems[i].partition,
@@ -847,6 +868,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                 for (int i = 0; i < parts->cnt; i++)
                         fh_tracker_forget(d->tracker, parts->elems[i].topic, parts->elems[i].partition);
                 offsets_drop(&d->carried, parts);
+                offsets_drop(&d->eof, parts);
                 rd_kafka_assign(rk, NULL);
                 if (d->assignment)
                         rd_kafka_topic_partition_list_destroy(d->assignment);
@@ -857,17 +879,23 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
 
 static int set_prop(rd_kafka_conf_t *conf, const char *k, const char *v) {
         char err[512];
-        if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
-                log_err("bad Kafka property %s=%s: %s", k, v, err);
+        if (fh_kafka_conf_set(conf, k, v, err, sizeof(err)) < 0) {
+                /* Never the value: a mistyped key may hold a password. */
+                log_err("bad Kafka property '%s': %s", k, err);
                 return -EINVAL;
         }
         return 0;
 }
 
-static rd_kafka_conf_t *base_conf(fh_daemon *d, const fh_kvs *extra) {
+/* The daemon's tunables first, so the user's properties may change them;
+ * the settings its guarantees rest on are set by the caller after the
+ * user's, and the configuration refuses them (fh_kafka_prop_guarded). */
+static rd_kafka_conf_t *base_conf(fh_daemon *d, const char *const *tunables, const fh_kvs *extra) {
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
         int r = 0;
 
+        for (size_t i = 0; tunables[i]; i += 2)
+                r |= set_prop(conf, tunables[i], tunables[i + 1]);
         r |= set_prop(conf, "bootstrap.servers", d->cfg.brokers);
         rd_kafka_conf_set_opaque(conf, d);
         rd_kafka_conf_set_error_cb(conf, on_kafka_error);
@@ -882,67 +910,77 @@ static rd_kafka_conf_t *base_conf(fh_daemon *d, const fh_kvs *extra) {
         return conf;
 }
 
+/* Creates both clients; nothing is on the loop yet, so a failure here is
+ * undone by fh_daemon_free() alone. */
 static int kafka_start(fh_daemon *d) {
+        static const char *const producer_tunables[] = {
+                /* Alerts are few and every millisecond counts: no batching delay. */
+                "linger.ms", "0",
+                "queue.buffering.max.messages", "2000000",
+                NULL,
+        };
+        static const char *const consumer_tunables[] = {
+                /* librdkafka 2.0 stops prefetching at 100,000 queued messages and
+                 * looks again only a second later: with a loop that drains in
+                 * batches that caps a partition at one fetch a second. */
+                "queued.min.messages", "1000000",
+                NULL,
+        };
         char err[512];
         rd_kafka_conf_t *conf;
-        int r = 0;
 
         if (d->cfg.alerts_topic || d->cfg.dead_letter_topic) {
-                conf = base_conf(d, &d->cfg.producer_props);
+                conf = base_conf(d, producer_tunables, &d->cfg.producer_props);
                 if (!conf)
                         return -EINVAL;
                 /* An alert is never given up on: it waits as long as Kafka
                  * is away, and consumption pauses behind it. */
                 if (set_prop(conf, "enable.idempotence", "true") < 0 ||
-                    set_prop(conf, "message.timeout.ms", "0") < 0 ||
-                    /* Alerts are few and every millisecond counts: no batching delay. */
-                    set_prop(conf, "linger.ms", "0") < 0 ||
-                    set_prop(conf, "queue.buffering.max.messages", "2000000") < 0) {
+                    set_prop(conf, "message.timeout.ms", "0") < 0) {
                         rd_kafka_conf_destroy(conf);
                         return -EINVAL;
                 }
-                for (size_t i = 0; i < d->cfg.producer_props.n; i++)
-                        set_prop(conf, d->cfg.producer_props.v[i].key, d->cfg.producer_props.v[i].value);
                 rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
                 d->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
                 if (!d->producer) {
+                        /* Only a successful rd_kafka_new() takes conf. What
+                         * it refuses here (a certificate file, a SASL
+                         * mechanism) is configuration: -EINVAL. */
+                        rd_kafka_conf_destroy(conf);
                         log_err("failed to create Kafka producer: %s", err);
                         return -EINVAL;
                 }
                 /* conf is now owned by the producer */
                 d->pq = rd_kafka_queue_get_main(d->producer);
-                r = wake_init(d, &d->pwake, d->pq);
-                if (r < 0)
-                        return r;
         }
 
-        conf = base_conf(d, &d->cfg.consumer_props);
+        conf = base_conf(d, consumer_tunables, &d->cfg.consumer_props);
         if (!conf)
                 return -EINVAL;
         if (set_prop(conf, "group.id", d->cfg.group_id) < 0 ||
             set_prop(conf, "enable.auto.offset.store", "false") < 0 ||
-            set_prop(conf, "auto.offset.reset", "earliest") < 0 ||
-            /* librdkafka 2.0 stops prefetching at 100,000 queued messages and
-             * looks again only a second later: with a loop that drains in
-             * batches that caps a partition at one fetch a second. */
-            set_prop(conf, "queued.min.messages", "1000000") < 0) {
+            /* The end of a partition is a position too: the lag after a
+             * restart with nothing new to read. */
+            set_prop(conf, "enable.partition.eof", "true") < 0 ||
+            set_prop(conf, "auto.offset.reset", "earliest") < 0) {
                 rd_kafka_conf_destroy(conf);
                 return -EINVAL;
         }
-        for (size_t i = 0; i < d->cfg.consumer_props.n; i++)
-                set_prop(conf, d->cfg.consumer_props.v[i].key, d->cfg.consumer_props.v[i].value);
         rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
         d->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
         if (!d->consumer) {
+                rd_kafka_conf_destroy(conf);
                 log_err("failed to create Kafka consumer: %s", err);
                 return -EINVAL;
         }
+        /* conf is now owned by the consumer */
         rd_kafka_poll_set_consumer(d->consumer);
         d->cq = rd_kafka_queue_get_consumer(d->consumer);
-        r = wake_init(d, &d->cwake, d->cq);
-        if (r < 0)
-                return r;
+        return 0;
+}
 
+/* Runs on the loop: the rebalance callback it triggers needs everything. */
+static int kafka_subscribe(fh_daemon *d) {
         rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(FH_KIND__MAX);
         for (int k = 0; k < FH_KIND__MAX; k++)
                 if (d->cfg.topics[k])
@@ -1059,7 +1097,10 @@ static void on_checkpoint(uv_timer_t *h) {
 }
 
 /* How far behind the input is: messages not yet processed in the assigned
- * partitions (from librdkafka's cached watermarks), -1 when not known. */
+ * partitions (from librdkafka's cached watermarks), -1 when not known.
+ * A partition nothing was read from in this run is measured from where it
+ * ended (EOF) or from where this run starts it; never from its low
+ * watermark, which would count everything already committed. */
 static long long consumer_lag(const fh_daemon *d) {
         long long lag = 0;
 
@@ -1073,60 +1114,124 @@ static long long consumer_lag(const fh_daemon *d) {
                     hi < 0)
                         return -1;
                 pos = fh_tracker_processed(d->tracker, topic, p);
+                int64_t end = fh_offsets_get(&d->eof, topic, p);
+                if (end > pos)
+                        pos = end;
                 if (pos < 0)
-                        pos = lo;
+                        pos = fh_offsets_get(&d->carried, topic, p);
+                if (pos < 0)
+                        return -1;
                 if (hi > pos)
                         lag += hi - pos;
         }
         return lag;
 }
 
-static void write_metrics(fh_daemon *d, long long lag, long long idle_s, long long behind_s) {
+/* This run's counts: those of the engines reloads replaced, plus the
+ * current one's. */
+static void stats_total(const fh_daemon *d, fh_engine_stats *restrict ret) {
         const fh_engine_stats *s = fh_engine_stats_get(d->engine);
+        const fh_engine_stats *restrict b = &d->stats_before;
+
+        *ret = *s;
+        ret->accepted += b->accepted;
+        ret->late += b->late;
+        ret->duplicates += b->duplicates;
+        ret->dropped += b->dropped;
+        for (int i = 0; i < FH_REJECT__MAX; i++)
+                ret->rejected[i] += b->rejected[i];
+        for (int i = 0; i < FH_EVENT__MAX; i++)
+                ret->events[i] += b->events[i];
+        ret->evaluations += b->evaluations;
+        ret->ticks_skipped += b->ticks_skipped;
+}
+
+static void metric_head(fh_buf *b, const char *name, const char *type, const char *help) {
+        fh_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metric(fh_buf *b, const char *name, const char *type, const char *help, long long v) {
+        metric_head(b, name, type, help);
+        fh_buf_printf(b, "%s %lld\n", name, v);
+}
+
+/* The file is read by node_exporter, another user: 0644 whatever the
+ * umask (the unit's is 0077), next to nothing secret. */
+static int write_file_0644(const char *path, const void *data, size_t len) {
         char tmp[4096];
+        int fd, r = 0;
+
+        if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int) sizeof(tmp))
+                return -ENAMETOOLONG;
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return -errno;
+        if (fchmod(fd, 0644) < 0 || write(fd, data, len) != (ssize_t) len)
+                r = errno ? -errno : -EIO;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                unlink(tmp);
+        return r;
+}
+
+static void write_metrics(fh_daemon *d, const fh_engine_stats *s, long long lag, long long idle_s, long long behind_s) {
         fh_buf b = FH_BUF_NULL;
+        int r;
 
         fh_buf_printf(&b, "# fenghuo metrics, Prometheus text format (node_exporter textfile collector)\n");
-        fh_buf_printf(&b, "fenghuo_readings_consumed_total %llu\n", (unsigned long long) d->consumed);
-        fh_buf_printf(&b, "fenghuo_readings_accepted_total %llu\n", (unsigned long long) s->accepted);
-        fh_buf_printf(&b, "fenghuo_readings_late_total %llu\n", (unsigned long long) s->late);
-        fh_buf_printf(&b, "fenghuo_readings_duplicate_total %llu\n", (unsigned long long) s->duplicates);
-        fh_buf_printf(&b, "fenghuo_readings_dropped_total %llu\n", (unsigned long long) s->dropped);
+        metric(&b, "fenghuo_readings_consumed_total", "counter", "Messages read from the input topics.",
+               (long long) d->consumed);
+        metric(&b, "fenghuo_readings_accepted_total", "counter", "Readings that joined the windows, late ones included.",
+               (long long) s->accepted);
+        metric(&b, "fenghuo_readings_late_total", "counter", "Readings older than their sensor's latest, within lateness.",
+               (long long) s->late);
+        metric(&b, "fenghuo_readings_duplicate_total", "counter", "Readings whose timestamp their sensor already had.",
+               (long long) s->duplicates);
+        metric(&b, "fenghuo_readings_dropped_total", "counter", "Readings older than lateness allows.",
+               (long long) s->dropped);
+        metric_head(&b, "fenghuo_readings_rejected_total", "counter", "Readings sent to the dead letters, by reason.");
         for (int i = 1; i < FH_REJECT__MAX; i++)
                 fh_buf_printf(&b, "fenghuo_readings_rejected_total{reason=\"%s\"} %llu\n", fh_reject_name((fh_reject) i),
                               (unsigned long long) s->rejected[i]);
         fh_buf_printf(&b, "fenghuo_readings_rejected_total{reason=\"future_timestamp\"} %llu\n",
                       (unsigned long long) d->future_rejected);
+        metric_head(&b, "fenghuo_alerts_total", "counter", "Alert events published, by event.");
         for (int i = 0; i < FH_EVENT__MAX; i++)
                 fh_buf_printf(&b, "fenghuo_alerts_total{event=\"%s\"} %llu\n", fh_event_name((fh_event) i),
                               (unsigned long long) s->events[i]);
-        fh_buf_printf(&b, "fenghuo_alerts_in_flight %zu\n", d->n_outs);
-        fh_buf_printf(&b, "fenghuo_consumer_lag_messages %lld\n", lag);
-        fh_buf_printf(&b, "fenghuo_input_idle_seconds %lld\n", idle_s);
-        fh_buf_printf(&b, "fenghuo_input_behind_seconds %lld\n", behind_s);
-        fh_buf_printf(&b, "fenghuo_consumption_paused %d\n", d->paused);
-        fh_buf_printf(&b, "fenghuo_redis_up %d\n", d->redis ? fh_redis_connected(d->redis) : 0);
-        fh_buf_printf(&b, "fenghuo_redis_backlog %zu\n", d->redis ? fh_redis_backlog(d->redis) : 0);
-        fh_buf_printf(&b, "fenghuo_checkpoint_failing %d\n", d->checkpoint_failing);
-        fh_buf_printf(&b, "fenghuo_kafka_delivery_errors_total %llu\n", (unsigned long long) d->delivery_errors);
+        metric(&b, "fenghuo_alerts_in_flight", "gauge", "Alerts and dead letters not yet confirmed by every sink.",
+               (long long) d->n_outs);
+        metric(&b, "fenghuo_consumer_lag_messages", "gauge",
+               "Messages in the assigned partitions not processed yet; -1 when not known.", lag);
+        metric(&b, "fenghuo_input_idle_seconds", "gauge", "Seconds since the last message was read; -1 before the first.",
+               idle_s);
+        metric(&b, "fenghuo_input_behind_seconds", "gauge",
+               "Age of the newest accepted reading in seconds; -1 before the first.", behind_s);
+        metric(&b, "fenghuo_consumption_paused", "gauge", "1 while consumption waits for the sinks.", d->paused);
+        metric(&b, "fenghuo_redis_up", "gauge", "1 while the Redis connection is ready.",
+               d->redis ? fh_redis_connected(d->redis) : 0);
+        metric(&b, "fenghuo_redis_backlog", "gauge", "Alerts waiting for Redis.",
+               d->redis ? (long long) fh_redis_backlog(d->redis) : 0);
+        metric(&b, "fenghuo_checkpoint_failing", "gauge", "1 while state checkpoints fail.", d->checkpoint_failing);
+        metric(&b, "fenghuo_kafka_delivery_errors_total", "counter", "Kafka deliveries that failed and are retried.",
+               (long long) d->delivery_errors);
 
-        snprintf(tmp, sizeof(tmp), "%s.tmp", d->cfg.metrics_file);
-        FILE *f = fopen(tmp, "we");
-        bool ok = f && fwrite(b.data, 1, b.len, f) == b.len;
-        if (f && fclose(f) != 0)
-                ok = false;
-        if (!ok || rename(tmp, d->cfg.metrics_file) < 0) {
+        r = write_file_0644(d->cfg.metrics_file, b.data, b.len);
+        if (r < 0) {
                 if (!d->metrics_failing)
-                        log_warning("cannot write metrics to %s: %m", d->cfg.metrics_file);
+                        log_warning("cannot write metrics to %s: %s", d->cfg.metrics_file, strerror(-r));
                 d->metrics_failing = true;
-                unlink(tmp);
         } else
                 d->metrics_failing = false;
         fh_buf_free(&b);
 }
 
 static void log_stats(fh_daemon *d) {
-        const fh_engine_stats *s = fh_engine_stats_get(d->engine);
+        fh_engine_stats total;
+        const fh_engine_stats *s = &total;
         unsigned long long rej = 0;
         int64_t now = wall_ms();
         long long lag = consumer_lag(d);
@@ -1135,6 +1240,7 @@ static void log_stats(fh_daemon *d) {
         char reasons[512] = "";
         size_t off = 0;
 
+        stats_total(d, &total);
         for (int i = 1; i < FH_REJECT__MAX; i++) {
                 rej += s->rejected[i];
                 if (s->rejected[i] && off < sizeof(reasons))
@@ -1152,7 +1258,7 @@ static void log_stats(fh_daemon *d) {
                  d->n_outs, lag, behind_s, d->redis ? (fh_redis_connected(d->redis) ? "up" : "down") : "off",
                  d->redis ? fh_redis_backlog(d->redis) : 0, d->paused ? "yes" : "no", idle_s);
         if (d->cfg.metrics_file)
-                write_metrics(d, lag, idle_s, behind_s);
+                write_metrics(d, s, lag, idle_s, behind_s);
 }
 
 static void on_stats(uv_timer_t *h) {
@@ -1206,6 +1312,9 @@ static void reload(fh_daemon *d) {
                 }
         free(d->sensor_slot);
         d->sensor_slot = slots;
+        fh_engine_stats total;
+        stats_total(d, &total);
+        d->stats_before = total;
         fh_engine_free(d->engine);
         d->engine = ne;
         log_notice("reloaded rules=%zu stations=%zu", fh_engine_rules(ne)->n_rules,
@@ -1222,6 +1331,26 @@ static void close_handle(fh_daemon *d, uv_handle_t *h) {
         (void) d;
         if (!uv_is_closing(h))
                 uv_close(h, NULL);
+}
+
+/* Every handle the daemon has on the loop, to close. */
+static void close_handles(fh_daemon *d, void (*close_one)(fh_daemon *d, uv_handle_t *h)) {
+        close_one(d, (uv_handle_t *) &d->retry_timer);
+        close_one(d, (uv_handle_t *) &d->tick_timer);
+        close_one(d, (uv_handle_t *) &d->checkpoint_timer);
+        close_one(d, (uv_handle_t *) &d->stats_timer);
+        close_one(d, (uv_handle_t *) &d->commit_timer);
+        close_one(d, (uv_handle_t *) &d->stop_timer);
+        close_one(d, (uv_handle_t *) &d->drain_idle);
+        if (d->cwake.started)
+                close_one(d, (uv_handle_t *) &d->cwake.poll);
+        if (d->pwake.started)
+                close_one(d, (uv_handle_t *) &d->pwake.poll);
+        if (d->signals_started) {
+                close_one(d, (uv_handle_t *) &d->sig_term);
+                close_one(d, (uv_handle_t *) &d->sig_int);
+                close_one(d, (uv_handle_t *) &d->sig_hup);
+        }
 }
 
 static void finish_stop(fh_daemon *d) {
@@ -1249,22 +1378,7 @@ static void finish_stop(fh_daemon *d) {
         uv_timer_stop(&d->commit_timer);
         uv_timer_stop(&d->stop_timer);
         uv_timer_stop(&d->retry_timer);
-        close_handle(d, (uv_handle_t *) &d->retry_timer);
-        close_handle(d, (uv_handle_t *) &d->tick_timer);
-        close_handle(d, (uv_handle_t *) &d->checkpoint_timer);
-        close_handle(d, (uv_handle_t *) &d->stats_timer);
-        close_handle(d, (uv_handle_t *) &d->commit_timer);
-        close_handle(d, (uv_handle_t *) &d->stop_timer);
-        close_handle(d, (uv_handle_t *) &d->drain_idle);
-        if (d->cwake.started)
-                close_handle(d, (uv_handle_t *) &d->cwake.poll);
-        if (d->pwake.started)
-                close_handle(d, (uv_handle_t *) &d->pwake.poll);
-        if (d->hooks.install_signals) {
-                close_handle(d, (uv_handle_t *) &d->sig_term);
-                close_handle(d, (uv_handle_t *) &d->sig_int);
-                close_handle(d, (uv_handle_t *) &d->sig_hup);
-        }
+        close_handles(d, close_handle);
         if (d->hooks.on_stopped)
                 d->hooks.on_stopped(d->hooks.userdata, d->exit_code);
 }
@@ -1330,9 +1444,87 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* ---- setup ---- */
 
+/* A state directory that cannot hold the state is found at start, where an
+ * operator sees it, not at the first checkpoint. */
+static int state_dir_check(const char *dir) {
+        char probe[4096];
+        int fd;
+
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        if (snprintf(probe, sizeof(probe), "%s/.probe-%ld", dir, (long) getpid()) >= (int) sizeof(probe))
+                return -ENAMETOOLONG;
+        fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        close(fd);
+        unlink(probe);
+        return 0;
+}
+
+static void on_setup_closed(uv_handle_t *h) {
+        fh_daemon *d = h->data;
+        if (--d->setup_closing == 0)
+                fh_daemon_free(d);
+}
+
+static void on_setup_redis_closed(void *userdata, size_t undelivered) {
+        fh_daemon *d = userdata;
+        (void) undelivered;
+        d->redis = NULL;
+        if (--d->setup_closing == 0)
+                fh_daemon_free(d);
+}
+
+static void setup_close(fh_daemon *d, uv_handle_t *h) {
+        d->setup_closing++;
+        uv_close(h, on_setup_closed);
+}
+
+/* Undoes a start that failed once handles were on the loop: they are in
+ * the daemon's memory, which is freed after the last close callback (the
+ * caller runs the loop until then, as for any libuv handle). */
+static void setup_abort(fh_daemon *d) {
+        d->setup_closing = 1;   /* held until every close is under way */
+        close_handles(d, setup_close);
+        if (d->redis) {
+                d->setup_closing++;
+                fh_redis_close(d->redis, 0, on_setup_redis_closed, d);
+        }
+        if (--d->setup_closing == 0)
+                fh_daemon_free(d);
+}
+
+static int signals_init(fh_daemon *d) {
+        int r;
+
+        if ((r = uv_signal_init(d->loop, &d->sig_term)) < 0)
+                return r;
+        if ((r = uv_signal_init(d->loop, &d->sig_int)) < 0) {
+                uv_close((uv_handle_t *) &d->sig_term, NULL);
+                return r;
+        }
+        if ((r = uv_signal_init(d->loop, &d->sig_hup)) < 0) {
+                uv_close((uv_handle_t *) &d->sig_term, NULL);
+                uv_close((uv_handle_t *) &d->sig_int, NULL);
+                return r;
+        }
+        d->signals_started = true;
+        d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
+        uv_signal_start(&d->sig_term, on_signal, SIGTERM);
+        uv_signal_start(&d->sig_int, on_signal, SIGINT);
+        uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+        return 0;
+}
+
+/* Order: what needs no loop first (engine, state, Kafka clients), undone
+ * by fh_daemon_free(); then Redis and the loop's handles, undone through
+ * the loop by setup_abort(). *ret is set only on success. */
 int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const fh_daemon_hooks *hooks) {
         fh_engine_config ecfg = FH_ENGINE_CONFIG_DEFAULT;
         fh_diags diags = FH_DIAGS_NULL;
+        fh_checkpoint cp = { 0 };
+        bool restored = false;
         char line[4096];
         fh_daemon *d;
         int r;
@@ -1367,11 +1559,18 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         fh_engine_set_alert_cb(d->engine, on_alert, d);
         d->sensor_slot = fh_calloc(fh_engine_registry(d->engine)->n_stations + 1, sizeof(*d->sensor_slot));
 
-        fh_checkpoint cp = { 0 };
-        bool restored = false;
         if (d->cfg.state_dir) {
-                if (mkdir(d->cfg.state_dir, 0700) < 0 && errno != EEXIST)
-                        log_warning("cannot create state directory %s: %m", d->cfg.state_dir);
+                r = state_dir_check(d->cfg.state_dir);
+                if (r == -ENOSPC || r == -EDQUOT)
+                        /* A full disk is weather, not configuration: alerting
+                         * goes on without checkpoints, as it does when the
+                         * disk fills later. */
+                        log_err("cannot checkpoint state to %s: %s; alerting goes on without it",
+                                d->cfg.state_dir, strerror(-r));
+                else if (r < 0) {
+                        log_err("refusing to start: cannot keep state in %s: %s", d->cfg.state_dir, strerror(-r));
+                        goto fail;
+                }
                 r = fh_state_load(d->cfg.state_dir, d->engine, &cp);
                 if (r == 0) {
                         restored = true;
@@ -1414,7 +1613,19 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                         cp.watermarks = (fh_offsets) { 0 };
                 }
         }
+        r = kafka_start(d);
+        if (r < 0)
+                goto fail;
 
+        if (d->cfg.redis_enabled) {
+                r = fh_redis_new(&d->redis, loop, &d->cfg.redis, on_redis_ack, d);
+                if (r < 0) {
+                        log_err("failed to set up Redis: %s", strerror(-r));
+                        goto fail;
+                }
+                fh_redis_set_state_cb(d->redis, on_redis_state, d);
+        }
+        /* From here on a failure is undone through the loop. */
         uv_idle_init(loop, &d->drain_idle);
         d->drain_idle.data = d;
         uv_timer_init(loop, &d->tick_timer);
@@ -1425,21 +1636,20 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         uv_timer_init(loop, &d->retry_timer);
         d->tick_timer.data = d->checkpoint_timer.data = d->stats_timer.data = d->stop_timer.data =
                 d->commit_timer.data = d->retry_timer.data = d;
-
-        if (d->cfg.redis_enabled) {
-                r = fh_redis_new(&d->redis, loop, &d->cfg.redis, on_redis_ack, d);
-                if (r < 0) {
-                        log_err("failed to set up Redis: %s", strerror(-r));
-                        fh_checkpoint_clear(&cp);
-                        goto fail;
-                }
-                fh_redis_set_state_cb(d->redis, on_redis_state, d);
+        if (d->producer && (r = wake_init(d, &d->pwake, d->pq)) < 0) {
+                log_err("failed to watch the Kafka producer's queue: %s", strerror(-r));
+                goto abort;
         }
-        r = kafka_start(d);
-        if (r < 0) {
-                fh_checkpoint_clear(&cp);
-                goto fail;
+        if ((r = wake_init(d, &d->cwake, d->cq)) < 0) {
+                log_err("failed to watch the Kafka consumer's queue: %s", strerror(-r));
+                goto abort;
         }
+        if (d->hooks.install_signals && (r = signals_init(d)) < 0) {
+                log_err("failed to install signal handlers: %s", uv_strerror(r));
+                goto abort;
+        }
+        if ((r = kafka_subscribe(d)) < 0)
+                goto abort;
         resend_outbox(d, &cp);
         fh_checkpoint_clear(&cp);
 
@@ -1457,15 +1667,6 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                 uv_timer_start(&d->stats_timer, on_stats, (uint64_t) d->cfg.stats_ms, (uint64_t) d->cfg.stats_ms);
         uv_timer_start(&d->commit_timer, on_commit_timer, 200, 200);
 
-        if (d->hooks.install_signals) {
-                uv_signal_init(loop, &d->sig_term);
-                uv_signal_init(loop, &d->sig_int);
-                uv_signal_init(loop, &d->sig_hup);
-                d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
-                uv_signal_start(&d->sig_term, on_signal, SIGTERM);
-                uv_signal_start(&d->sig_int, on_signal, SIGINT);
-                uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
-        }
         if (sd_watchdog_enabled(0, &d->watchdog_usec) <= 0)
                 d->watchdog_usec = 0;
 
@@ -1475,10 +1676,14 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         sd_notify(0, "READY=1");
         *ret = d;
         return 0;
+abort:
+        fh_checkpoint_clear(&cp);
+        setup_abort(d);
+        return r;
 fail:
-        d->exit_code = 1;
-        *ret = d;
-        return -EINVAL;
+        fh_checkpoint_clear(&cp);
+        fh_daemon_free(d);
+        return r;
 }
 
 const fh_engine *fh_daemon_engine(const fh_daemon *d) {
@@ -1491,6 +1696,14 @@ uint64_t fh_daemon_consumed(const fh_daemon *d) {
 
 uint64_t fh_daemon_dead_letters(const fh_daemon *d) {
         return d->dlq;
+}
+
+uint64_t fh_daemon_pauses(const fh_daemon *d) {
+        return d->pauses;
+}
+
+size_t fh_daemon_in_flight(const fh_daemon *d) {
+        return d->n_outs;
 }
 
 fh_daemon *fh_daemon_free(fh_daemon *d) {
@@ -1524,6 +1737,7 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
                 rd_kafka_topic_partition_list_destroy(d->assignment);
         fh_offsets_clear(&d->resume);
         fh_offsets_clear(&d->carried);
+        fh_offsets_clear(&d->eof);
         fh_offsets_clear(&d->watermarks);
         fh_offsets_clear(&d->scan_from);
         fh_strset_free(d->suppress);
@@ -1596,11 +1810,11 @@ int fh_daemon_main(const char *config_path) {
         uv_loop_init(&loop);
         fh_daemon_hooks hooks = { .on_stopped = on_stopped_main, .install_signals = true };
         if (fh_daemon_new(&d, &loop, &cfg, &hooks) < 0) {
-                code = 1;
-                fh_daemon_free(d);
-                uv_run(&loop, UV_RUN_NOWAIT);
-                uv_loop_close(&loop);
-                return code;
+                /* What the start left on the loop is closing: let it finish. */
+                uv_run(&loop, UV_RUN_DEFAULT);
+                if (uv_loop_close(&loop) != 0)
+                        log_debug("loop closed with handles still open");
+                return 1;
         }
         uv_run(&loop, UV_RUN_DEFAULT);
         code = d->exit_code;

@@ -32,6 +32,8 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
 const fh_engine *fh_daemon_engine(const fh_daemon *d);
 uint64_t fh_daemon_consumed(const fh_daemon *d);
 uint64_t fh_daemon_dead_letters(const fh_daemon *d);
+uint64_t fh_daemon_pauses(const fh_daemon *d);       /* times flow control paused consumption */
+size_t fh_daemon_in_flight(const fh_daemon *d);      /* alerts and dead letters not yet confirmed */
 
 /* Begins a clean shutdown (as SIGTERM). */
 void fh_daemon_stop(fh_daemon *d);

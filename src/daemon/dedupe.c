@@ -145,7 +145,7 @@ static rd_kafka_t *make_client(const fh_daemon_config *cfg, rd_kafka_type_t type
                 goto fail;
         rd_kafka_t *rk = rd_kafka_new(type, conf, err, errlen);
         if (!rk)
-                return NULL;
+                goto fail;   /* only a successful rd_kafka_new() takes conf */
         return rk;
 fail:
         rd_kafka_conf_destroy(conf);

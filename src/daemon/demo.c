@@ -413,8 +413,8 @@ int fh_cmd_demo(int argc, char **argv) {
         fh_daemon_hooks hooks = { .on_alert = show_alert, .on_stopped = on_daemon_stopped, .userdata = &dm };
         const fh_ruleset *rs = NULL;
         if (fh_daemon_new(&dm.daemon, &dm.loop, &cfg, &hooks) < 0) {
-                fh_daemon_free(dm.daemon);
-                uv_run(&dm.loop, UV_RUN_NOWAIT);
+                /* What the start left on the loop is closing: let it finish. */
+                uv_run(&dm.loop, UV_RUN_DEFAULT);
                 uv_loop_close(&dm.loop);
                 rd_kafka_destroy(dm.rk);
                 fh_registry_free(reg);
