@@ -274,11 +274,10 @@ static void assert_same(double got, double want, bool exact, const char *what, i
  * some older than every window): after every one, each op over each window
  * at now and at a later tick equals the model's answer. Values with at
  * most six decimals must match exactly. */
-static void late_and_out_of_order_samples_match_a_naive_model(void **state) {
+static void against_the_model(const int64_t ms[3], int64_t step) {
         static const fh_opcode ops[] = { FH_OP_SUM, FH_OP_COUNT, FH_OP_AVG, FH_OP_MIN,
                                          FH_OP_MAX, FH_OP_LAST, FH_OP_DELTA, FH_OP_RATE };
         static const char *const names[] = { "sum", "count", "avg", "min", "max", "last", "delta", "rate" };
-        int64_t ms[3] = { MIN_, 7 * MIN_, HOUR };
         uint8_t needs[3] = { FH_WIN_SUM | FH_WIN_MIN | FH_WIN_MAX, FH_WIN_SUM | FH_WIN_MIN | FH_WIN_MAX,
                              FH_WIN_SUM | FH_WIN_MIN | FH_WIN_MAX };
 
@@ -294,7 +293,7 @@ static void late_and_out_of_order_samples_match_a_naive_model(void **state) {
                 /* distinct times (in even rounds on whole seconds, so samples sit
                  * exactly on window edges), then disorder: reversed runs and swaps */
                 for (int i = 0; i < N; i++)
-                        ts[i] = (int64_t) i * 2000 + (round % 2 ? rnd(2000) : rnd(2) * 1000);
+                        ts[i] = (int64_t) i * step + (round % 2 ? rnd((uint32_t) step) : rnd(2) * step / 2);
                 for (int i = 0; i < N;) {
                         int len = 1 + (int) rnd(round == 5 ? N : 200);
                         if (i + len > N)
@@ -327,7 +326,7 @@ static void late_and_out_of_order_samples_match_a_naive_model(void **state) {
                                 fh_store_insert_late(&s, ts[i], v);
                         }
                         model_add(&m, ts[i], v);
-                        int64_t later = s.now + rnd(3) * (int64_t) rnd(4 * 60000);
+                        int64_t later = s.now + rnd(3) * (int64_t) rnd(120) * step;
                         for (unsigned w = 0; w < 3; w++)
                                 for (size_t o = 0; o < 8; o++) {
                                         double want = model_query(&m, ops[o], ms[w], s.now);
@@ -339,6 +338,18 @@ static void late_and_out_of_order_samples_match_a_naive_model(void **state) {
                 fh_store_done(&s);
                 free(m.v);
         }
+}
+
+static void late_and_out_of_order_samples_match_a_naive_model(void **state) {
+        static const int64_t short_ms[3] = { MIN_, 7 * MIN_, HOUR };
+        static const int64_t long_ms[3] = { HOUR, 7 * HOUR, 24 * HOUR };
+        static const int64_t wide_ms[3] = { 24 * HOUR, 30 * 24 * HOUR, 60 * 24 * HOUR };
+
+        against_the_model(short_ms, 2000);
+        /* 2,000 hours: the store's 32-bit times move their base (past 2^32 ms) */
+        against_the_model(long_ms, HOUR);
+        /* windows over 2^31 ms keep 64-bit times */
+        against_the_model(wide_ms, 12 * HOUR);
 }
 
 int main(void) {

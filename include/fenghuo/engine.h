@@ -189,6 +189,9 @@ void fh_engine_forget(fh_engine *e, fh_sensor_filter filter, void *userdata);
 /* Bytes of state held for sensors (windows, pairs), for benchmarks and
  * metrics. */
 size_t fh_engine_memory(const fh_engine *e);
+/* Samples held in the sensors' window stores (what fh_engine_memory grows
+ * with), for the same benchmarks. */
+size_t fh_engine_samples(const fh_engine *e);
 
 /* Active alerts now, for operator views: calls fn for each pair whose level
  * is not none, in rule then sensor order. */

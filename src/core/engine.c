@@ -843,3 +843,13 @@ size_t fh_engine_memory(const fh_engine *e) {
         }
         return m;
 }
+
+size_t fh_engine_samples(const fh_engine *e) {
+        size_t n = 0;
+        for (size_t i = 0; i < e->reg->n_stations; i++) {
+                const fh_sensor *s = &e->sensors[i];
+                for (uint32_t k = 0; k < s->prof->n_stores; k++)
+                        n += s->stores[k].r.len;
+        }
+        return n;
+}

@@ -56,14 +56,14 @@ static void snapshot_sensor(const fh_engine *e, const fh_sensor *s, fh_buf *out)
                  * those outside every window (but the newest) are not
                  * state, and a restore would drop them: leaving them out
                  * makes a snapshot of a restored engine the same bytes. */
-                while (end - from > 1 && fh_store_at(st, from)->ts <= st->now - st->keep_ms)
+                while (end - from > 1 && fh_store_at(st, from).ts <= st->now - st->keep_ms)
                         from++;
                 fh_buf_str(out, p->stores[k].name, p->stores[k].name_len);
                 fh_buf_u32(out, end - from);
                 for (uint32_t i = from; i < end; i++) {
-                        const fh_sample *x = fh_store_at(st, i);
-                        put_i64(out, x->ts);
-                        fh_buf_f64(out, x->v);
+                        fh_sample x = fh_store_at(st, i);
+                        put_i64(out, x.ts);
+                        fh_buf_f64(out, x.v);
                 }
         }
 

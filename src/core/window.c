@@ -132,6 +132,134 @@ static void ring_close(fh_ring *r, uint32_t k, uint32_t n) {
         r->len -= n;
 }
 
+/* ---- the store's samples ---- */
+
+/* A store whose windows reach further back than this keeps 64-bit times:
+ * after a rebase every held time is within keep_ms of base, and 32 bits
+ * then leave at least as much again before the next one. */
+#define NARROW_KEEP_MS ((int64_t) 1 << 31)
+
+static inline void smp_set(fh_samples *r, uint32_t i, int64_t ts, double v) {
+        uint64_t d = (uint64_t) (ts - r->base);
+        r->dt[i] = (uint32_t) d;
+        if (r->hi)
+                r->hi[i] = (uint32_t) (d >> 32);
+        r->v[i] = v;
+}
+
+static inline void smp_move(fh_samples *r, uint32_t to, uint32_t from) {
+        r->dt[to] = r->dt[from];
+        if (r->hi)
+                r->hi[to] = r->hi[from];
+        r->v[to] = r->v[from];
+}
+
+static void smp_resize(fh_samples *r, uint32_t ncap) {
+        uint32_t *dt = fh_malloc(ncap * sizeof(*dt));
+        uint32_t *hi = r->wide ? fh_malloc(ncap * sizeof(*hi)) : NULL;
+        double *v = fh_malloc(ncap * sizeof(*v));
+
+        for (uint32_t k = 0; k < r->len; k++) {
+                uint32_t i = fh_samples_slot(r, k);
+                dt[k] = r->dt[i];
+                if (hi)
+                        hi[k] = r->hi[i];
+                v[k] = r->v[i];
+        }
+        free(r->dt);
+        free(r->hi);
+        free(r->v);
+        r->dt = dt;
+        r->hi = hi;
+        r->v = v;
+        r->cap = ncap;
+        r->head = 0;
+}
+
+static void smp_free(fh_samples *r) {
+        free(r->dt);
+        free(r->hi);
+        free(r->v);
+}
+
+static inline int64_t smp_ts(const fh_samples *r, uint32_t k) {
+        return fh_samples_ts(r, fh_samples_slot(r, k));
+}
+
+static void smp_pop_front(fh_samples *r, uint32_t n) {
+        r->head += n;
+        if (r->head >= r->cap)
+                r->head -= r->cap;
+        r->len -= n;
+}
+
+/* The number of samples with ts <= t. */
+static uint32_t smp_rank(const fh_samples *r, int64_t t) {
+        uint32_t lo = 0, hi = r->len;
+
+        while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if (smp_ts(r, mid) <= t)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+/* Gives the samples of s room for one more at ts, which is after
+ * now - keep_ms (or any time when none is held): grows the arrays by an
+ * eighth, and moves base forward when ts would not fit in 32 bits. */
+static void smp_fit(fh_store *s, int64_t ts) {
+        fh_samples *r = &s->r;
+        int64_t floor = s->now == FH_TIME_NONE ? ts : s->now - s->keep_ms;
+
+        if (r->len == r->cap)
+                smp_resize(r, r->cap + r->cap / 8 + 8);
+        if (r->len == 0) {
+                r->base = ts < floor ? ts : floor;
+                return;
+        }
+        if (r->wide || (uint64_t) (ts - r->base) <= UINT32_MAX)
+                return;
+        /* What is at or before now - keep_ms is outside every window and,
+         * with ts newer, no longer the newest either. */
+        uint32_t n = 0;
+        while (n < r->len && smp_ts(r, n) <= floor)
+                n++;
+        smp_pop_front(r, n);
+        for (uint32_t k = 0; k < r->len; k++) {
+                uint32_t i = fh_samples_slot(r, k);
+                r->dt[i] = (uint32_t) (fh_samples_ts(r, i) - floor);
+        }
+        r->base = floor;
+}
+
+static void smp_push_back(fh_store *s, int64_t ts, double v) {
+        smp_fit(s, ts);
+        smp_set(&s->r, fh_samples_slot(&s->r, s->r.len), ts, v);
+        s->r.len++;
+}
+
+/* Inserts in time order, moving whichever side is shorter: a sample older
+ * than all others (a stream replayed newest first) moves nothing. */
+static void smp_insert(fh_store *s, int64_t ts, double v) {
+        fh_samples *r = &s->r;
+
+        smp_fit(s, ts);
+        uint32_t k = smp_rank(r, ts);
+        if (k < r->len - k) {
+                r->head = r->head ? r->head - 1 : r->cap - 1;
+                for (uint32_t j = 0; j < k; j++)
+                        smp_move(r, fh_samples_slot(r, j), fh_samples_slot(r, j + 1));
+        } else {
+                for (uint32_t j = r->len; j-- > k;)
+                        smp_move(r, fh_samples_slot(r, j + 1), fh_samples_slot(r, j));
+        }
+        smp_set(r, fh_samples_slot(r, k), ts, v);
+        r->len++;
+}
+
 /* ---- monotonic deques ----
  *
  * The min deque holds, in time order, every sample of the window that is
@@ -188,6 +316,7 @@ void fh_store_init(fh_store *s, uint16_t field, const int64_t *win_ms, const uin
                 if (win_ms[i] > s->keep_ms)
                         s->keep_ms = win_ms[i];
         }
+        s->r.wide = s->keep_ms > NARROW_KEEP_MS;
 }
 
 void fh_store_done(fh_store *s) {
@@ -196,7 +325,7 @@ void fh_store_done(fh_store *s) {
                 free(s->win[i].max.e);
         }
         free(s->win);
-        free(s->r.e);
+        smp_free(&s->r);
         *s = (fh_store) { 0 };
 }
 
@@ -208,7 +337,8 @@ static void win_clear(fh_win *w) {
 }
 
 void fh_store_reset(fh_store *s) {
-        ring_clear(&s->r);
+        s->r.head = 0;
+        s->r.len = 0;
         s->now = FH_TIME_NONE;
         for (size_t i = 0; i < s->n_win; i++)
                 win_clear(&s->win[i]);
@@ -218,11 +348,11 @@ static void win_evict_to(fh_store *s, fh_win *w, int64_t t) {
         int64_t lo = t - w->ms;
 
         while (w->n > 0) {
-                const fh_sample *x = fh_store_at(s, s->r.len - w->n);
-                if (x->ts > lo)
+                fh_sample x = fh_store_at(s, s->r.len - w->n);
+                if (x.ts > lo)
                         break;
                 if (w->needs & FH_WIN_SUM)
-                        sum_add(&w->sum, x->v, -1);
+                        sum_add(&w->sum, x.v, -1);
                 w->n--;
         }
         if (w->needs & FH_WIN_MIN)
@@ -237,10 +367,13 @@ static void store_trim(fh_store *s) {
         /* The newest sample always stays: last(f) needs it whatever the
          * windows are. What goes is outside every window. */
         uint32_t n = 0;
-        while (n + 1 < s->r.len && fh_store_at(s, n)->ts <= s->now - s->keep_ms)
+        while (n + 1 < s->r.len && smp_ts(&s->r, n) <= s->now - s->keep_ms)
                 n++;
-        if (n)
-                ring_pop_front(&s->r, n);
+        smp_pop_front(&s->r, n);
+        /* A window that shrank (samples now arrive less often) gives back
+         * what it no longer needs. */
+        if (s->r.cap > 64 && s->r.len < s->r.cap / 2)
+                smp_resize(&s->r, s->r.len + s->r.len / 8 + 8);
 }
 
 void fh_store_advance(fh_store *s, int64_t t) {
@@ -265,7 +398,7 @@ static void win_add(fh_win *w, fh_sample x, bool late) {
 void fh_store_push(fh_store *s, int64_t ts, double v) {
         fh_sample x = { ts, v };
 
-        ring_push_back(&s->r, x);
+        smp_push_back(s, ts, v);
         /* ts == now: the sample is inside every window. */
         for (size_t k = 0; k < s->n_win; k++)
                 win_add(&s->win[k], x, false);
@@ -278,9 +411,7 @@ void fh_store_insert_late(fh_store *s, int64_t ts, double v) {
                 return;   /* outside every window and not the newest: no effect */
         if (s->now == FH_TIME_NONE)
                 s->now = ts;
-        uint32_t k = ring_rank(&s->r, ts);
-        ring_open(&s->r, k, 1);
-        *ring_slot(&s->r, k) = x;
+        smp_insert(s, ts, v);
         /* Windows are the newest samples: one that starts after ts is
          * unchanged, its count still names the same samples. */
         for (size_t i = 0; i < s->n_win; i++)
@@ -296,7 +427,7 @@ void fh_store_load(fh_store *s, const fh_sample *v, size_t n, int64_t now) {
         while (from + 1 < n && v[from].ts <= now - s->keep_ms)
                 from++;
         for (size_t i = from; i < n; i++) {
-                ring_push_back(&s->r, v[i]);
+                smp_push_back(s, v[i].ts, v[i].v);
                 for (size_t k = 0; k < s->n_win; k++)
                         if (v[i].ts > now - s->win[k].ms)
                                 win_add(&s->win[k], v[i], false);
@@ -312,20 +443,20 @@ typedef struct span {
 static span window_span(const fh_store *s, const fh_win *w, int64_t t) {
         if (t == s->now)
                 return (span) { s->r.len - w->n, s->r.len };
-        return (span) { ring_rank(&s->r, t - w->ms), ring_rank(&s->r, t) };
+        return (span) { smp_rank(&s->r, t - w->ms), smp_rank(&s->r, t) };
 }
 
 static double span_sum(const fh_store *s, span sp) {
         fh_sum acc = { 0 };
         for (uint32_t i = sp.a; i < sp.b; i++)
-                sum_add(&acc, fh_store_at(s, i)->v, +1);
+                sum_add(&acc, fh_store_at(s, i).v, +1);
         return sum_value(&acc);
 }
 
 static double span_extreme(const fh_store *s, span sp, bool want_min) {
-        double m = fh_store_at(s, sp.a)->v;
+        double m = fh_store_at(s, sp.a).v;
         for (uint32_t i = sp.a + 1; i < sp.b; i++) {
-                double v = fh_store_at(s, i)->v;
+                double v = fh_store_at(s, i).v;
                 if (beats(want_min, v, m))
                         m = v;
         }
@@ -341,8 +472,8 @@ static double diff_exact(double last, double first) {
 
 double fh_store_query(const fh_store *s, fh_opcode op, unsigned wi, int64_t t) {
         if (op == FH_OP_LAST) {
-                uint32_t i = t >= s->now ? s->r.len : ring_rank(&s->r, t);
-                return i > 0 ? fh_store_at(s, i - 1)->v : NAN;
+                uint32_t i = t >= s->now ? s->r.len : smp_rank(&s->r, t);
+                return i > 0 ? fh_store_at(s, i - 1).v : NAN;
         }
 
         const fh_win *w = &s->win[wi];
@@ -372,14 +503,14 @@ double fh_store_query(const fh_store *s, fh_opcode op, unsigned wi, int64_t t) {
         case FH_OP_DELTA:
                 if (n == 0)
                         return NAN;
-                return diff_exact(fh_store_at(s, sp.b - 1)->v, fh_store_at(s, sp.a)->v);
+                return diff_exact(fh_store_at(s, sp.b - 1).v, fh_store_at(s, sp.a).v);
         case FH_OP_RATE: {
                 if (n < 2)
                         return NAN;
-                const fh_sample *f = fh_store_at(s, sp.a), *l = fh_store_at(s, sp.b - 1);
-                if (l->ts <= f->ts)
+                fh_sample f = fh_store_at(s, sp.a), l = fh_store_at(s, sp.b - 1);
+                if (l.ts <= f.ts)
                         return NAN;
-                return diff_exact(l->v, f->v) * ((double) w->ms / (double) (l->ts - f->ts));
+                return diff_exact(l.v, f.v) * ((double) w->ms / (double) (l.ts - f.ts));
         }
         default:
                 return NAN;
@@ -387,7 +518,8 @@ double fh_store_query(const fh_store *s, fh_opcode op, unsigned wi, int64_t t) {
 }
 
 size_t fh_store_memory(const fh_store *s) {
-        size_t m = sizeof(*s) + s->r.cap * sizeof(fh_sample) + s->n_win * sizeof(fh_win);
+        size_t m = sizeof(*s) + s->r.cap * (sizeof(*s->r.dt) + sizeof(*s->r.v) + (s->r.wide ? sizeof(*s->r.hi) : 0)) +
+                   s->n_win * sizeof(fh_win);
         for (size_t i = 0; i < s->n_win; i++)
                 m += (s->win[i].min.cap + s->win[i].max.cap) * sizeof(fh_sample);
         return m;
@@ -400,7 +532,7 @@ uint32_t fh_store_len_with(const fh_store *s, int64_t ts) {
                 return 1;
         if (ts >= s->now) {
                 /* What advancing to ts keeps (the newest always), then ts. */
-                uint32_t kept = len - ring_rank(&s->r, ts - s->keep_ms);
+                uint32_t kept = len - smp_rank(&s->r, ts - s->keep_ms);
                 return (kept > 0 ? kept : 1) + 1;
         }
         if (ts <= s->now - s->keep_ms)

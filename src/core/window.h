@@ -59,8 +59,22 @@ typedef struct fh_win {
         fh_ring min, max;  /* monotonic deques: front is the extreme */
 } fh_win;
 
+/* The store's samples, oldest first, 12 bytes each: the time as 32 bits
+ * after `base` (which moves forward as samples leave), the value as a
+ * double. Stores whose windows are longer than 2^31 ms (24.8 days) keep
+ * 32 more bits of time each in `hi`. The capacity is not a power of two:
+ * it grows by an eighth, so a full window wastes at most that. */
+typedef struct fh_samples {
+        uint32_t *dt;
+        uint32_t *hi;      /* NULL unless wide */
+        double *v;
+        int64_t base;
+        uint32_t cap, head, len;
+        bool wide;
+} fh_samples;
+
 typedef struct fh_store {
-        fh_ring r;         /* samples, oldest first */
+        fh_samples r;      /* samples, oldest first */
         int64_t now;       /* FH_TIME_NONE until the first advance */
         int64_t keep_ms;   /* longest window: older samples are let go */
         uint16_t field;
@@ -101,9 +115,22 @@ static inline const fh_sample *fh_ring_at(const fh_ring *r, uint32_t k) {
         return &r->e[(r->head + k) & (r->cap - 1)];
 }
 
+static inline uint32_t fh_samples_slot(const fh_samples *r, uint32_t k) {
+        uint32_t i = r->head + k;
+        return i >= r->cap ? i - r->cap : i;
+}
+
+static inline int64_t fh_samples_ts(const fh_samples *r, uint32_t slot) {
+        uint64_t d = r->dt[slot];
+        if (r->hi)
+                d |= (uint64_t) r->hi[slot] << 32;
+        return r->base + (int64_t) d;
+}
+
 /* k-th sample held, 0 = oldest, k < s->r.len. */
-static inline const fh_sample *fh_store_at(const fh_store *s, uint32_t k) {
-        return fh_ring_at(&s->r, k);
+static inline fh_sample fh_store_at(const fh_store *s, uint32_t k) {
+        uint32_t i = fh_samples_slot(&s->r, k);
+        return (fh_sample) { fh_samples_ts(&s->r, i), s->r.v[i] };
 }
 
 #endif
