@@ -149,6 +149,27 @@ static void memory_is_bounded_by_the_longest_window(void **state) {
         fh_store_done(&s);
 }
 
+/* 5-s data fills a 1 h window with 720 samples; when the gauge drops to
+ * one a minute the store gives the memory back, and still counts right. */
+static void memory_follows_the_samples_a_window_holds(void **state) {
+        fh_store s = make(HOUR, FH_WIN_SUM);
+        int64_t t = 0;
+
+        for (int i = 0; i < 2000; i++, t += 5000)
+                add(&s, t, 1);
+        assert_true(s.r.len == 720);
+        assert_true(s.r.cap <= 720 + 720 / 8 + 8);
+        size_t full = fh_store_memory(&s);
+        for (int i = 0; i < 180; i++, t += MIN_)
+                add(&s, t, 2);
+        assert_true(s.r.len == 60);
+        assert_true(s.r.cap <= 128);
+        assert_true(fh_store_memory(&s) < full / 4);
+        assert_true(fh_store_query(&s, FH_OP_SUM, 0, t - MIN_) == 120);
+        assert_true(fh_store_query(&s, FH_OP_COUNT, 0, t - MIN_) == 60);
+        fh_store_done(&s);
+}
+
 static void late_sample_joins_its_windows(void **state) {
         fh_store s = make(HOUR, FH_WIN_SUM | FH_WIN_MIN | FH_WIN_MAX);
 
@@ -362,6 +383,7 @@ int main(void) {
                 cmocka_unit_test(delta_and_rate_use_first_and_last_in_window),
                 cmocka_unit_test(decimal_sums_are_exact),
                 cmocka_unit_test(memory_is_bounded_by_the_longest_window),
+                cmocka_unit_test(memory_follows_the_samples_a_window_holds),
                 cmocka_unit_test(late_sample_joins_its_windows),
                 cmocka_unit_test(query_after_now_excludes_what_has_expired_since),
                 cmocka_unit_test(reload_of_samples_rebuilds_the_windows),

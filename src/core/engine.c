@@ -66,7 +66,8 @@ static void recent_forget_before(fh_recent *r, int64_t horizon) {
 /* Keeps the sorted timestamps from horizon on (see recent_horizon). */
 void fh_recent_insert(fh_recent *r, int64_t ts, int64_t horizon) {
         recent_make_room(r);
-        size_t i = recent_rank(r, ts);
+        /* In order, the common case, appends without a search. */
+        size_t i = r->len == 0 || *recent_slot(r, r->len - 1) < ts ? r->len : recent_rank(r, ts);
         if (i < r->len - i) {
                 r->off = (r->off - 1) & (r->cap - 1);
                 for (size_t j = 0; j < i; j++)

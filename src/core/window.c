@@ -141,45 +141,63 @@ static void ring_close(fh_ring *r, uint32_t k, uint32_t n) {
 
 static inline void smp_set(fh_samples *r, uint32_t i, int64_t ts, double v) {
         uint64_t d = (uint64_t) (ts - r->base);
-        r->dt[i] = (uint32_t) d;
+        r->e[i].dt = (uint32_t) d;
+        memcpy(r->e[i].v, &v, sizeof(v));
         if (r->hi)
                 r->hi[i] = (uint32_t) (d >> 32);
-        r->v[i] = v;
 }
 
 static inline void smp_move(fh_samples *r, uint32_t to, uint32_t from) {
-        r->dt[to] = r->dt[from];
+        r->e[to] = r->e[from];
         if (r->hi)
                 r->hi[to] = r->hi[from];
-        r->v[to] = r->v[from];
 }
 
 static void smp_resize(fh_samples *r, uint32_t ncap) {
-        uint32_t *dt = fh_malloc(ncap * sizeof(*dt));
+        fh_packed *e = fh_malloc(ncap * sizeof(*e));
         uint32_t *hi = r->wide ? fh_malloc(ncap * sizeof(*hi)) : NULL;
-        double *v = fh_malloc(ncap * sizeof(*v));
 
         for (uint32_t k = 0; k < r->len; k++) {
                 uint32_t i = fh_samples_slot(r, k);
-                dt[k] = r->dt[i];
+                e[k] = r->e[i];
                 if (hi)
                         hi[k] = r->hi[i];
-                v[k] = r->v[i];
         }
-        free(r->dt);
+        free(r->e);
         free(r->hi);
-        free(r->v);
-        r->dt = dt;
+        r->e = e;
         r->hi = hi;
-        r->v = v;
         r->cap = ncap;
         r->head = 0;
 }
 
+/* Grows in place where the allocator can (large blocks are remapped, not
+ * copied), then mends the wrap: the shorter of the two pieces moves. */
+static void smp_grow(fh_samples *r, uint32_t ncap) {
+        uint32_t old = r->cap;
+
+        r->e = fh_realloc(r->e, ncap * sizeof(*r->e));
+        if (r->wide)
+                r->hi = fh_realloc(r->hi, ncap * sizeof(*r->hi));
+        if (r->head + r->len > old) {
+                uint32_t wrapped = r->head + r->len - old, tail = old - r->head;
+                if (wrapped <= tail && wrapped <= ncap - old) {
+                        memmove(r->e + old, r->e, wrapped * sizeof(*r->e));
+                        if (r->hi)
+                                memmove(r->hi + old, r->hi, wrapped * sizeof(*r->hi));
+                } else {
+                        memmove(r->e + ncap - tail, r->e + r->head, tail * sizeof(*r->e));
+                        if (r->hi)
+                                memmove(r->hi + ncap - tail, r->hi + r->head, tail * sizeof(*r->hi));
+                        r->head = ncap - tail;
+                }
+        }
+        r->cap = ncap;
+}
+
 static void smp_free(fh_samples *r) {
-        free(r->dt);
+        free(r->e);
         free(r->hi);
-        free(r->v);
 }
 
 static inline int64_t smp_ts(const fh_samples *r, uint32_t k) {
@@ -215,7 +233,7 @@ static void smp_fit(fh_store *s, int64_t ts) {
         int64_t floor = s->now == FH_TIME_NONE ? ts : s->now - s->keep_ms;
 
         if (r->len == r->cap)
-                smp_resize(r, r->cap + r->cap / 8 + 8);
+                smp_grow(r, r->cap + r->cap / 8 + 8);
         if (r->len == 0) {
                 r->base = ts < floor ? ts : floor;
                 return;
@@ -230,13 +248,15 @@ static void smp_fit(fh_store *s, int64_t ts) {
         smp_pop_front(r, n);
         for (uint32_t k = 0; k < r->len; k++) {
                 uint32_t i = fh_samples_slot(r, k);
-                r->dt[i] = (uint32_t) (fh_samples_ts(r, i) - floor);
+                r->e[i].dt = (uint32_t) (fh_samples_ts(r, i) - floor);
         }
         r->base = floor;
 }
 
-static void smp_push_back(fh_store *s, int64_t ts, double v) {
-        smp_fit(s, ts);
+static inline void smp_push_back(fh_store *s, int64_t ts, double v) {
+        const fh_samples *r = &s->r;
+        if (r->len == r->cap || r->len == 0 || (!r->wide && (uint64_t) (ts - r->base) > UINT32_MAX))
+                smp_fit(s, ts);
         smp_set(&s->r, fh_samples_slot(&s->r, s->r.len), ts, v);
         s->r.len++;
 }
@@ -348,11 +368,11 @@ static void win_evict_to(fh_store *s, fh_win *w, int64_t t) {
         int64_t lo = t - w->ms;
 
         while (w->n > 0) {
-                fh_sample x = fh_store_at(s, s->r.len - w->n);
-                if (x.ts > lo)
+                uint32_t i = fh_samples_slot(&s->r, s->r.len - w->n);
+                if (fh_samples_ts(&s->r, i) > lo)
                         break;
                 if (w->needs & FH_WIN_SUM)
-                        sum_add(&w->sum, x.v, -1);
+                        sum_add(&w->sum, fh_packed_v(&s->r.e[i]), -1);
                 w->n--;
         }
         if (w->needs & FH_WIN_MIN)
@@ -518,7 +538,7 @@ double fh_store_query(const fh_store *s, fh_opcode op, unsigned wi, int64_t t) {
 }
 
 size_t fh_store_memory(const fh_store *s) {
-        size_t m = sizeof(*s) + s->r.cap * (sizeof(*s->r.dt) + sizeof(*s->r.v) + (s->r.wide ? sizeof(*s->r.hi) : 0)) +
+        size_t m = sizeof(*s) + s->r.cap * (sizeof(*s->r.e) + (s->r.wide ? sizeof(*s->r.hi) : 0)) +
                    s->n_win * sizeof(fh_win);
         for (size_t i = 0; i < s->n_win; i++)
                 m += (s->win[i].min.cap + s->win[i].max.cap) * sizeof(fh_sample);

@@ -21,6 +21,8 @@
 #ifndef FENGHUO_WINDOW_H
 #define FENGHUO_WINDOW_H
 
+#include <string.h>
+
 #include "fenghuo/common.h"
 #include "fenghuo/expr.h"
 
@@ -59,15 +61,25 @@ typedef struct fh_win {
         fh_ring min, max;  /* monotonic deques: front is the extreme */
 } fh_win;
 
-/* The store's samples, oldest first, 12 bytes each: the time as 32 bits
- * after `base` (which moves forward as samples leave), the value as a
- * double. Stores whose windows are longer than 2^31 ms (24.8 days) keep
- * 32 more bits of time each in `hi`. The capacity is not a power of two:
- * it grows by an eighth, so a full window wastes at most that. */
+/* One held sample in 12 bytes: the time as 32 bits after the ring's
+ * `base`, the value's 64 bits in two 32-bit halves (the struct's alignment
+ * is 4, so they pack; fh_packed_v reads them with memcpy). Time and value
+ * share a cache line, which the window edges read together. */
+typedef struct fh_packed {
+        uint32_t dt;
+        uint32_t v[2];
+} fh_packed;
+
+/* The store's samples, oldest first. The base moves forward when a time
+ * would not fit in 32 bits; stores whose windows are longer than 2^31 ms
+ * (24.8 days) keep 32 more bits of time each in `hi`. The capacity is not
+ * a power of two: it grows by an eighth, so a full window wastes at most
+ * that. */
+_Static_assert(sizeof(fh_packed) == 12, "a held sample is 12 bytes");
+
 typedef struct fh_samples {
-        uint32_t *dt;
+        fh_packed *e;
         uint32_t *hi;      /* NULL unless wide */
-        double *v;
         int64_t base;
         uint32_t cap, head, len;
         bool wide;
@@ -120,8 +132,14 @@ static inline uint32_t fh_samples_slot(const fh_samples *r, uint32_t k) {
         return i >= r->cap ? i - r->cap : i;
 }
 
+static inline double fh_packed_v(const fh_packed *p) {
+        double v;
+        memcpy(&v, p->v, sizeof(v));
+        return v;
+}
+
 static inline int64_t fh_samples_ts(const fh_samples *r, uint32_t slot) {
-        uint64_t d = r->dt[slot];
+        uint64_t d = r->e[slot].dt;
         if (r->hi)
                 d |= (uint64_t) r->hi[slot] << 32;
         return r->base + (int64_t) d;
@@ -130,7 +148,7 @@ static inline int64_t fh_samples_ts(const fh_samples *r, uint32_t slot) {
 /* k-th sample held, 0 = oldest, k < s->r.len. */
 static inline fh_sample fh_store_at(const fh_store *s, uint32_t k) {
         uint32_t i = fh_samples_slot(&s->r, k);
-        return (fh_sample) { fh_samples_ts(&s->r, i), s->r.v[i] };
+        return (fh_sample) { fh_samples_ts(&s->r, i), fh_packed_v(&s->r.e[i]) };
 }
 
 #endif
