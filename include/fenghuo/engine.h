@@ -169,6 +169,22 @@ void fh_alert_to_json(const fh_engine *e, const fh_alert *a, fh_buf *out);
 /* The rendered message alone (also used inside the JSON). */
 void fh_alert_message(const fh_engine *e, const fh_alert *a, fh_buf *out);
 
+/* The threshold an alert of tier `l` crosses: when the tier's condition is
+ * one comparison `<quantity> <cmp> <bound>` and the bound depends on the
+ * station alone (a number, station.warning_level, 0.8 * station.x), the
+ * bound's value for st. `quantity` views the condition's code (never free
+ * it): when fh_program_same(&quantity, rule->report), the alert's value is
+ * read against the bound in the rule's unit. CAP's `threshold` parameter
+ * and the demo's lines show it. Returns false, *ret untouched, otherwise
+ * (no such tier, several comparisons, a bound that reads a window). */
+typedef struct fh_threshold {
+        fh_opcode op;              /* FH_OP_LT ... FH_OP_NE */
+        double bound;
+        fh_program quantity;
+} fh_threshold;
+bool fh_rule_threshold(const fh_engine *e, const fh_rule *rule, const fh_station *st, fh_level l,
+                       fh_threshold *ret);
+
 /* State snapshots. The state of the sensors for which filter returns true
  * (all when filter is NULL) is appended to out in a versioned binary format:
  * the raw readings in each window, the duplicate-detection horizon, and each

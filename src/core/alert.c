@@ -152,3 +152,41 @@ void fh_alert_to_json(const fh_engine *e, const fh_alert *a, fh_buf *out) {
         fh_buf_putc(out, '}');
         fh_buf_free(&msg);
 }
+
+typedef struct station_env {
+        const fh_engine *e;
+        const fh_station *st;
+} station_env;
+
+static double env_station(void *ctx, unsigned attr) {
+        station_env *se = ctx;
+        const fh_attr *at = fh_station_attr(se->st, se->e->attr_col[attr]);
+        return at && at->is_number ? at->num : NAN;
+}
+
+static double env_none(void *ctx) {
+        return NAN;
+}
+
+static double env_no_field(void *ctx, fh_opcode op, unsigned field, unsigned window) {
+        return NAN;
+}
+
+bool fh_rule_threshold(const fh_engine *e, const fh_rule *rule, const fh_station *st, fh_level l,
+                       fh_threshold *ret) {
+        const fh_program *p = l > FH_LEVEL_NONE && l < FH_LEVEL__MAX ? rule->levels[l] : NULL;
+        fh_compare cmp;
+
+        /* The comparison must be the whole condition: in `not (x > 1)` or
+         * `x > 1 and y > 2` its bound is not what the tier crossed. */
+        if (!p || fh_program_compares(p, &cmp, 1) != 1 || p->code[p->n - 1].op != cmp.op)
+                return false;
+        /* A bound that reads a field evaluates to NaN here: no threshold. */
+        station_env se = { e, st };
+        fh_eval_env env = { env_no_field, env_station, env_none, &se };
+        double v = fh_program_eval(&cmp.right, &env);
+        if (!isfinite(v))
+                return false;
+        *ret = (fh_threshold) { .op = cmp.op, .bound = v, .quantity = cmp.left };
+        return true;
+}

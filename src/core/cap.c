@@ -221,46 +221,9 @@ static void put_param_number(fh_buf *out, const char *name, double v) {
         fh_buf_free(&num);
 }
 
-/* The level condition a tier's alert crossed, and its threshold when the
- * condition is a plain `<expression> <cmp> <number>`. */
+/* The level condition a tier's alert crossed. */
 static const fh_program *condition(const fh_alert *a, fh_level l) {
         return l > FH_LEVEL_NONE && l < FH_LEVEL__MAX ? a->rule->levels[l] : NULL;
-}
-
-typedef struct station_env {
-        const fh_engine *e;
-        const fh_station *st;
-} station_env;
-
-static double env_station(void *ctx, unsigned attr) {
-        station_env *se = ctx;
-        const fh_attr *at = fh_station_attr(se->st, se->e->attr_col[attr]);
-        return at && at->is_number ? at->num : NAN;
-}
-
-static double env_none(void *ctx) {
-        return NAN;
-}
-
-static double env_no_field(void *ctx, fh_opcode op, unsigned field, unsigned window) {
-        return NAN;
-}
-
-/* What a condition that is one comparison, `<expression> <cmp> <bound>`,
- * compares with, when the bound depends on the station alone (a number,
- * station.warning_level, ...): the threshold that was crossed. */
-static bool threshold(const fh_engine *e, const fh_station *st, const fh_program *p, double *ret) {
-        fh_compare cmp;
-
-        if (!p || fh_program_compares(p, &cmp, 1) != 1 || p->code[p->n - 1].op != cmp.op)
-                return false;
-        station_env se = { e, st };
-        fh_eval_env env = { env_no_field, env_station, env_none, &se };
-        double v = fh_program_eval(&cmp.right, &env);
-        if (!isfinite(v))
-                return false;
-        *ret = v;
-        return true;
 }
 
 static void put_area(const fh_engine *e, const fh_cap_config *cfg, const fh_station *st, fh_buf *out) {
@@ -368,11 +331,11 @@ void fh_cap_write(const fh_engine *e, const fh_cap_config *cfg, const fh_alert *
         if (isfinite(a->value))
                 put_param_number(out, "value", a->value);
         const fh_program *cond = condition(a, tier);
-        double k;
+        fh_threshold th;
         if (cond) {
                 put_param(out, "condition", cond->source, strlen(cond->source));
-                if (threshold(e, st, cond, &k))
-                        put_param_number(out, "threshold", k);
+                if (fh_rule_threshold(e, a->rule, st, tier, &th))
+                        put_param_number(out, "threshold", th.bound);
         }
         put_area(e, cfg, st, out);
         fh_buf_puts(out, "  </info>\n</alert>\n");
