@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,13 +59,256 @@ typedef struct demo {
         char topics[FH_KIND__MAX][32];
 } demo;
 
-/* Each eight terminal columns wide (a CJK character takes two), so the
- * columns after the badge line up. */
-static const char *const level_badge[FH_LEVEL__MAX] = { "解除    ", "蓝色 IV ", "黄色 III", "橙色 II ", "红色 I  " };
+/* What an operator reads is in Chinese, as the rule titles, the station
+ * names and the SMS texts are: the national tier names, the verbs of the
+ * alert lifecycle. The usage text and errors stay those of the CLI. */
+static const char *const tier_name[FH_LEVEL__MAX] = { "解除", "蓝色IV", "黄色III", "橙色II", "红色I" };
 static const char *const level_color[FH_LEVEL__MAX] = { "\033[30;42m", "\033[97;44m", "\033[30;43m",
                                                         "\033[30;48;5;208m", "\033[97;41m" };
-static const char *const event_arrow[FH_EVENT__MAX] = { "▲ raised     ", "▲ escalated  ", "▼ deescalated",
-                                                        "✓ cleared    " };
+static const char *const event_verb[FH_EVENT__MAX] = { "发布", "升级", "降级", "解除" };
+
+enum { WIDTH = 80 };
+
+/* ---- display columns ---- */
+
+/* One UTF-8 character at s: its length in bytes, the code point in *cp
+ * (U+FFFD for a broken sequence, which then counts one byte). */
+static size_t next_char(const char *s, size_t n, uint32_t *cp) {
+        unsigned char c = (unsigned char) s[0];
+        size_t len = c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        uint32_t v = len == 1 ? c : c & (0x7Fu >> len);
+
+        if (len > n)
+                len = 1;
+        for (size_t i = 1; i < len; i++) {
+                if (((unsigned char) s[i] & 0xC0) != 0x80) {
+                        *cp = 0xFFFD;
+                        return 1;
+                }
+                v = v << 6 | ((unsigned char) s[i] & 0x3F);
+        }
+        *cp = len == 1 && c >= 0x80 ? 0xFFFD : v;
+        return len;
+}
+
+/* Terminal columns of a code point: two for East Asian Wide and Fullwidth
+ * (UAX #11: Han, kana, Hangul, fullwidth punctuation like "："), none for
+ * combining marks, one for the rest, the ambiguous ones (·, ≥, µ, …, ─)
+ * included, as glibc's wcwidth() counts them in every UTF-8 locale. */
+static size_t cp_cols(uint32_t c) {
+        static const uint32_t wide[][2] = {
+                { 0x1100, 0x115F }, { 0x2E80, 0x303E }, { 0x3041, 0x33FF }, { 0x3400, 0x4DBF },
+                { 0x4E00, 0x9FFF }, { 0xA000, 0xA4CF }, { 0xAC00, 0xD7A3 }, { 0xF900, 0xFAFF },
+                { 0xFE30, 0xFE4F }, { 0xFF00, 0xFF60 }, { 0xFFE0, 0xFFE6 }, { 0x1F300, 0x1F64F },
+                { 0x20000, 0x3FFFD },
+        };
+        if ((c >= 0x0300 && c <= 0x036F) || (c >= 0x200B && c <= 0x200F) || (c >= 0xFE00 && c <= 0xFE0F))
+                return 0;
+        for (size_t i = 0; i < FH_ARRAY_SIZE(wide); i++)
+                if (c >= wide[i][0] && c <= wide[i][1])
+                        return 2;
+        return 1;
+}
+
+/* The length of a colour sequence (ESC [ ... m) at s, 0 when none. */
+static size_t escape_len(const char *s, size_t n) {
+        size_t i = 2;
+
+        if (n < 2 || s[0] != '\033' || s[1] != '[')
+                return 0;
+        while (i < n && s[i] != 'm')
+                i++;
+        return i < n ? i + 1 : 0;
+}
+
+static size_t text_cols(const char *s, size_t n) {
+        size_t cols = 0;
+
+        for (size_t i = 0; i < n;) {
+                uint32_t cp;
+                size_t k = escape_len(s + i, n - i);
+                if (k) {
+                        i += k;
+                        continue;
+                }
+                i += next_char(s + i, n - i, &cp);
+                cols += cp_cols(cp);
+        }
+        return cols;
+}
+
+/* Appends s[0..n) in at most `cols` columns, cut with "…" when wider
+ * (never wrapped), and when `pad` filled with spaces to exactly `cols`. */
+static void put_cols(fh_buf *out, const char *s, size_t n, size_t cols, bool pad) {
+        size_t used = 0, i = 0;
+        bool colored = false;
+
+        if (text_cols(s, n) <= cols) {
+                fh_buf_append(out, s, n);
+                used = text_cols(s, n);
+        } else {
+                while (i < n) {
+                        uint32_t cp;
+                        size_t k = escape_len(s + i, n - i);
+                        if (k) {
+                                fh_buf_append(out, s + i, k);
+                                colored = true;
+                                i += k;
+                                continue;
+                        }
+                        k = next_char(s + i, n - i, &cp);
+                        if (used + cp_cols(cp) + 1 > cols)
+                                break;
+                        fh_buf_append(out, s + i, k);
+                        used += cp_cols(cp);
+                        i += k;
+                }
+                if (cols > 0) {
+                        fh_buf_puts(out, "…");
+                        used++;
+                }
+                if (colored)
+                        fh_buf_puts(out, "\033[0m");
+        }
+        while (pad && used++ < cols)
+                fh_buf_putc(out, ' ');
+}
+
+static void put_cols_s(fh_buf *out, const char *s, size_t cols) {
+        put_cols(out, s, strlen(s), cols, true);
+}
+
+/* Every line the demo prints, alerts and all: one terminal line of at
+ * most WIDTH columns. */
+static void put_line(FILE *f, const fh_buf *text) {
+        fh_buf b = FH_BUF_NULL;
+
+        put_cols(&b, text->data ? text->data : "", text->len, WIDTH, false);
+        fh_buf_putc(&b, '\n');
+        fwrite(b.data, 1, b.len, f);
+        fflush(f);
+        fh_buf_free(&b);
+}
+
+__attribute__((format(printf, 2, 3))) static void say(FILE *f, const char *fmt, ...) {
+        char text[1024];
+        va_list ap;
+
+        va_start(ap, fmt);
+        int n = vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        fh_buf b = { .data = text, .len = n < 0 ? 0 : (size_t) n < sizeof(text) ? (size_t) n : sizeof(text) - 1 };
+        put_line(f, &b);
+}
+
+/* ---- what an alert line shows ---- */
+
+/* 50, 157.5, 0.35: no trailing zeros, and never "-0". */
+static void put_number(fh_buf *out, double v) {
+        char tmp[64];
+        int n = snprintf(tmp, sizeof(tmp), "%.2f", v);
+
+        while (n > 0 && tmp[n - 1] == '0')
+                n--;
+        if (n > 0 && tmp[n - 1] == '.')
+                n--;
+        tmp[n] = 0;
+        fh_buf_puts(out, strcmp(tmp, "-0") == 0 ? "0" : tmp);
+}
+
+/* "  52.2 mm  ": the value in the rule's unit (rules/fields.yaml), in 11
+ * columns whatever the unit ("mm/d", "µε", none). */
+static void put_value(fh_buf *out, const fh_rule *r, double v) {
+        char tmp[64];
+
+        if (isfinite(v))
+                snprintf(tmp, sizeof(tmp), "%6.1f %s", v, r->unit ? r->unit : "");
+        else
+                snprintf(tmp, sizeof(tmp), "%6s", "-");
+        put_cols_s(out, tmp, 11);
+}
+
+/* Whether q is the rule's report over other windows (`sum(rain_mm, 6h)`
+ * for a report `sum(rain_mm, 3h)`): the same quantity in the same unit,
+ * over the window returned in *ret_ms. A rate's unit has its window in it,
+ * so rates never qualify. */
+static bool same_but_window(const fh_ruleset *rs, const fh_program *q, const fh_program *report, int64_t *ret_ms) {
+        int64_t ms = 0;
+
+        if (!report || q->n != report->n)
+                return false;
+        for (uint32_t i = 0; i < q->n; i++) {
+                const fh_insn *x = &q->code[i], *y = &report->code[i];
+                if (x->op != y->op || x->field != y->field || memcmp(&x->k, &y->k, sizeof(x->k)) != 0)
+                        return false;
+                if (x->arg == y->arg)
+                        continue;
+                if (x->op < FH_OP_SUM || x->op > FH_OP_DELTA || ms)
+                        return false;
+                ms = rs->syms.windows[x->arg].ms;
+        }
+        if (!ms)
+                return false;
+        *ret_ms = ms;
+        return true;
+}
+
+/* The threshold tier l crosses at st, in terms the operator can set
+ * against the value: "≥100 mm" for the report itself, "≥50 mm(6h)" for
+ * the report over another window, ">90 min" for a silence (age() counts
+ * seconds); just the bound for another quantity. Empty when the tier has
+ * no single threshold (fh_rule_threshold). */
+static void put_threshold(fh_buf *out, const demo *dm, const fh_rule *r, const fh_station *st, fh_level l) {
+        static const char *const cmp_sign[] = { [FH_OP_LT] = "<", [FH_OP_LE] = "≤", [FH_OP_GT] = ">",
+                                                [FH_OP_GE] = "≥", [FH_OP_EQ] = "=", [FH_OP_NE] = "≠" };
+        const fh_engine *e = fh_daemon_engine(dm->daemon);
+        fh_threshold th;
+        int64_t ms;
+        char dur[32];
+
+        if (!fh_rule_threshold(e, r, st, l, &th))
+                return;
+        fh_buf_puts(out, cmp_sign[th.op]);
+        if (th.quantity.n == 1 && th.quantity.code[0].op == FH_OP_AGE && th.bound >= 0 && th.bound < 1e12) {
+                /* In the largest unit that is exact, by its SI symbol as the
+                 * other units are: "90 min", not "90m", which reads as
+                 * metres next to a water level. */
+                static const struct { int64_t s; const char *name; } per[] = {
+                        { 86400, " d" }, { 3600, " h" }, { 60, " min" }, { 1, " s" },
+                };
+                int64_t sec = (int64_t) llround(th.bound);
+                for (size_t i = 0; i < FH_ARRAY_SIZE(per); i++)
+                        if (sec % per[i].s == 0 || per[i].s == 1) {
+                                fh_buf_printf(out, "%lld%s", (long long) (sec / per[i].s), per[i].name);
+                                break;
+                        }
+                return;
+        }
+        put_number(out, th.bound);
+        bool report = fh_program_same(&th.quantity, r->report);
+        bool windowed = !report && same_but_window(fh_engine_rules(e), &th.quantity, r->report, &ms);
+        if ((report || windowed) && r->unit && r->unit[0])
+                fh_buf_printf(out, " %s", r->unit);
+        if (windowed) {
+                fh_duration_format(ms, dur, sizeof(dur));
+                fh_buf_printf(out, "(%s)", dur);
+        }
+}
+
+/* The tier in its colour, or in brackets without colour: nine columns. */
+static void put_badge(fh_buf *out, const demo *dm, fh_level tier, bool cleared) {
+        char tmp[32];
+
+        if (dm->color) {
+                fh_buf_puts(out, level_color[cleared ? FH_LEVEL_NONE : tier]);
+                fh_buf_putc(out, ' ');
+                put_cols_s(out, tier_name[tier], 7);
+                fh_buf_puts(out, " \033[0m");
+        } else {
+                snprintf(tmp, sizeof(tmp), "[%s]", tier_name[tier]);
+                put_cols_s(out, tmp, 9);
+        }
+}
 
 static int collect(void *userdata, const char *text, size_t len) {
         demo *dm = userdata;
@@ -89,7 +333,7 @@ static int collect(void *userdata, const char *text, size_t len) {
 
 static void show_alert(void *userdata, const fh_alert *a, const char *json, size_t len) {
         demo *dm = userdata;
-        char ts[FH_TIME_LOCAL_MAX], value[64] = "";
+        char ts[FH_TIME_LOCAL_MAX];
 
         dm->by_event[a->event]++;
         dm->by_level[a->level]++;
@@ -104,23 +348,109 @@ static void show_alert(void *userdata, const fh_alert *a, const char *json, size
                 fflush(stdout);
                 return;
         }
+        /* A clear speaks of the tier it ends, and of that tier's threshold. */
+        bool cleared = a->event == FH_EVENT_CLEARED;
+        fh_level tier = cleared ? a->previous : a->level;
+        fh_buf text = FH_BUF_NULL, th = FH_BUF_NULL;
         fh_time_format_local(a->ts_ms, 480, ts);
-        if (isfinite(a->value))
-                snprintf(value, sizeof(value), "%8.1f %s", a->value, a->rule->unit ? a->rule->unit : "");
-        else
-                snprintf(value, sizeof(value), "%8s ", "-");
-        /* The unit (rules/fields.yaml) in a column of five terminal
-         * columns: one per UTF-8 character, none of them wide. */
-        size_t cols = 0, n = strlen(value);
-        for (size_t i = 0; i < n; i++)
-                cols += ((unsigned char) value[i] & 0xC0) != 0x80;
-        while (cols++ < 8 + 1 + 5 && n + 1 < sizeof(value))
-                value[n++] = ' ', value[n] = 0;
-        printf("%s  %s %s %s  %s  %-11s %s  %s · %s\n", ts + 5,
-               dm->color ? level_color[a->level] : "[", level_badge[a->level], dm->color ? "\033[0m" : "]",
-               event_arrow[a->event], a->station->id, value,
-               a->rule->title ? a->rule->title : a->rule->id, a->station->name);
-        fflush(stdout);
+        fh_buf_printf(&text, "%s ", ts + 5);
+        put_badge(&text, dm, tier, cleared);
+        fh_buf_printf(&text, " %s ", event_verb[a->event]);
+        put_value(&text, a->rule, a->value);
+        fh_buf_putc(&text, ' ');
+        put_threshold(&th, dm, a->rule, a->station, tier);
+        put_cols(&text, th.data ? th.data : "", th.len, 11, true);
+        fh_buf_printf(&text, " %s %s", a->rule->title ? a->rule->title : a->rule->id, a->station->name);
+        put_line(stdout, &text);
+        fh_buf_free(&text);
+        fh_buf_free(&th);
+}
+
+/* The column heads of the alert lines, aligned with show_alert's. */
+static void alert_heads(demo *dm) {
+        fh_buf text = FH_BUF_NULL;
+
+        put_cols_s(&text, "时间", 12);
+        put_cols_s(&text, "级别", 10);
+        put_cols_s(&text, "事件", 5);
+        put_cols_s(&text, "    值", 12);
+        put_cols_s(&text, "阈值", 12);
+        fh_buf_puts(&text, "预警 站点");
+        put_line(dm->out, &text);
+        fh_buf_free(&text);
+}
+
+typedef struct active_alert {
+        const fh_rule *rule;
+        const fh_station *station;
+        fh_level level;
+        int64_t raised_ms;
+        double value;
+} active_alert;
+
+typedef struct active_list {
+        active_alert *items;
+        size_t n, cap;
+} active_list;
+
+static void collect_active(void *userdata, const fh_alert *a) {
+        active_list *l = userdata;
+
+        if (l->n == l->cap) {
+                l->cap = l->cap ? l->cap * 2 : 64;
+                l->items = fh_realloc(l->items, l->cap * sizeof(*l->items));
+        }
+        l->items[l->n++] = (active_alert) { a->rule, a->station, a->level, a->raised_ms, a->value };
+}
+
+/* Red first; within a tier the oldest first. */
+static int active_order(const void *x, const void *y) {
+        const active_alert *a = x, *b = y;
+
+        if (a->level != b->level)
+                return a->level > b->level ? -1 : 1;
+        if (a->raised_ms != b->raised_ms)
+                return a->raised_ms < b->raised_ms ? -1 : 1;
+        return strcmp(a->station->id, b->station->id);
+}
+
+/* What an operator still has to deal with when the storm is over: the
+ * engine's own active alerts (those `replay` leaves open), each with the
+ * value of its last level change. */
+static void active_alerts(demo *dm) {
+        active_list l = { 0 };
+        fh_buf text = FH_BUF_NULL;
+        char ts[FH_TIME_LOCAL_MAX];
+
+        fh_engine_foreach_active(fh_daemon_engine(dm->daemon), collect_active, &l);
+        qsort(l.items, l.n, sizeof(*l.items), active_order);
+        say(dm->out, "%s", "");
+        if (l.n == 0) {
+                say(dm->out, "%s── 结束时没有仍生效的预警 ──%s", dm->color ? "\033[1m" : "", dm->color ? "\033[0m" : "");
+                return;
+        }
+        say(dm->out, "%s── 结束时仍生效的预警：%zu 条 ──%s", dm->color ? "\033[1m" : "", l.n,
+            dm->color ? "\033[0m" : "");
+        put_cols_s(&text, "级别", 10);
+        put_cols_s(&text, "站点编号", 11);
+        put_cols_s(&text, "发布时间", 12);
+        put_cols_s(&text, "变更时的值", 12);
+        fh_buf_puts(&text, "预警 站点");
+        put_line(dm->out, &text);
+        for (size_t i = 0; i < l.n; i++) {
+                const active_alert *a = &l.items[i];
+                fh_buf_reset(&text);
+                put_badge(&text, dm, a->level, false);
+                fh_buf_putc(&text, ' ');
+                put_cols_s(&text, a->station->id, 10);
+                fh_time_format_local(a->raised_ms, 480, ts);
+                fh_buf_printf(&text, " %s ", ts + 5);
+                put_value(&text, a->rule, a->value);
+                fh_buf_printf(&text, " %s %s", a->rule->title ? a->rule->title : a->rule->id, a->station->name);
+                put_line(dm->out, &text);
+        }
+        fh_buf_free(&text);
+        free(l.items);
 }
 
 static void summary(demo *dm) {
@@ -130,23 +460,24 @@ static void summary(demo *dm) {
 
         for (int i = 0; i < FH_EVENT__MAX; i++)
                 total += dm->by_event[i];
-        fprintf(dm->out, "\n%s── summary ──%s\n", dm->color ? "\033[1m" : "", dm->color ? "\033[0m" : "");
-        fprintf(dm->out, "readings: %zu produced, %llu consumed, %llu accepted, %llu to the dead-letter topic, "
-               "%llu duplicates, %llu late\n",
-               dm->produced, (unsigned long long) fh_daemon_consumed(dm->daemon),
-               (unsigned long long) s->accepted, (unsigned long long) fh_daemon_dead_letters(dm->daemon),
-               (unsigned long long) s->duplicates, (unsigned long long) s->late);
-        fprintf(dm->out, "alerts: %zu (%zu raised, %zu escalated, %zu deescalated, %zu cleared); "
-               "levels reached: red %zu, orange %zu, yellow %zu, blue %zu\n",
-               total, dm->by_event[FH_EVENT_RAISED], dm->by_event[FH_EVENT_ESCALATED],
-               dm->by_event[FH_EVENT_DEESCALATED], dm->by_event[FH_EVENT_CLEARED],
-               dm->by_level[FH_LEVEL_RED], dm->by_level[FH_LEVEL_ORANGE], dm->by_level[FH_LEVEL_YELLOW],
-               dm->by_level[FH_LEVEL_BLUE]);
-        fprintf(dm->out, "still active: %zu\n", dm->active);
-        fprintf(dm->out, "Every alert also went to the Kafka topic fenghuo.alerts of the embedded cluster.\n"
-               "The same alerts, from the command line:\n"
-               "  fenghuo simulate --stations stations/miyun.csv --bad 0.003 --seed %llu | "
-               "fenghuo replay --rules rules --stations stations/miyun.csv\n", (unsigned long long) dm->seed);
+        say(dm->out, "%s", "");
+        say(dm->out, "%s── 小结 ──%s", dm->color ? "\033[1m" : "", dm->color ? "\033[0m" : "");
+        say(dm->out, "读数：发送 %zu 条，读入 %llu 条，接受 %llu 条（重复 %llu，迟到 %llu），死信 %llu 条",
+            dm->produced, (unsigned long long) fh_daemon_consumed(dm->daemon), (unsigned long long) s->accepted,
+            (unsigned long long) s->duplicates, (unsigned long long) s->late,
+            (unsigned long long) fh_daemon_dead_letters(dm->daemon));
+        say(dm->out, "预警事件 %zu 条：发布 %zu，升级 %zu，降级 %zu，解除 %zu", total,
+            dm->by_event[FH_EVENT_RAISED], dm->by_event[FH_EVENT_ESCALATED], dm->by_event[FH_EVENT_DEESCALATED],
+            dm->by_event[FH_EVENT_CLEARED]);
+        say(dm->out, "各级别事件：红色I %zu，橙色II %zu，黄色III %zu，蓝色IV %zu", dm->by_level[FH_LEVEL_RED],
+            dm->by_level[FH_LEVEL_ORANGE], dm->by_level[FH_LEVEL_YELLOW], dm->by_level[FH_LEVEL_BLUE]);
+        active_alerts(dm);
+        say(dm->out, "%s", "");
+        say(dm->out, "每条预警也已发到内嵌集群的 Kafka 主题 fenghuo.alerts。");
+        say(dm->out, "用命令行得到同样的预警：");
+        say(dm->out, "  fenghuo simulate --stations stations/miyun.csv --bad 0.003 --seed %llu |",
+            (unsigned long long) dm->seed);
+        say(dm->out, "    fenghuo replay --rules rules --stations stations/miyun.csv");
 }
 
 static void on_daemon_stopped(void *userdata, int code) {
@@ -227,16 +558,16 @@ static void on_pace(uv_timer_t *h) {
         if ((dm->sim_now / dm->step_ms) % 36 == 0) {
                 char ts[FH_TIME_LOCAL_MAX];
                 fh_time_format_local(dm->sim_now, 480, ts);
-                fprintf(dm->out, "%s── %s · %zu readings sent · %zu alerts active ──%s\n", dm->color ? "\033[2m" : "",
-                        ts, dm->produced, dm->active, dm->color ? "\033[0m" : "");
-                fflush(dm->out);
+                say(dm->out, "%s── %s · 已发送读数 %zu 条 · 生效预警 %zu 条 ──%s", dm->color ? "\033[2m" : "", ts,
+                    dm->produced, dm->active, dm->color ? "\033[0m" : "");
         }
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
         demo *dm = h->data;
         (void) signum;
-        fprintf(dm->out, "\n(stopping)\n");
+        say(dm->out, "%s", "");
+        say(dm->out, "（正在停止）");
         stop(dm);
 }
 
@@ -422,13 +753,16 @@ int fh_cmd_demo(int argc, char **argv) {
         }
         rs = fh_engine_rules(fh_daemon_engine(dm.daemon));
 
-        fprintf(dm.out, "%s烽火 fenghuo — a simulated storm over Miyun%s\n", dm.color ? "\033[1m" : "",
-                dm.color ? "\033[0m" : "");
-        fprintf(dm.out, "%zu stations, %zu rules from %s; embedded Kafka (librdkafka mock cluster) at %s%s%s\n",
-                reg->n_stations, rs->n_rules, rules, bootstraps, redis ? "; Redis at " : "", redis ? redis : "");
-        fprintf(dm.out, "2023-07-29 00:00 → 2023-07-31 00:00, %zu readings (%.1f%% bad input), in about %.0f s. "
-                "Ctrl-C stops.\n\n", dm.n_lines, so.bad_share * 100, seconds);
-        fflush(dm.out);
+        say(dm.out, "%s烽火 fenghuo · 密云暴雨模拟%s", dm.color ? "\033[1m" : "", dm.color ? "\033[0m" : "");
+        say(dm.out, "站点 %zu 个，规则 %zu 条（%s）", reg->n_stations, rs->n_rules, rules);
+        say(dm.out, "内嵌 Kafka（librdkafka 模拟集群）：%s%s%s", bootstraps, redis ? "；Redis：" : "",
+            redis ? redis : "");
+        say(dm.out, "模拟 2023-07-29 00:00 至 2023-07-31 00:00，读数 %zu 条（坏数据 %.1f%%）", dm.n_lines,
+            so.bad_share * 100);
+        say(dm.out, "约 %.0f 秒放完，Ctrl-C 提前停止。", seconds);
+        say(dm.out, "%s", "");
+        if (!dm.json)
+                alert_heads(&dm);
 
         uv_timer_init(&dm.loop, &dm.pace);
         dm.pace.data = &dm;
