@@ -308,6 +308,32 @@ static void a_threshold_is_given_only_for_a_single_comparison_with_a_station_bou
         teardown_rec(&r);
 }
 
+/* The bound CAP's `threshold` and the demo's lines show, and whether the
+ * alert's value (the report) is what it bounds. */
+static void the_threshold_says_which_quantity_it_bounds(void **state) {
+        rec r;
+        fh_threshold th = { .bound = -1 };
+
+        setup(&r, false);
+        const fh_rule *river = &fh_engine_rules(r.e)->rules[1];
+        const fh_station *w = fh_registry_find(fh_engine_registry(r.e), "W", 1);
+        assert_string_equal(river->id, "river");
+        assert_non_null(w);
+        assert_true(fh_rule_threshold(r.e, river, w, FH_LEVEL_ORANGE, &th));
+        assert_int_equal(th.op, FH_OP_GE);
+        assert_true(th.bound == 150.5);
+        assert_true(fh_program_same(&th.quantity, river->report));
+        assert_true(fh_rule_threshold(r.e, river, w, FH_LEVEL_BLUE, &th));
+        assert_true(th.bound == 149.5);
+        assert_false(fh_program_same(&th.quantity, river->report));   /* level_m + 1 */
+        /* Two comparisons, and a tier the rule does not have: no threshold, th untouched. */
+        assert_false(fh_rule_threshold(r.e, river, w, FH_LEVEL_YELLOW, &th));
+        assert_false(fh_rule_threshold(r.e, river, w, FH_LEVEL_RED, &th));
+        assert_false(fh_rule_threshold(r.e, river, w, FH_LEVEL_NONE, &th));
+        assert_true(th.bound == 149.5);
+        teardown_rec(&r);
+}
+
 static void config_check_refuses_codes_and_senders_cap_cannot_carry(void **state) {
         fh_cap_config c = FH_CAP_CONFIG_DEFAULT;
         char why[256];
@@ -336,6 +362,7 @@ int main(void) {
                 cmocka_unit_test(area_is_the_town_with_a_circle_or_the_registry_polygon),
                 cmocka_unit_test(parameters_carry_value_threshold_rule_and_sensor),
                 cmocka_unit_test(a_threshold_is_given_only_for_a_single_comparison_with_a_station_bound),
+                cmocka_unit_test(the_threshold_says_which_quantity_it_bounds),
                 cmocka_unit_test(config_check_refuses_codes_and_senders_cap_cannot_carry),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
