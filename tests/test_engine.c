@@ -849,6 +849,38 @@ static void rejection_is_explained_in_one_line(void **state) {
         fh_engine_free(e);
 }
 
+/* The duplicate horizon keeps 32-bit times after a moving base: over 200
+ * days (past 2^32 ms) with a 1 h lateness, and with a lateness of 60 days
+ * (past 2^31 ms), every held time is still told apart from a new one. */
+static void duplicates_are_found_over_months_and_with_a_lateness_of_months(void **state) {
+        const int64_t late_min[2] = { 60, 60 * 24 * 60 };
+        const int64_t step_min[2] = { 20, 60 * 24 };
+        const int n[2] = { 200 * 24 * 3, 200 };
+
+        for (int c = 0; c < 2; c++) {
+                fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+                rec r;
+                cfg.lateness_ms = late_min[c] * MIN_;
+                fh_engine *e = engine(levels_rule, &r, &cfg);
+                for (int i = 0; i < n[c]; i++) {
+                        int64_t t = i * step_min[c];
+                        assert_int_equal(feed(e, "A", t, "x", 0), FH_OUTCOME_ACCEPTED);
+                        if (i == 0)
+                                continue;
+                        /* a new time between the last two, then both again */
+                        assert_int_equal(feed(e, "A", t - step_min[c] / 2, "x", 0), FH_OUTCOME_LATE);
+                        assert_int_equal(feed(e, "A", t - step_min[c] / 2, "x", 0), FH_OUTCOME_DUPLICATE);
+                        assert_int_equal(feed(e, "A", t - step_min[c], "x", 0), FH_OUTCOME_DUPLICATE);
+                        assert_int_equal(feed(e, "A", t, "x", 0), FH_OUTCOME_DUPLICATE);
+                }
+                int64_t last = (n[c] - 1) * step_min[c];
+                assert_int_equal(feed(e, "A", last - late_min[c] - 1, "x", 0), FH_OUTCOME_DROPPED);
+                assert_int_equal(feed(e, "A", last - late_min[c], "x", 0),
+                                 FH_OUTCOME_DUPLICATE);
+                fh_engine_free(e);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(level_follows_the_raw_target_without_for_or_clear_after),
@@ -858,6 +890,7 @@ int main(void) {
                 cmocka_unit_test(highest_ready_level_wins_when_for_holds_back_a_higher_one),
                 cmocka_unit_test(eval_hook_sees_every_evaluation_with_its_report_and_levels),
                 cmocka_unit_test(duplicate_reading_is_ignored_and_counted),
+                cmocka_unit_test(duplicates_are_found_over_months_and_with_a_lateness_of_months),
                 cmocka_unit_test(late_reading_joins_the_window_and_evaluates_at_the_latest_time),
                 cmocka_unit_test(reading_older_than_lateness_is_dropped),
                 cmocka_unit_test(last_is_by_timestamp_not_by_arrival),

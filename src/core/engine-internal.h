@@ -41,8 +41,12 @@ typedef struct fh_pair {
         double last_value;
 } fh_pair;
 
+/* Timestamps as 32 bits after base (moved forward when one would not fit;
+ * with a lateness over 2^31 ms, hi keeps 32 more bits each). */
 typedef struct fh_recent {
-        int64_t *v;                  /* sorted ring: cap is a power of two */
+        uint32_t *v;                 /* sorted ring: cap is a power of two */
+        uint32_t *hi;                /* NULL unless wide */
+        int64_t base;
         size_t off, len, cap;        /* off: slot of the oldest */
 } fh_recent;
 

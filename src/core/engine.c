@@ -18,10 +18,26 @@ const char *fh_event_name(fh_event e) {
 /* ---- recent timestamps, for duplicate detection ----
  *
  * A sorted ring (power-of-two capacity): a late timestamp goes in by moving
- * the shorter side, so a stream replayed newest first moves nothing. */
+ * the shorter side, so a stream replayed newest first moves nothing. 4
+ * bytes a timestamp: at 5-s reporting a sensor holds 732 of them. */
 
-static inline int64_t *recent_slot(const fh_recent *r, size_t i) {
-        return &r->v[(r->off + i) & (r->cap - 1)];
+static inline size_t recent_slot(const fh_recent *r, size_t i) {
+        return (r->off + i) & (r->cap - 1);
+}
+
+static inline int64_t recent_get(const fh_recent *r, size_t i) {
+        size_t k = recent_slot(r, i);
+        uint64_t d = r->v[k];
+        if (r->hi)
+                d |= (uint64_t) r->hi[k] << 32;
+        return r->base + (int64_t) d;
+}
+
+static inline void recent_move(fh_recent *r, size_t to, size_t from) {
+        size_t a = recent_slot(r, to), b = recent_slot(r, from);
+        r->v[a] = r->v[b];
+        if (r->hi)
+                r->hi[a] = r->hi[b];
 }
 
 /* The number of timestamps <= ts. */
@@ -30,7 +46,7 @@ static size_t recent_rank(const fh_recent *r, int64_t ts) {
 
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
-                if (*recent_slot(r, mid) <= ts)
+                if (recent_get(r, mid) <= ts)
                         lo = mid + 1;
                 else
                         hi = mid;
@@ -40,49 +56,83 @@ static size_t recent_rank(const fh_recent *r, int64_t ts) {
 
 static bool recent_contains(const fh_recent *r, int64_t ts) {
         size_t i = recent_rank(r, ts);
-        return i > 0 && *recent_slot(r, i - 1) == ts;
+        return i > 0 && recent_get(r, i - 1) == ts;
 }
 
 static void recent_make_room(fh_recent *r) {
         if (r->len < r->cap)
                 return;
         size_t ncap = r->cap ? r->cap * 2 : 4;
-        int64_t *n = fh_malloc(ncap * sizeof(*n));
-        for (size_t i = 0; i < r->len; i++)
-                n[i] = *recent_slot(r, i);
+        uint32_t *v = fh_malloc(ncap * sizeof(*v));
+        uint32_t *hi = r->hi ? fh_malloc(ncap * sizeof(*hi)) : NULL;
+        for (size_t i = 0; i < r->len; i++) {
+                v[i] = r->v[recent_slot(r, i)];
+                if (hi)
+                        hi[i] = r->hi[recent_slot(r, i)];
+        }
         free(r->v);
-        r->v = n;
+        free(r->hi);
+        r->v = v;
+        r->hi = hi;
         r->cap = ncap;
         r->off = 0;
 }
 
 static void recent_forget_before(fh_recent *r, int64_t horizon) {
-        while (r->len > 0 && *recent_slot(r, 0) < horizon) {
+        while (r->len > 0 && recent_get(r, 0) < horizon) {
                 r->off = (r->off + 1) & (r->cap - 1);
                 r->len--;
         }
 }
 
+/* Makes ts - base fit: everything kept is at or after horizon, so base
+ * moves there; a lateness over 2^31 ms can still leave ts too far, and then
+ * the times get their high bits. Horizons only grow between clears. */
+static void recent_fit(fh_recent *r, int64_t ts, int64_t horizon) {
+        if (r->len == 0) {
+                r->base = horizon;
+        } else if (ts < r->base || (uint64_t) (ts - r->base) > UINT32_MAX) {
+                recent_forget_before(r, horizon);
+                for (size_t i = 0; i < r->len; i++) {
+                        int64_t t = recent_get(r, i);
+                        size_t k = recent_slot(r, i);
+                        r->v[k] = (uint32_t) (uint64_t) (t - horizon);
+                        if (r->hi)
+                                r->hi[k] = (uint32_t) ((uint64_t) (t - horizon) >> 32);
+                }
+                r->base = horizon;
+        }
+        if (!r->hi && (uint64_t) (ts - r->base) > UINT32_MAX) {
+                r->hi = fh_calloc(r->cap, sizeof(*r->hi));
+        }
+}
+
 /* Keeps the sorted timestamps from horizon on (see recent_horizon). */
 void fh_recent_insert(fh_recent *r, int64_t ts, int64_t horizon) {
+        if (ts < horizon)
+                return;   /* it would be forgotten at once */
         recent_make_room(r);
+        recent_fit(r, ts, horizon);
         /* In order, the common case, appends without a search. */
-        size_t i = r->len == 0 || *recent_slot(r, r->len - 1) < ts ? r->len : recent_rank(r, ts);
+        size_t i = r->len == 0 || recent_get(r, r->len - 1) < ts ? r->len : recent_rank(r, ts);
         if (i < r->len - i) {
                 r->off = (r->off - 1) & (r->cap - 1);
                 for (size_t j = 0; j < i; j++)
-                        *recent_slot(r, j) = *recent_slot(r, j + 1);
+                        recent_move(r, j, j + 1);
         } else {
                 for (size_t j = r->len; j-- > i;)
-                        *recent_slot(r, j + 1) = *recent_slot(r, j);
+                        recent_move(r, j + 1, j);
         }
-        *recent_slot(r, i) = ts;
+        size_t k = recent_slot(r, i);
+        r->v[k] = (uint32_t) (uint64_t) (ts - r->base);
+        if (r->hi)
+                r->hi[k] = (uint32_t) ((uint64_t) (ts - r->base) >> 32);
         r->len++;
         recent_forget_before(r, horizon);
 }
 
 int64_t fh_recent_at(const fh_recent *r, size_t i) {
-        return *recent_slot(r, i);
+        return recent_get(r, i);
 }
 
 /* The timestamps a sensor keeps: those within lateness of its latest, for
@@ -103,8 +153,8 @@ static bool over_rate(const fh_recent *r, int64_t ts, uint32_t max) {
         if (max == 0 || n <= max)
                 return false;
         /* Where ts would go; at the end for an in-order reading. */
-        size_t p = ts > *recent_slot(r, r->len - 1) ? r->len : recent_rank(r, ts);
-#define AT(i) ((i) == p ? ts : *recent_slot(r, (i) < p ? (i) : (i) - 1))
+        size_t p = ts > recent_get(r, r->len - 1) ? r->len : recent_rank(r, ts);
+#define AT(i) ((i) == p ? ts : recent_get(r, (i) < p ? (i) : (i) - 1))
         for (size_t j = p >= max ? p - max : 0; j <= p && j + max < n; j++)
                 if (AT(j + max) - AT(j) < FH_ENGINE_RATE_WINDOW_MS)
                         return true;
@@ -317,6 +367,7 @@ static void sensor_done(fh_sensor *s) {
         free(s->stores);
         free(s->pairs);
         free(s->recent.v);
+        free(s->recent.hi);
 }
 
 static void warn_missing_columns(fh_engine *e, const fh_rule *r, fh_diags *diags) {
@@ -838,7 +889,8 @@ size_t fh_engine_memory(const fh_engine *e) {
         size_t m = sizeof(*e);
         for (size_t i = 0; i < e->reg->n_stations; i++) {
                 const fh_sensor *s = &e->sensors[i];
-                m += sizeof(*s) + s->recent.cap * sizeof(int64_t) + s->prof->n_rules * sizeof(fh_pair);
+                m += sizeof(*s) + s->recent.cap * (sizeof(uint32_t) + (s->recent.hi ? sizeof(uint32_t) : 0)) +
+                     s->prof->n_rules * sizeof(fh_pair);
                 for (uint32_t k = 0; k < s->prof->n_stores; k++)
                         m += fh_store_memory(&s->stores[k]);
         }
