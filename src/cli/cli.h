@@ -15,6 +15,7 @@ int fh_cmd_demo(int argc, char **argv);
 int fh_cmd_test(int argc, char **argv);
 int fh_cmd_diff(int argc, char **argv);
 int fh_cmd_plot(int argc, char **argv);
+int fh_cmd_console(int argc, char **argv);
 
 /* Reads a whole file ("-" is standard input). 0, or a negative errno. */
 #define FH_RULE_FILE_MAX    (4u << 20)

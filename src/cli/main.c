@@ -13,6 +13,7 @@ static void usage(FILE *f) {
               "  plot      --rules DIR --stations FILE --sensor ID [FILE|-]  an SVG of a station's rules\n"
               "  simulate  --stations FILE [...]           write a storm scenario as JSON Lines\n"
               "  run       --config FILE                   the daemon\n"
+              "  console   --config FILE                   the command centre's web console\n"
               "  version\n"
               "`fenghuo COMMAND --help` tells more.\n", f);
 }
@@ -37,6 +38,8 @@ int main(int argc, char **argv) {
                 return fh_cmd_simulate(argc - 1, argv + 1);
         if (!strcmp(cmd, "run"))
                 return fh_cmd_run(argc - 1, argv + 1);
+        if (!strcmp(cmd, "console"))
+                return fh_cmd_console(argc - 1, argv + 1);
         if (!strcmp(cmd, "demo"))
                 return fh_cmd_demo(argc - 1, argv + 1);
         if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

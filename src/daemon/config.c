@@ -420,7 +420,9 @@ static void top_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
         else if (!strcmp(key, "redis")) {
                 cfg->redis_enabled = true;
                 each_key(c, v, "redis", redis_key, cfg);
-        } else
+        } else if (!strcmp(key, "console"))
+                ;       /* `fenghuo console` reads it (src/console/console_config.c) */
+        else
                 unknown(c, v, key, "the configuration");
 }
 

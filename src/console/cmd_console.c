@@ -1,0 +1,116 @@
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "console.h"
+
+static void usage(FILE *f) {
+        fputs("usage: fenghuo console --config FILE\n"
+              "       fenghuo console --hash-password < password\n"
+              "Serves the command centre's web console (the `console:` section of the\n"
+              "daemon's config file; see docs/operations.md). SIGTERM or SIGINT stops it.\n"
+              "  --hash-password   print a crypt(3) hash of the password on standard input,\n"
+              "                    for the users file\n", f);
+}
+
+static int hash_password(void) {
+        char pw[512];
+        if (!fgets(pw, sizeof(pw), stdin)) {
+                fputs("fenghuo console: no password on standard input\n", stderr);
+                return 1;
+        }
+        pw[strcspn(pw, "\r\n")] = '\0';
+        if (!*pw) {
+                fputs("fenghuo console: the password is empty\n", stderr);
+                return 1;
+        }
+        char *h = fh_console_hash_password(pw);
+        memset(pw, 0, sizeof(pw));
+        if (!h) {
+                fputs("fenghuo console: crypt(3) could not hash the password\n", stderr);
+                return 1;
+        }
+        puts(h);
+        free(h);
+        return 0;
+}
+
+int fh_cmd_console(int argc, char **argv) {
+        static const struct option opts[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "hash-password", no_argument, NULL, 'p' },
+                { "help", no_argument, NULL, 'h' },
+                {}
+        };
+        const char *config = NULL;
+        int opt;
+
+        optind = 1;
+        while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1)
+                switch (opt) {
+                case 'c': config = optarg; break;
+                case 'p': return hash_password();
+                case 'h': usage(stdout); return 0;
+                default: usage(stderr); return 2;
+                }
+        if (!config || optind != argc) {
+                usage(stderr);
+                return 2;
+        }
+
+        fh_diags diags = FH_DIAGS_NULL;
+        fh_console_config cfg;
+        char *rules = NULL, *stations = NULL;
+        fh_ruleset *rs = NULL;
+        fh_registry *reg = NULL;
+        int rc = fh_console_config_load(config, &cfg, &rules, &stations, &diags);
+        if (rc == 0 && (fh_load_rules(rules, &rs, &diags) < 0 || fh_load_registry(stations, &reg, &diags) < 0))
+                rc = -EINVAL;
+        fh_diags_sort(&diags);
+        fh_print_diags(&diags);
+        fh_diags_clear(&diags);
+        free(rules);
+        free(stations);
+        if (rc < 0) {
+                fh_ruleset_free(rs);
+                fh_registry_free(reg);
+                if (cfg.listen)
+                        fh_console_config_free(&cfg);
+                return 1;
+        }
+
+        /* Signals are taken with sigwait(): blocked before any thread starts,
+         * so libmicrohttpd's and the follower's threads never get them. */
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+        fh_console *con;
+        char err[512];
+        if (fh_console_start(&con, &cfg, reg, rs, err, sizeof(err)) < 0) {
+                fprintf(stderr, "fenghuo console: %s\n", err);
+                fh_ruleset_free(rs);
+                fh_registry_free(reg);
+                fh_console_config_free(&cfg);
+                return 1;
+        }
+        printf("fenghuo console: http://%s:%d/\n", cfg.listen, fh_console_port(con));
+        fflush(stdout);
+        int sig;
+        do
+                sigwait(&set, &sig);
+        while (sig == SIGPIPE);
+        fh_console_stop(con);
+        fh_ruleset_free(rs);
+        fh_registry_free(reg);
+        fh_console_config_free(&cfg);
+        return 0;
+}
