@@ -935,10 +935,68 @@ static void test_an_event_sent_twice_with_its_id_is_delivered_once(void **state)
         assert_int_equal(sink_close(f, 1000), 0);
 }
 
+/* The console's silence (docs/integration.md): the per-level channel an SMS
+ * gateway follows stays quiet while the key lives; the event still reaches
+ * the all-events channel, the stream (marked) and the active hash. */
+static void test_a_silenced_sensor_or_rule_keeps_its_events_off_the_level_channels(void **state) {
+        fixture *f = *state;
+        redisContext *sub = client(f->srv.port);
+        redisReply *rep;
+        char json[256];
+
+        rep = redisCommand(sub, "SUBSCRIBE %s %s", CHANNEL, CHANNEL ":red");
+        freeReplyObject(rep);
+        assert_int_equal(redisGetReply(sub, (void **)&rep), REDIS_OK);
+        freeReplyObject(rep);
+        redis_do(f, "SET %s:silence:sensor:MY-RG-0001 x PX 60000", CHANNEL);
+        redis_do(f, "SET %s:silence:rule:landslide x PX 60000", CHANNEL);
+
+        sink_open(f);
+        alert_json(json, sizeof(json), 1, "red");
+        assert_int_equal(fh_redis_send_once(f->r, json, strlen(json), "rainstorm:MY-RG-0001", "red", false,
+                                            "rainstorm:MY-RG-0001:1|raised|t", &f->acks[1]), 0);
+        assert_int_equal(fh_redis_send_once(f->r, json, strlen(json), "landslide:MY-LS-0001", "red", false,
+                                            "landslide:MY-LS-0001:1|raised|t", &f->acks[2]), 0);
+        /* Another sensor of a silenced sensor's rule is not silenced. */
+        alert_json(json, sizeof(json), 2, "red");
+        assert_int_equal(fh_redis_send_once(f->r, json, strlen(json), "rainstorm:MY-RG-0002", "red", false,
+                                            "rainstorm:MY-RG-0002:1|raised|t", &f->acks[3]), 0);
+        assert_true(run_until(f, backlog_empty, 5000));
+
+        /* In order: three on the all-events channel, then only MY-RG-0002 on
+         * the red one (the publishes of one script arrive together). */
+        const char *want[][2] = { { CHANNEL, "MY-RG-0001" }, { CHANNEL, "MY-RG-0001" },
+                                  { CHANNEL, "MY-RG-0002" }, { CHANNEL ":red", "MY-RG-0002" } };
+        for (size_t i = 0; i < 4; i++) {
+                assert_int_equal(redisGetReply(sub, (void **)&rep), REDIS_OK);
+                assert_string_equal(rep->element[1]->str, want[i][0]);
+                assert_non_null(strstr(rep->element[2]->str, want[i][1]));
+                freeReplyObject(rep);
+        }
+        redisFree(sub);
+
+        rep = query(f, "XRANGE %s - +", STREAM);
+        assert_int_equal(rep->elements, 3);
+        for (size_t i = 0; i < 3; i++) {
+                redisReply *kv = rep->element[i]->element[1];
+                assert_int_equal(kv->elements, i < 2 ? 4 : 2);
+                if (i < 2) {
+                        assert_string_equal(kv->element[2]->str, "silenced");
+                        assert_string_equal(kv->element[3]->str, "1");
+                }
+        }
+        freeReplyObject(rep);
+        rep = query(f, "HLEN %s", HASH);
+        assert_int_equal(rep->integer, 3);
+        freeReplyObject(rep);
+        assert_int_equal(sink_close(f, 1000), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_an_alert_reaches_the_subscribers_the_stream_and_the_active_hash, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_an_event_sent_twice_with_its_id_is_delivered_once, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_a_silenced_sensor_or_rule_keeps_its_events_off_the_level_channels, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_a_cleared_alert_removes_its_field_from_the_active_hash, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_alerts_sent_while_redis_is_down_are_delivered_in_order_once_it_is_back, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_the_backlog_is_bounded_while_redis_is_down, setup, teardown),

@@ -733,12 +733,23 @@ static void cmd(fh_redis *r, item *it, int *rc, int argc, const char **argv, con
 
 /* One event, once: the SET NX of its id and everything it does run as one
  * script, so a resend after a broken connection (or a restarted daemon
- * re-sending its outbox) changes nothing the second time. */
+ * re-sending its outbox) changes nothing the second time.
+ * A silence the console set ("<channel>:silence:sensor:<sensor>" or
+ * "...:rule:<rule>", ARGV[5] being "<rule>:<sensor>") keeps the event off
+ * the per-level channels the SMS gateways follow; the stream entry says
+ * `silenced`, the active hash and the all-events channel are unchanged.
+ * The silence keys are not in KEYS: fenghuo's Redis is one node. */
 static const char once_script[] =
         "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[7]) then "
+        "local r, s = string.match(ARGV[5], '^([^:]*):(.*)$') "
+        "local quiet = r ~= nil and redis.call('EXISTS', ARGV[2] .. ':silence:sensor:' .. s, "
+        "ARGV[2] .. ':silence:rule:' .. r) > 0 "
         "redis.call('PUBLISH', ARGV[2], ARGV[1]) "
+        "if quiet then "
+        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', ARGV[1], 'silenced', '1') "
+        "else "
         "redis.call('PUBLISH', ARGV[3], ARGV[1]) "
-        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', ARGV[1]) "
+        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', ARGV[1]) end "
         "if ARGV[6] == '1' then redis.call('HDEL', KEYS[3], ARGV[5]) "
         "else redis.call('HSET', KEYS[3], ARGV[5], ARGV[1]) end "
         "return 1 end return 0";
