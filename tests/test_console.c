@@ -369,6 +369,10 @@ static void test_an_alert_reaches_the_live_stream_within_a_second_and_the_active
         assert_non_null(strstr(h.body, "\"unit\":\"mm\""));
         /* rules/rain.yaml: red is sum(rain_mm, 3h) >= 100. */
         assert_non_null(strstr(h.body, "\"red\":{\"op\":\">=\",\"value\":100}"));
+        /* Yellow compares the 6 h sum, not the value (the 3 h sum): no
+         * threshold to set it against, only its condition. */
+        assert_null(strstr(h.body, "\"yellow\":{\"op\""));
+        assert_non_null(strstr(h.body, "\"yellow\":\"sum(rain_mm, 6h) >= 50\""));
         assert_non_null(strstr(h.body, "\"ack\":null"));
         assert_non_null(strstr(h.body, "\"silenced\":null"));
         http_free(&h);

@@ -508,8 +508,11 @@ static double env_no_field(void *ctx, fh_opcode op, unsigned field, unsigned win
 }
 
 /* {"red":{"op":">=","value":100},...} for the tiers whose condition is one
- * comparison with a bound the station alone decides (a number or a station
- * attribute); a tier with a compound condition has none. */
+ * comparison of the rule's `report` (the value an alert carries) with a
+ * bound the station alone decides (a number or a station attribute). A tier
+ * that compares something else (rainstorm's yellow is a 6 h sum, its value
+ * the 3 h sum) or has a compound condition has none: its condition text is
+ * in put_conditions(). */
 static void put_thresholds(const fh_console *c, const fh_rule *rule, const fh_station *st, fh_buf *b) {
         bool first = true;
 
@@ -517,8 +520,8 @@ static void put_thresholds(const fh_console *c, const fh_rule *rule, const fh_st
         for (int l = FH_LEVEL_RED; l >= FH_LEVEL_BLUE; l--) {
                 const fh_program *p = rule->levels[l];
                 fh_compare cmp;
-                if (!p || !st || fh_program_compares(p, &cmp, 1) != 1 || p->code[p->n - 1].op != cmp.op ||
-                    !op_name(cmp.op))
+                if (!p || !st || !rule->report || fh_program_compares(p, &cmp, 1) != 1 ||
+                    p->code[p->n - 1].op != cmp.op || !op_name(cmp.op) || !fh_program_same(&cmp.left, rule->report))
                         continue;
                 station_env se = { c, st };
                 fh_eval_env env = { env_no_field, env_station, env_none, &se };
@@ -529,6 +532,22 @@ static void put_thresholds(const fh_console *c, const fh_rule *rule, const fh_st
                               fh_level_name((fh_level) l), op_name(cmp.op));
                 fh_buf_json_number(b, v);
                 fh_buf_putc(b, '}');
+                first = false;
+        }
+        fh_buf_putc(b, '}');
+}
+
+/* {"red":"sum(rain_mm, 3h) >= 100",...}: each tier's condition as written. */
+static void put_conditions(const fh_rule *rule, fh_buf *b) {
+        bool first = true;
+
+        fh_buf_putc(b, '{');
+        for (int l = FH_LEVEL_RED; l >= FH_LEVEL_BLUE; l--) {
+                const fh_program *p = rule->levels[l];
+                if (!p || !p->source)
+                        continue;
+                fh_buf_printf(b, "%s\"%s\":", first ? "" : ",", fh_level_name((fh_level) l));
+                fh_buf_json_string(b, p->source, strlen(p->source));
                 first = false;
         }
         fh_buf_putc(b, '}');
@@ -695,6 +714,11 @@ static enum MHD_Result api_active(fh_console *c, struct MHD_Connection *conn) {
                         put_thresholds(c, rule, st, &b);
                 else
                         fh_buf_puts(&b, "{}");
+                fh_buf_puts(&b, ",\"conditions\":");
+                if (rule)
+                        put_conditions(rule, &b);
+                else
+                        fh_buf_puts(&b, "{}");
                 fh_buf_puts(&b, ",\"ack\":");
                 put_reply_or_null(&b, have ? got->element[3 * i] : NULL);
                 fh_buf_puts(&b, ",\"silenced\":");
@@ -770,6 +794,8 @@ static enum MHD_Result api_station(fh_console *c, struct MHD_Connection *conn) {
                 put_rule(&b, rule);
                 fh_buf_puts(&b, ",\"thresholds\":");
                 put_thresholds(c, rule, st, &b);
+                fh_buf_puts(&b, ",\"conditions\":");
+                put_conditions(rule, &b);
                 fh_buf_putc(&b, '}');
                 first = false;
         }

@@ -56,7 +56,9 @@ function drawMap() {
 }
 
 function colourMap() {
-  for (const s of state.stations) {
+  const order = [...state.stations].sort((x, y) =>
+    SEVERITY[(state.byStation[x.id] || {}).level || 'none'] - SEVERITY[(state.byStation[y.id] || {}).level || 'none']);
+  for (const s of order) {
     const c = document.getElementById(`st-${s.id}`);
     if (!c) continue;
     const a = state.byStation[s.id];
@@ -64,12 +66,17 @@ function colourMap() {
     c.setAttribute('class', `st ${level}${a && a.silenced ? ' silenced' : ''}`);
     c.setAttribute('data-level', level);
     c.setAttribute('r', level === 'none' ? 8 : 8 + 2 * SEVERITY[level]);
+    // Alerting stations on top, the highest tier last.
+    if (level !== 'none') c.parentNode.parentNode.append(c.parentNode);
   }
 }
 
 function thresholdText(a) {
+  // The threshold when the tier compares the alert's value; else the
+  // tier's condition as the rule writes it (another window, or compound).
   const t = a.thresholds && a.thresholds[a.event.level];
-  return t ? `${t.op} ${fmtValue(t.value, a.unit)}` : '';
+  if (t) return `${t.op} ${fmtValue(t.value, a.unit)}`;
+  return (a.conditions || {})[a.event.level] || '';
 }
 
 function renderList() {

@@ -54,7 +54,7 @@ function fmtDuration(ms) {
 
 function fmtValue(v, unit) {
   if (typeof v !== 'number') return '—';
-  const s = Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2);
+  const s = String(Number(v.toFixed(Math.abs(v) >= 10 ? 1 : 2)));
   return unit ? `${s} ${unit}` : s;
 }
 

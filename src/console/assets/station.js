@@ -70,11 +70,15 @@ async function load() {
   for (const r of d.rules) {
     const evs = d.history.filter(e => e.rule === r.rule.id && typeof e.value === 'number');
     charts.append(el('h3', {}, `${r.rule.title}${r.rule.unit ? '（' + r.rule.unit + '）' : ''}`));
-    if (!evs.length && !Object.keys(r.thresholds).length) {
+    if (!evs.length) {
       charts.append(el('p', { class: 'muted' }, '24 小时内没有预警。'));
       continue;
     }
     charts.append(chart(r.rule, r.thresholds, evs));
+    const other = Object.entries(r.conditions).filter(([l]) => !r.thresholds[l]);
+    if (other.length)
+      charts.append(el('p', { class: 'muted' }, '图中未画出（比较的不是本值）：',
+        other.map(([l, c]) => `${tierLabel(l)} ${c}`).join('；')));
   }
   document.querySelector('#history tbody').replaceChildren(...d.history.map(e => el('tr', {},
     el('td', {}, fmtTime(Date.parse(e.ts))), el('td', {}, e.title || e.rule),
