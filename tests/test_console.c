@@ -16,6 +16,8 @@
 #include <cmocka.h>
 
 #include <hiredis/hiredis.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <uv.h>
 
 #include "cli.h"
@@ -554,6 +556,88 @@ static void test_the_console_section_is_read_and_checked(void **state) {
         fh_diags_clear(&d);
 }
 
+/* Every message on the mock cluster's topic, from the beginning: their
+ * keys and values, one line each. */
+static size_t consume_all(const char *bootstraps, const char *topic, char *out, size_t n) {
+        char err[256];
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", bootstraps, err, sizeof(err)), RD_KAFKA_CONF_OK);
+        assert_int_equal(rd_kafka_conf_set(conf, "group.id", "test-console", err, sizeof(err)), RD_KAFKA_CONF_OK);
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+        assert_non_null(rk);
+        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(parts, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        assert_int_equal(rd_kafka_assign(rk, parts), 0);
+        rd_kafka_topic_partition_list_destroy(parts);
+        size_t count = 0, len = 0;
+        out[0] = '\0';
+        double quiet_until = it_now() + 3;
+        while (it_now() < quiet_until) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+                if (!m)
+                        continue;
+                if (!m->err) {
+                        len += (size_t) snprintf(out + len, n - len, "%.*s %.*s\n", (int) m->key_len,
+                                                 (const char *) m->key, (int) m->len, (const char *) m->payload);
+                        count++;
+                        quiet_until = it_now() + 1;
+                }
+                rd_kafka_message_destroy(m);
+        }
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+        return count;
+}
+
+static void test_an_unacknowledged_red_alert_is_escalated_once_across_restarts(void **state) {
+        NEED_REDIS();
+        char err[512], cookie[256], got[16384];
+
+        /* librdkafka's mock cluster as the broker. */
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        assert_int_equal(rd_kafka_conf_set(conf, "test.mock.num.brokers", "1", err, sizeof(err)), RD_KAFKA_CONF_OK);
+        rd_kafka_t *mock = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+        assert_non_null(mock);
+        rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(mock);
+        assert_int_equal(rd_kafka_mock_topic_create(mc, "fenghuo.alerts", 1, 1), 0);
+        char *bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(mc));
+
+        fh_console_stop(w.con);
+        w.cfg.ack_timeout_ms = 1000;
+        w.cfg.brokers = bootstraps;
+        w.cfg.alerts_topic = "fenghuo.alerts";
+        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.reg, w.rs, err, sizeof(err)), 0);
+        w.port = fh_console_port(w.con);
+
+        daemon_writes("rainstorm", "MY-RG-0005", "raised", "red", 120, 1764813600000LL);
+        daemon_writes("rainstorm", "MY-RG-0006", "raised", "red", 130, 1764813600000LL);
+        daemon_writes("rainstorm", "MY-RG-0007", "raised", "orange", 60, 1764813600000LL);
+        login("op", cookie, sizeof(cookie));
+        http h = request("POST", "/api/ack", cookie, "alert_id=rainstorm%3AMY-RG-0006%3A1764813600000");
+        assert_int_equal(h.status, 200);
+        http_free(&h);
+
+        double until = it_now() + 10;
+        while (fh_escalator_produced(fh_console_escalator(w.con)) < 1 && it_now() < until)
+                it_nap_ms(50);
+        assert_int_equal(fh_escalator_produced(fh_console_escalator(w.con)), 1);
+
+        /* A restarted console finds the alert escalated already. */
+        fh_console_stop(w.con);
+        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.reg, w.rs, err, sizeof(err)), 0);
+        it_nap_ms(1500);
+        assert_int_equal(fh_escalator_produced(fh_console_escalator(w.con)), 0);
+
+        assert_int_equal(consume_all(bootstraps, "fenghuo.alerts", got, sizeof(got)), 1);
+        assert_true(!strncmp(got, "MY-RG-0005 {\"alert_id\":\"rainstorm:MY-RG-0005:1764813600000\","
+                                  "\"event\":\"unacknowledged\"", 80));
+        assert_non_null(strstr(got, "\"ack_timeout_s\":1,\"alert\":{\"alert_id\""));
+        fh_console_stop(w.con);
+        w.con = NULL;
+        rd_kafka_destroy(mock);
+        free(bootstraps);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_form_values_are_decoded_and_bad_ones_refused),
@@ -567,6 +651,8 @@ int main(void) {
                                                 setup, teardown),
                 cmocka_unit_test_setup_teardown(test_the_station_page_has_thresholds_and_the_alert_history, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_a_trusted_proxy_header_names_the_user, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_an_unacknowledged_red_alert_is_escalated_once_across_restarts,
+                                                setup, teardown),
         };
         return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

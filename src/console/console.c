@@ -69,6 +69,7 @@ struct fh_console {
         bool stopping;
         pthread_t follower;
         bool follower_started;
+        fh_escalator *escalator;
 };
 
 /* ---- Redis ---------------------------------------------------------------- */
@@ -127,18 +128,31 @@ static redisReply *rcmd_argv(fh_console *c, int argc, const char **argv, const s
         return rep;
 }
 
-static redisReply *rcmd(fh_console *c, int argc, ...) {
+static redisReply *rcmd_va(fh_console *c, int argc, va_list ap) {
         const char *argv[16];
         size_t lens[16];
-        va_list ap;
 
-        va_start(ap, argc);
         for (int i = 0; i < argc && i < 16; i++) {
                 argv[i] = va_arg(ap, const char *);
                 lens[i] = strlen(argv[i]);
         }
+        return rcmd_argv(c, argc < 16 ? argc : 16, argv, lens);
+}
+
+static redisReply *redis_cmd(fh_console *c, int argc, ...) {
+        va_list ap;
+        va_start(ap, argc);
+        redisReply *rep = rcmd_va(c, argc, ap);
         va_end(ap);
-        return rcmd_argv(c, argc, argv, lens);
+        return rep;
+}
+
+redisReply *fh_console_redis(fh_console *c, int argc, ...) {
+        va_list ap;
+        va_start(ap, argc);
+        redisReply *rep = rcmd_va(c, argc, ap);
+        va_end(ap);
+        return rep;
 }
 
 static bool reply_ok(const redisReply *rep) {
@@ -359,6 +373,7 @@ char *fh_console_hash_password(const char *password) {
 typedef struct who {
         char user[128];
         enum role role;
+        bool anonymous;        /* console.anonymous_read, not logged in */
 } who;
 
 static void session_key(const fh_console *c, const char *token, char *out, size_t n) {
@@ -368,6 +383,7 @@ static void session_key(const fh_console *c, const char *token, char *out, size_
 static void identify(fh_console *c, struct MHD_Connection *conn, who *w) {
         w->user[0] = '\0';
         w->role = ROLE_NONE;
+        w->anonymous = false;
         if (c->cfg->user_header) {
                 const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, c->cfg->user_header);
                 if (h && *h && strlen(h) < sizeof(w->user)) {
@@ -381,7 +397,7 @@ static void identify(fh_console *c, struct MHD_Connection *conn, who *w) {
         if (tok && strlen(tok) == 64 && strspn(tok, "0123456789abcdef") == 64) {
                 char key[256];
                 session_key(c, tok, key, sizeof(key));
-                redisReply *rep = rcmd(c, 2, "GET", key);
+                redisReply *rep = redis_cmd(c, 2, "GET", key);
                 if (rep && rep->type == REDIS_REPLY_STRING && rep->len > 2 && rep->str[1] == ' ') {
                         snprintf(w->user, sizeof(w->user), "%s", rep->str + 2);
                         w->role = rep->str[0] == 'o' ? ROLE_OPERATOR : ROLE_VIEWER;
@@ -393,6 +409,7 @@ static void identify(fh_console *c, struct MHD_Connection *conn, who *w) {
         if (c->cfg->anonymous_read) {
                 snprintf(w->user, sizeof(w->user), "%s", "访客");
                 w->role = ROLE_VIEWER;
+                w->anonymous = true;
         }
 }
 
@@ -658,7 +675,7 @@ static void put_reply_or_null(fh_buf *b, const redisReply *r) {
 }
 
 static enum MHD_Result api_active(fh_console *c, struct MHD_Connection *conn) {
-        redisReply *all = rcmd(c, 2, "HGETALL", c->cfg->active_hash);
+        redisReply *all = redis_cmd(c, 2, "HGETALL", c->cfg->active_hash);
         if (!reply_ok(all) || all->type != REDIS_REPLY_ARRAY) {
                 freeReplyObject(all);
                 return json_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Redis 不可用");
@@ -749,8 +766,8 @@ static enum MHD_Result api_silences(fh_console *c, struct MHD_Connection *conn) 
         char idx[256], now[32];
         silences_index(c, idx, sizeof(idx));
         snprintf(now, sizeof(now), "%lld", (long long) fh_console_now_ms());
-        freeReplyObject(rcmd(c, 4, "ZREMRANGEBYSCORE", idx, "-inf", now));
-        redisReply *keys = rcmd(c, 4, "ZRANGE", idx, "0", "-1");
+        freeReplyObject(redis_cmd(c, 4, "ZREMRANGEBYSCORE", idx, "-inf", now));
+        redisReply *keys = redis_cmd(c, 4, "ZRANGE", idx, "0", "-1");
         if (!reply_ok(keys) || keys->type != REDIS_REPLY_ARRAY) {
                 freeReplyObject(keys);
                 return json_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Redis 不可用");
@@ -759,7 +776,7 @@ static enum MHD_Result api_silences(fh_console *c, struct MHD_Connection *conn) 
         fh_buf_putc(&b, '[');
         bool first = true;
         for (size_t i = 0; i < keys->elements; i++) {
-                redisReply *v = rcmd(c, 2, "GET", keys->element[i]->str);
+                redisReply *v = redis_cmd(c, 2, "GET", keys->element[i]->str);
                 if (v && v->type == REDIS_REPLY_STRING) {
                         if (!first)
                                 fh_buf_putc(&b, ',');
@@ -805,7 +822,7 @@ static enum MHD_Result api_station(fh_console *c, struct MHD_Connection *conn) {
         snprintf(from, sizeof(from), "%lld", (long long) (fh_console_now_ms() - HISTORY_MS));
         snprintf(needle, sizeof(needle), "\"sensor\":\"%s\"", st->id);
         fh_buf_puts(&b, "],\"history\":[");
-        redisReply *rep = rcmd(c, 6, "XREVRANGE", c->cfg->stream, "+", from, "COUNT", "20000");
+        redisReply *rep = redis_cmd(c, 6, "XREVRANGE", c->cfg->stream, "+", from, "COUNT", "20000");
         first = true;
         for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
                 redisReply *kv = rep->element[i]->element[1];
@@ -873,10 +890,10 @@ static enum MHD_Result api_silence(fh_console *c, struct MHD_Connection *conn, c
         silence_key(c, scope, id, key, sizeof(key));
         silences_index(c, idx, sizeof(idx));
         if (lift) {
-                redisReply *rep = rcmd(c, 2, "DEL", key);
+                redisReply *rep = redis_cmd(c, 2, "DEL", key);
                 bool ok = reply_ok(rep);
                 freeReplyObject(rep);
-                freeReplyObject(rcmd(c, 3, "ZREM", idx, key));
+                freeReplyObject(redis_cmd(c, 3, "ZREM", idx, key));
                 if (!ok)
                         return json_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Redis 不可用");
                 publish(c, "change", "{}");
@@ -904,7 +921,7 @@ static enum MHD_Result api_silence(fh_console *c, struct MHD_Connection *conn, c
         redisReply *rep = rcmd_argv(c, 5, argv, lens);
         bool ok = reply_ok(rep);
         freeReplyObject(rep);
-        freeReplyObject(rcmd(c, 4, "ZADD", idx, score, key));
+        freeReplyObject(redis_cmd(c, 4, "ZADD", idx, score, key));
         enum MHD_Result r;
         if (ok) {
                 publish(c, "change", b.data);
@@ -934,7 +951,7 @@ static enum MHD_Result api_login(fh_console *c, struct MHD_Connection *conn, con
         fh_buf_printf(&v, "%c %s", u->role == ROLE_OPERATOR ? 'o' : 'v', u->name);
         char ttl[32];
         snprintf(ttl, sizeof(ttl), "%lld", (long long) (c->cfg->session_ttl_ms / 1000));
-        redisReply *rep = rcmd(c, 5, "SET", key, v.data, "EX", ttl);
+        redisReply *rep = redis_cmd(c, 5, "SET", key, v.data, "EX", ttl);
         bool ok = reply_ok(rep);
         freeReplyObject(rep);
         fh_buf_free(&v);
@@ -963,7 +980,7 @@ static enum MHD_Result api_logout(fh_console *c, struct MHD_Connection *conn) {
         if (tok && strlen(tok) == 64 && strspn(tok, "0123456789abcdef") == 64) {
                 char key[256];
                 session_key(c, tok, key, sizeof(key));
-                freeReplyObject(rcmd(c, 2, "DEL", key));
+                freeReplyObject(redis_cmd(c, 2, "DEL", key));
         }
         struct MHD_Response *r = MHD_create_response_from_buffer(2, (void *) "{}", MHD_RESPMEM_PERSISTENT);
         if (!r)
@@ -981,8 +998,9 @@ static enum MHD_Result api_me(fh_console *c, struct MHD_Connection *conn, const 
         fh_buf b = FH_BUF_NULL;
         fh_buf_puts(&b, "{\"user\":");
         fh_buf_json_string(&b, w->user, strlen(w->user));
-        fh_buf_printf(&b, ",\"role\":\"%s\",\"tz_offset_min\":%d}",
-                      w->role == ROLE_OPERATOR ? "operator" : "viewer", c->cfg->tz_offset_min);
+        fh_buf_printf(&b, ",\"role\":\"%s\",\"anonymous\":%s,\"tz_offset_min\":%d}",
+                      w->role == ROLE_OPERATOR ? "operator" : "viewer", w->anonymous ? "true" : "false",
+                      c->cfg->tz_offset_min);
         enum MHD_Result r = json(conn, MHD_HTTP_OK, &b);
         fh_buf_free(&b);
         return r;
@@ -1141,6 +1159,10 @@ int fh_console_start(fh_console **ret, const fh_console_config *cfg, const fh_re
                 fh_console_stop(c);
                 return -EADDRINUSE;
         }
+        if (cfg->ack_timeout_ms > 0 && (rc = fh_escalator_start(&c->escalator, c, cfg, err, err_len)) < 0) {
+                fh_console_stop(c);
+                return rc;
+        }
         const union MHD_DaemonInfo *info = MHD_get_daemon_info(c->mhd, MHD_DAEMON_INFO_BIND_PORT);
         c->port = info ? info->port : cfg->port;
         *ret = c;
@@ -1151,9 +1173,15 @@ int fh_console_port(const fh_console *c) {
         return c->port;
 }
 
+fh_escalator *fh_console_escalator(fh_console *c) {
+        return c->escalator;
+}
+
 void fh_console_stop(fh_console *c) {
         if (!c)
                 return;
+        /* First: its last deliveries still use the Redis connection. */
+        fh_escalator_stop(c->escalator);
         pthread_mutex_lock(&c->lock);
         c->stopping = true;
         pthread_cond_broadcast(&c->cond);

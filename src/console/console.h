@@ -14,6 +14,7 @@
 #include "fenghuo/diag.h"
 #include "fenghuo/registry.h"
 #include "fenghuo/rules.h"
+#include "config.h"
 
 typedef struct fh_console_config {
         char *listen;              /* address, default "127.0.0.1" */
@@ -33,6 +34,12 @@ typedef struct fh_console_config {
         char *stream;
         char *active_hash;
         int tz_offset_min;
+
+        /* Escalation of unacknowledged red alerts (escalate.c). */
+        int64_t ack_timeout_ms;    /* console.ack_timeout; 0: off */
+        char *brokers;             /* kafka.brokers */
+        char *alerts_topic;        /* kafka.alerts_topic */
+        fh_kvs kafka_props;        /* kafka.properties (security, client id) */
 } fh_console_config;
 
 /* Reads the `console:` section and the daemon's rules, stations and redis

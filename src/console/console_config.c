@@ -55,6 +55,9 @@ static void console_key(fh_console_config *c, const char *file, const char *key,
         } else if (!strcmp(key, "session_ttl")) {
                 if (fh_duration_parse(s, strlen(s), &c->session_ttl_ms) < 0 || c->session_ttl_ms < 60000)
                         err(d, file, v, "'console.session_ttl' must be a duration of 1m or more, not '%s'", s);
+        } else if (!strcmp(key, "ack_timeout")) {
+                if (fh_duration_parse(s, strlen(s), &c->ack_timeout_ms) < 0)
+                        err(d, file, v, "'console.ack_timeout' must be a duration like 15m, or 0s for none, not '%s'", s);
         } else if (!strcmp(key, "key_prefix")) {
                 free(c->key_prefix);
                 c->key_prefix = fh_strdup(s);
@@ -86,6 +89,10 @@ int fh_console_config_load(const char *path, fh_console_config *ret, char **ret_
         c.stream = fh_strdup(dc.redis.stream);
         c.active_hash = fh_strdup(dc.redis.active_hash);
         c.tz_offset_min = dc.tz_offset_min;
+        c.brokers = fh_strdup(dc.brokers);
+        c.alerts_topic = dc.alerts_topic ? fh_strdup(dc.alerts_topic) : NULL;
+        c.kafka_props = dc.kafka_props;     /* moved */
+        dc.kafka_props = (fh_kvs) { 0 };
 
         /* The daemon's parser has read the file once already: it exists and
          * is YAML. */
@@ -121,6 +128,8 @@ int fh_console_config_load(const char *path, fh_console_config *ret, char **ret_
         yaml_parser_delete(&parser);
         fclose(f);
 out:
+        if (c.ack_timeout_ms > 0 && !c.alerts_topic)
+                fh_diags_error(diags, path, 0, 0, "'console.ack_timeout' needs 'kafka.alerts_topic' to raise escalations on%s", "");
         if (diags->n_errors > before) {
                 fh_daemon_config_free(&dc);
                 fh_console_config_free(&c);
@@ -143,5 +152,12 @@ void fh_console_config_free(fh_console_config *c) {
         free(c->channel);
         free(c->stream);
         free(c->active_hash);
+        free(c->brokers);
+        free(c->alerts_topic);
+        for (size_t i = 0; i < c->kafka_props.n; i++) {
+                free(c->kafka_props.v[i].key);
+                free(c->kafka_props.v[i].value);
+        }
+        free(c->kafka_props.v);
         *c = (fh_console_config) { 0 };
 }

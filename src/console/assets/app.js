@@ -215,7 +215,9 @@ document.getElementById('login-form').addEventListener('submit', async ev => {
   }
 });
 
-document.getElementById('logout').addEventListener('click', () => api('/api/logout', {}).then(() => location.reload()));
+document.getElementById('logout').addEventListener('click', () => {
+  if (!state.me || !state.me.anonymous) api('/api/logout', {}).then(() => location.reload());
+});
 for (const id of ['f-tier', 'f-kind', 'f-town']) document.getElementById(id).addEventListener('change', renderList);
 
 let stream = null;
@@ -227,15 +229,21 @@ async function start() {
   }
   TZ_MIN = state.me.tz_offset_min;
   document.getElementById('me').textContent = `${state.me.user}（${state.me.role === 'operator' ? '值班员' : '只读'}）`;
-  document.getElementById('logout').hidden = false;
+  const out = document.getElementById('logout');
+  out.hidden = false;
+  // Looking without logging in: the button offers to log in.
+  out.textContent = state.me.anonymous ? '登录' : '退出';
+  out.onclick = state.me.anonymous ? showLogin : null;
   [state.stations, state.rules] = await Promise.all([api('/api/stations'), api('/api/rules')]);
   const towns = [...new Set(state.stations.map(s => s.town).filter(Boolean))].sort();
   document.getElementById('f-town').replaceChildren(el('option', { value: '' }, '全部乡镇'),
     ...towns.map(t => el('option', { value: t }, t)));
   drawMap();
   await refresh();
-  if (!stream) stream = liveStream(scheduleRefresh);
-  setInterval(renderList, 30000);   // durations
+  if (!stream) {
+    stream = liveStream(scheduleRefresh);
+    setInterval(renderList, 30000);   // durations
+  }
 }
 
 start();
