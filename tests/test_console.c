@@ -545,6 +545,7 @@ static void test_the_console_section_is_read_and_checked(void **state) {
         assert_int_equal(c.session_ttl_ms, 8 * 3600 * 1000);
         assert_int_equal(c.redis_port, 6390);
         assert_string_equal(rules, "/r");
+        assert_null(c.redis_username);
         fh_console_config_free(&c);
         free(rules);
         free(stations);
@@ -638,6 +639,25 @@ static void test_an_unacknowledged_red_alert_is_escalated_once_across_restarts(v
         free(bootstraps);
 }
 
+static void test_the_console_logs_in_to_redis_as_an_acl_user(void **state) {
+        NEED_REDIS();
+        char err[256], cookie[256];
+
+        freeReplyObject(rq("ACL SETUSER fhconsole on >pw-42 ~* &* +@all"));
+        fh_console_stop(w.con);
+        w.cfg.redis_username = "fhconsole";
+        w.cfg.redis_password = "pw-42";
+        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.reg, w.rs, err, sizeof(err)), 0);
+        w.port = fh_console_port(w.con);
+        login("op", cookie, sizeof(cookie));
+        redisReply *rep = rq("CLIENT LIST");
+        assert_non_null(strstr(rep->str, "user=fhconsole"));
+        freeReplyObject(rep);
+        fh_console_stop(w.con);
+        w.con = NULL;
+        freeReplyObject(rq("ACL DELUSER fhconsole"));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_form_values_are_decoded_and_bad_ones_refused),
@@ -651,6 +671,7 @@ int main(void) {
                                                 setup, teardown),
                 cmocka_unit_test_setup_teardown(test_the_station_page_has_thresholds_and_the_alert_history, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_a_trusted_proxy_header_names_the_user, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_the_console_logs_in_to_redis_as_an_acl_user, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_an_unacknowledged_red_alert_is_escalated_once_across_restarts,
                                                 setup, teardown),
         };

@@ -86,7 +86,8 @@ static redisContext *rconnect(const fh_console_config *cfg, int timeout_s) {
         }
         redisSetTimeout(rc, tv);
         if (cfg->redis_password) {
-                rep = redisCommand(rc, "AUTH %s", cfg->redis_password);
+                rep = cfg->redis_username ? redisCommand(rc, "AUTH %s %s", cfg->redis_username, cfg->redis_password)
+                                          : redisCommand(rc, "AUTH %s", cfg->redis_password);
                 bool ok = rep && rep->type != REDIS_REPLY_ERROR;
                 freeReplyObject(rep);
                 if (!ok) {

@@ -28,6 +28,7 @@ typedef struct fh_console_config {
         /* From the daemon's sections of the same file. */
         char *redis_host;
         int redis_port;
+        char *redis_username;      /* Redis 6 ACL user; NULL: the default user */
         char *redis_password;
         int redis_db;
         char *channel;             /* silences are "<channel>:silence:{sensor,rule}:<id>" */

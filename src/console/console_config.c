@@ -83,6 +83,7 @@ int fh_console_config_load(const char *path, fh_console_config *ret, char **ret_
         }
         c.redis_host = fh_strdup(dc.redis.host);
         c.redis_port = dc.redis.port;
+        c.redis_username = dc.redis.username ? fh_strdup(dc.redis.username) : NULL;
         c.redis_password = dc.redis.password ? fh_strdup(dc.redis.password) : NULL;
         c.redis_db = dc.redis.db;
         c.channel = fh_strdup(dc.redis.channel);
@@ -148,6 +149,7 @@ void fh_console_config_free(fh_console_config *c) {
         free(c->user_header);
         free(c->key_prefix);
         free(c->redis_host);
+        free(c->redis_username);
         free(c->redis_password);
         free(c->channel);
         free(c->stream);
