@@ -551,9 +551,10 @@ static void test_the_console_section_is_read_and_checked(void **state) {
         free(stations);
 
         it_write_file(path, "rules: /r\nstations: /s.csv\nkafka:\n  brokers: b:9092\n  topics:\n    rain: r\n"
-                            "console:\n  port: http\n  colour: red\n");
+                            "console:\n  port: http\n  colour: red\n  ack_timeout: 15m\n");
         assert_int_equal(fh_console_config_load(path, &c, &rules, &stations, &d), -EINVAL);
-        assert_int_equal(d.n_errors, 2);
+        /* The port, the unknown key, no way in, no topic to escalate on. */
+        assert_int_equal(d.n_errors, 4);
         fh_diags_clear(&d);
 }
 

@@ -129,6 +129,9 @@ int fh_console_config_load(const char *path, fh_console_config *ret, char **ret_
         yaml_parser_delete(&parser);
         fclose(f);
 out:
+        if (!c.users_file && !c.user_header && !c.anonymous_read)
+                fh_diags_error(diags, path, 0, 0, "nobody could use the console: set 'console.users_file', "
+                               "'console.user_header' or 'console.anonymous_read'%s", "");
         if (c.ack_timeout_ms > 0 && !c.alerts_topic)
                 fh_diags_error(diags, path, 0, 0, "'console.ack_timeout' needs 'kafka.alerts_topic' to raise escalations on%s", "");
         if (diags->n_errors > before) {
