@@ -31,8 +31,7 @@ static struct {
         char why[256];
         char redis_dir[320];
         int redis_port;
-        fh_ruleset *rs;
-        fh_registry *reg;
+        fh_engine *e;
         char users[400];
         fh_console_config cfg;
         fh_console *con;
@@ -199,11 +198,10 @@ static int group_setup(void **state) {
         w.redis_port = atoi(port);
         free(port);
 
+        char stations[600];
         snprintf(path, sizeof(path), "%s/rules", it.src);
-        if (fh_load_rules(path, &w.rs, &d) < 0)
-                return -1;
-        snprintf(path, sizeof(path), "%s/stations/miyun.csv", it.src);
-        if (fh_load_registry(path, &w.reg, &d) < 0)
+        snprintf(stations, sizeof(stations), "%s/stations/miyun.csv", it.src);
+        if (fh_load_engine(path, stations, NULL, &w.e, &d) < 0)
                 return -1;
         fh_diags_clear(&d);
 
@@ -226,8 +224,7 @@ static int group_teardown(void **state) {
                 const char *argv[] = { "/bin/bash", path, "stop", w.redis_dir, NULL };
                 it_run(argv, NULL, NULL, NULL);
         }
-        fh_ruleset_free(w.rs);
-        fh_registry_free(w.reg);
+        fh_engine_free(w.e);
         it_remove_tmpdir();
         return 0;
 }
@@ -243,7 +240,7 @@ static int setup(void **state) {
                 .active_hash = "fenghuo:alerts:active", .tz_offset_min = 480,
         };
         char err[256];
-        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.reg, w.rs, err, sizeof(err)), 0);
+        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.e, err, sizeof(err)), 0);
         w.port = fh_console_port(w.con);
         assert_true(w.port > 0);
         return 0;
@@ -500,7 +497,7 @@ static void test_a_trusted_proxy_header_names_the_user(void **state) {
         fh_console_stop(w.con);
         w.cfg.user_header = "X-Remote-User";
         char err[256];
-        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.reg, w.rs, err, sizeof(err)), 0);
+        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.e, err, sizeof(err)), 0);
         w.port = fh_console_port(w.con);
         http h = request("GET", "/api/me", "X-Remote-User: zhang.san\r\n", NULL);
         assert_non_null(strstr(h.body, "\"user\":\"zhang.san\",\"role\":\"operator\""));
@@ -608,7 +605,7 @@ static void test_an_unacknowledged_red_alert_is_escalated_once_across_restarts(v
         w.cfg.ack_timeout_ms = 1000;
         w.cfg.brokers = bootstraps;
         w.cfg.alerts_topic = "fenghuo.alerts";
-        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.reg, w.rs, err, sizeof(err)), 0);
+        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.e, err, sizeof(err)), 0);
         w.port = fh_console_port(w.con);
 
         daemon_writes("rainstorm", "MY-RG-0005", "raised", "red", 120, 1764813600000LL);
@@ -626,7 +623,7 @@ static void test_an_unacknowledged_red_alert_is_escalated_once_across_restarts(v
 
         /* A restarted console finds the alert escalated already. */
         fh_console_stop(w.con);
-        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.reg, w.rs, err, sizeof(err)), 0);
+        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.e, err, sizeof(err)), 0);
         it_nap_ms(1500);
         assert_int_equal(fh_escalator_produced(fh_console_escalator(w.con)), 0);
 
@@ -648,7 +645,7 @@ static void test_the_console_logs_in_to_redis_as_an_acl_user(void **state) {
         fh_console_stop(w.con);
         w.cfg.redis_username = "fhconsole";
         w.cfg.redis_password = "pw-42";
-        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.reg, w.rs, err, sizeof(err)), 0);
+        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.e, err, sizeof(err)), 0);
         w.port = fh_console_port(w.con);
         login("op", cookie, sizeof(cookie));
         redisReply *rep = rq("CLIENT LIST");

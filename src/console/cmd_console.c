@@ -66,10 +66,9 @@ int fh_cmd_console(int argc, char **argv) {
         fh_diags diags = FH_DIAGS_NULL;
         fh_console_config cfg;
         char *rules = NULL, *stations = NULL;
-        fh_ruleset *rs = NULL;
-        fh_registry *reg = NULL;
+        fh_engine *e = NULL;
         int rc = fh_console_config_load(config, &cfg, &rules, &stations, &diags);
-        if (rc == 0 && (fh_load_rules(rules, &rs, &diags) < 0 || fh_load_registry(stations, &reg, &diags) < 0))
+        if (rc == 0 && fh_load_engine(rules, stations, NULL, &e, &diags) < 0)
                 rc = -EINVAL;
         fh_diags_sort(&diags);
         fh_print_diags(&diags);
@@ -77,8 +76,6 @@ int fh_cmd_console(int argc, char **argv) {
         free(rules);
         free(stations);
         if (rc < 0) {
-                fh_ruleset_free(rs);
-                fh_registry_free(reg);
                 if (cfg.listen)
                         fh_console_config_free(&cfg);
                 return 1;
@@ -95,10 +92,9 @@ int fh_cmd_console(int argc, char **argv) {
 
         fh_console *con;
         char err[512];
-        if (fh_console_start(&con, &cfg, reg, rs, err, sizeof(err)) < 0) {
+        if (fh_console_start(&con, &cfg, e, err, sizeof(err)) < 0) {
                 fprintf(stderr, "fenghuo console: %s\n", err);
-                fh_ruleset_free(rs);
-                fh_registry_free(reg);
+                fh_engine_free(e);
                 fh_console_config_free(&cfg);
                 return 1;
         }
@@ -109,8 +105,7 @@ int fh_cmd_console(int argc, char **argv) {
                 sigwait(&set, &sig);
         while (sig == SIGPIPE);
         fh_console_stop(con);
-        fh_ruleset_free(rs);
-        fh_registry_free(reg);
+        fh_engine_free(e);
         fh_console_config_free(&cfg);
         return 0;
 }

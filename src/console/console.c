@@ -6,7 +6,6 @@
  * The number of operators is small, so a thread each is cheap, and blocking
  * code stays simple (docs/architecture.md). */
 #include <errno.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,6 +51,7 @@ typedef struct ring_entry {
 
 struct fh_console {
         const fh_console_config *cfg;
+        const fh_engine *e;            /* the rules and registry; never fed */
         const fh_registry *reg;
         const fh_ruleset *rs;
         struct MHD_Daemon *mhd;
@@ -505,26 +505,6 @@ static const char *op_name(fh_opcode op) {
         }
 }
 
-typedef struct station_env {
-        const fh_console *c;
-        const fh_station *st;
-} station_env;
-
-static double env_station(void *ctx, unsigned attr) {
-        station_env *se = ctx;
-        const char *name = se->c->rs->syms.attrs[attr];
-        const fh_attr *a = fh_station_attr(se->st, fh_registry_column(se->c->reg, name, strlen(name)));
-        return a && a->is_number ? a->num : NAN;
-}
-
-static double env_none(void *ctx) {
-        return NAN;
-}
-
-static double env_no_field(void *ctx, fh_opcode op, unsigned field, unsigned window) {
-        return NAN;
-}
-
 /* {"red":{"op":">=","value":100},...} for the tiers whose condition is one
  * comparison of the rule's `report` (the value an alert carries) with a
  * bound the station alone decides (a number or a station attribute). A tier
@@ -536,19 +516,13 @@ static void put_thresholds(const fh_console *c, const fh_rule *rule, const fh_st
 
         fh_buf_putc(b, '{');
         for (int l = FH_LEVEL_RED; l >= FH_LEVEL_BLUE; l--) {
-                const fh_program *p = rule->levels[l];
-                fh_compare cmp;
-                if (!p || !st || !rule->report || fh_program_compares(p, &cmp, 1) != 1 ||
-                    p->code[p->n - 1].op != cmp.op || !op_name(cmp.op) || !fh_program_same(&cmp.left, rule->report))
-                        continue;
-                station_env se = { c, st };
-                fh_eval_env env = { env_no_field, env_station, env_none, &se };
-                double v = fh_program_eval(&cmp.right, &env);
-                if (!isfinite(v))
+                fh_threshold t;
+                if (!st || !rule->report || !fh_rule_threshold(c->e, rule, st, (fh_level) l, &t) ||
+                    !fh_program_same(&t.quantity, rule->report) || !op_name(t.op))
                         continue;
                 fh_buf_printf(b, "%s\"%s\":{\"op\":\"%s\",\"value\":", first ? "" : ",",
-                              fh_level_name((fh_level) l), op_name(cmp.op));
-                fh_buf_json_number(b, v);
+                              fh_level_name((fh_level) l), op_name(t.op));
+                fh_buf_json_number(b, t.bound);
                 fh_buf_putc(b, '}');
                 first = false;
         }
@@ -1120,15 +1094,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 
 /* ---- life ----------------------------------------------------------------- */
 
-int fh_console_start(fh_console **ret, const fh_console_config *cfg, const fh_registry *reg,
-                     const fh_ruleset *rs, char *err, size_t err_len) {
+int fh_console_start(fh_console **ret, const fh_console_config *cfg, const fh_engine *e, char *err,
+                     size_t err_len) {
         fh_console *c = fh_calloc(1, sizeof(*c));
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) cfg->port) };
         int rc;
 
         c->cfg = cfg;
-        c->reg = reg;
-        c->rs = rs;
+        c->e = e;
+        c->reg = fh_engine_registry(e);
+        c->rs = fh_engine_rules(e);
         pthread_mutex_init(&c->rlock, NULL);
         pthread_mutex_init(&c->lock, NULL);
         pthread_cond_init(&c->cond, NULL);

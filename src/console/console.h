@@ -12,8 +12,7 @@
 #include <stdint.h>
 
 #include "fenghuo/diag.h"
-#include "fenghuo/registry.h"
-#include "fenghuo/rules.h"
+#include "fenghuo/engine.h"
 #include "config.h"
 
 typedef struct fh_console_config {
@@ -52,11 +51,11 @@ void fh_console_config_free(fh_console_config *c);
 
 typedef struct fh_console fh_console;
 
-/* Starts serving (threads of its own); the registry and rules stay the
- * caller's and must outlive the console. 0 or a negative errno, with a
- * message in err. */
-int fh_console_start(fh_console **ret, const fh_console_config *cfg, const fh_registry *reg,
-                     const fh_ruleset *rs, char *err, size_t err_len);
+/* Starts serving (threads of its own). e holds the rules and registry (it
+ * is never fed: fh_rule_threshold needs it); it stays the caller's and must
+ * outlive the console. 0 or a negative errno, with a message in err. */
+int fh_console_start(fh_console **ret, const fh_console_config *cfg, const fh_engine *e, char *err,
+                     size_t err_len);
 /* The port it listens on (the real one when cfg->port was 0). */
 int fh_console_port(const fh_console *c);
 /* Stops serving, ends the live streams, frees. NULL is fine. */
