@@ -254,7 +254,7 @@ def main():
         if order != 'red,orange,yellow':
             fail(f'red first: {order}')
         row = browser.js('document.querySelector("#alerts tbody tr").innerText')
-        for want in ('红色 I级', '石城镇黄峪口', '石城镇', '暴雨预警', '112.5 mm', '>= 100 mm'):
+        for want in ('红色 I级', '石城镇黄峪口', '石城镇', '暴雨预警', '112.5 mm', '≥ 100 mm'):
             if want not in row:
                 fail(f'{want!r} not in the red row: {row!r}')
         browser.shot('console-2-red.png')
@@ -302,6 +302,12 @@ def main():
         browser.wait('document.querySelectorAll("#charts svg").length >= 1 && '
                      'document.querySelectorAll("#history tbody tr").length == 2', 5, 'station page')
         browser.shot('console-5-station.png')
+
+        # A laptop screen: the same overview, one column.
+        browser.call('Emulation.setDeviceMetricsOverride', width=1366, height=768, deviceScaleFactor=1, mobile=False)
+        browser.goto(url)
+        browser.wait('document.querySelectorAll("#alerts tbody tr").length == 4', 5, 'overview on a laptop')
+        browser.shot('console-6-laptop.png')
         print('ok')
     finally:
         if browser:

@@ -75,7 +75,7 @@ function thresholdText(a) {
   // The threshold when the tier compares the alert's value; else the
   // tier's condition as the rule writes it (another window, or compound).
   const t = a.thresholds && a.thresholds[a.event.level];
-  if (t) return `${t.op} ${fmtValue(t.value, a.unit)}`;
+  if (t) return `${OPS[t.op] || t.op} ${fmtValue(t.value, a.unit)}`;
   return (a.conditions || {})[a.event.level] || '';
 }
 

@@ -5,6 +5,7 @@ const TIERS = { red: ['红色', 'I'], orange: ['橙色', 'II'], yellow: ['黄色
 const SEVERITY = { red: 4, orange: 3, yellow: 2, blue: 1, none: 0 };
 const KINDS = { rain: '雨量', water_level: '水位', landslide: '地质灾害', bridge: '桥梁' };
 const EVENTS = { raised: '发布', escalated: '升级', deescalated: '降级', cleared: '解除' };
+const OPS = { '>=': '≥', '<=': '≤', '!=': '≠', '==': '=' };
 let TZ_MIN = 480;
 
 function tierLabel(level) {

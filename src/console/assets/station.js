@@ -32,7 +32,7 @@ function chart(rule, thresholds, events) {
   for (const [level, th] of Object.entries(thresholds)) {
     svg.append(svgEl('line', { class: `thr ${level}`, x1: L, x2: W - R, y1: y(th.value), y2: y(th.value) }));
     const t = svgEl('text', { x: W - R - 4, y: y(th.value) - 4, 'text-anchor': 'end' });
-    t.textContent = `${tierLabel(level)} ${th.op} ${fmtValue(th.value, rule.unit)}`;
+    t.textContent = `${tierLabel(level)} ${OPS[th.op] || th.op} ${fmtValue(th.value, rule.unit)}`;
     svg.append(t);
   }
   const pts = [];
