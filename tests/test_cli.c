@@ -590,15 +590,20 @@ static void systemd_unit_passes_systemd_analyze_verify(void **state) {
                 return;
         }
         /* verify wants the binary it names to exist: point it at ours. */
-        snprintf(cmd, sizeof(cmd), "mkdir -p %s/unit && sed 's|/usr/bin/fenghuo|%s|g' %s > %s/unit/fenghuo.service && "
-                 "systemd-analyze verify %s/unit/fenghuo.service",
-                 it.tmpdir, it.bin, path("systemd/fenghuo.service"), it.tmpdir, it.tmpdir);
-        result r = sh(cmd);
-        if (r.code != 0)
-                fprintf(stderr, "%s\n", r.err);
-        assert_int_equal(r.code, 0);
-        assert_string_equal(r.err, "");
-        result_free(&r);
+        for (int i = 0; i < 2; i++) {
+                const char *unit = i == 0 ? "fenghuo.service" : "fenghuo-console.service";
+                char src[64];
+                snprintf(src, sizeof(src), "systemd/%s", unit);
+                snprintf(cmd, sizeof(cmd), "mkdir -p %s/unit && sed 's|/usr/bin/fenghuo|%s|g' %s > %s/unit/%s && "
+                         "systemd-analyze verify %s/unit/%s",
+                         it.tmpdir, it.bin, path(src), it.tmpdir, unit, it.tmpdir, unit);
+                result r = sh(cmd);
+                if (r.code != 0)
+                        fprintf(stderr, "%s\n", r.err);
+                assert_int_equal(r.code, 0);
+                assert_string_equal(r.err, "");
+                result_free(&r);
+        }
 }
 
 static void example_config_is_valid_and_a_bad_one_is_refused_with_positions(void **state) {
