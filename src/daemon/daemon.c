@@ -70,6 +70,12 @@ struct fh_daemon {
          * its end (partition EOF): with nothing new to read, the only
          * position there is, and the lag is measured from it. */
         fh_offsets eof;
+        /* The input positions of the last checkpoint written (or restored):
+         * no offset past them is committed, so that a crash always
+         * restarts from a state that has every reading before the
+         * committed offsets. */
+        fh_offsets durable;
+        fh_offsets stored;        /* what was last handed to rd_kafka_offsets_store */
         bool paused;
 
         fh_redis *redis;
@@ -549,20 +555,41 @@ static int wake_init(fh_daemon *d, kafka_wake *w, rd_kafka_queue_t *q) {
 /* ---- offsets ---- */
 
 typedef struct offset_batch {
+        fh_daemon *d;
+        const rd_kafka_topic_partition_list_t *leaving;
         rd_kafka_topic_partition_list_t *list;
 } offset_batch;
 
 static void add_offset(void *userdata, const char *topic, int32_t partition, int64_t next) {
         offset_batch *b = userdata;
+        fh_daemon *d = b->d;
+
+        /* With a state directory, a crash restarts from the last checkpoint:
+         * an offset past it would skip readings its state never saw. A
+         * partition leaving us is the exception: our checkpoints no longer
+         * speak for it, and its next owner starts from the hand-over or
+         * with empty windows at the committed offset, where a later offset
+         * means fewer alerts published twice. */
+        if (d->cfg.state_dir && !(b->leaving && rd_kafka_topic_partition_list_find(b->leaving, topic, partition))) {
+                int64_t cp = fh_offsets_get(&d->durable, topic, partition);
+                if (cp < 0)
+                        return;
+                if (next > cp)
+                        next = cp;
+        }
+        if (fh_offsets_get(&d->stored, topic, partition) == next)
+                return;
+        fh_offsets_add(&d->stored, topic, partition, next);
         rd_kafka_topic_partition_list_add(b->list, topic, partition)->offset = next;
 }
 
-/* Stores the offsets whose alerts are all delivered; librdkafka commits
- * stored offsets on its auto-commit interval and at close. */
-static void store_offsets(fh_daemon *d) {
-        offset_batch b = { rd_kafka_topic_partition_list_new(8) };
+/* Stores the offsets whose alerts are all delivered and whose state is in
+ * the last checkpoint; librdkafka commits stored offsets on its
+ * auto-commit interval and at close. leaving: partitions being revoked. */
+static void store_offsets(fh_daemon *d, const rd_kafka_topic_partition_list_t *leaving) {
+        offset_batch b = { d, leaving, rd_kafka_topic_partition_list_new(8) };
 
-        fh_tracker_collect(d->tracker, add_offset, &b);
+        fh_tracker_foreach_committable(d->tracker, add_offset, &b);
         if (b.list->cnt > 0 && d->consumer) {
                 rd_kafka_resp_err_t err = rd_kafka_offsets_store(d->consumer, b.list);
                 /* A partition revoked meanwhile refuses its offset: fine. */
@@ -575,7 +602,7 @@ static void store_offsets(fh_daemon *d) {
 static void on_commit_timer(uv_timer_t *h) {
         fh_daemon *d = h->data;
 
-        store_offsets(d);
+        store_offsets(d, NULL);
         /* The ping comes from a loop timer, so a stalled loop stops it and
          * systemd restarts the daemon. */
         if (d->watchdog_usec && uv_now(d->loop) - d->watchdog_last >= d->watchdog_usec / 4000) {
@@ -863,12 +890,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         } else {
                 if (d->cfg.state_topic)
                         handoff_save(d, parts);
-                store_offsets(d);
+                store_offsets(d, parts);
                 rd_kafka_commit(rk, NULL, 0);
                 for (int i = 0; i < parts->cnt; i++)
                         fh_tracker_forget(d->tracker, parts->elems[i].topic, parts->elems[i].partition);
                 offsets_drop(&d->carried, parts);
                 offsets_drop(&d->eof, parts);
+                offsets_drop(&d->stored, parts);
                 rd_kafka_assign(rk, NULL);
                 if (d->assignment)
                         rd_kafka_topic_partition_list_destroy(d->assignment);
@@ -1051,6 +1079,11 @@ static int checkpoint(fh_daemon *d) {
                         c.sensor_part[c.n_sensors++] = d->sensor_slot[i] - 1u;
                 }
         r = fh_state_save(d->cfg.state_dir, d->engine, &c);
+        if (r == 0) {
+                fh_offsets_clear(&d->durable);
+                d->durable = c.positions;
+                c.positions = (fh_offsets) { 0 };
+        }
         /* The outbox entries borrow the live items' strings. */
         free(c.outbox);
         c.outbox = NULL;
@@ -1362,14 +1395,15 @@ static void finish_stop(fh_daemon *d) {
         if (undelivered)
                 log_err("stopping with %zu alerts not confirmed by every sink", undelivered);
 
-        store_offsets(d);
+        /* State first: the commit goes no further than the state saved. */
+        if (checkpoint(d) == 0 && d->cfg.state_dir)
+                log_info("state saved to %s/state", d->cfg.state_dir);
+        store_offsets(d, NULL);
         if (d->consumer) {
                 rd_kafka_resp_err_t e = rd_kafka_commit(d->consumer, NULL, 0);
                 if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
                         log_warning("final commit: %s", rd_kafka_err2str(e));
         }
-        if (checkpoint(d) == 0 && d->cfg.state_dir)
-                log_info("state saved to %s/state", d->cfg.state_dir);
         log_stats(d);
 
         uv_timer_stop(&d->tick_timer);
@@ -1574,6 +1608,9 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                 r = fh_state_load(d->cfg.state_dir, d->engine, &cp);
                 if (r == 0) {
                         restored = true;
+                        for (size_t i = 0; i < cp.positions.n; i++)
+                                fh_offsets_add(&d->durable, cp.positions.v[i].topic, cp.positions.v[i].partition,
+                                               cp.positions.v[i].offset);
                         d->resume = cp.positions;
                         cp.positions = (fh_offsets) { 0 };
                         log_info("state restored from %s/state partitions=%zu unconfirmed=%zu",
@@ -1613,6 +1650,12 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                         cp.watermarks = (fh_offsets) { 0 };
                 }
         }
+        /* Without a state to go on from, one is written before anything is
+         * consumed: it holds the alerts topic's watermarks, so a crash
+         * before the first periodic checkpoint reads back what this run
+         * published, and it is what lets offsets be committed at all. */
+        if (d->cfg.state_dir && !restored && checkpoint(d) == 0)
+                log_info("initial state written to %s/state", d->cfg.state_dir);
         r = kafka_start(d);
         if (r < 0)
                 goto fail;
@@ -1738,6 +1781,8 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
         fh_offsets_clear(&d->resume);
         fh_offsets_clear(&d->carried);
         fh_offsets_clear(&d->eof);
+        fh_offsets_clear(&d->durable);
+        fh_offsets_clear(&d->stored);
         fh_offsets_clear(&d->watermarks);
         fh_offsets_clear(&d->scan_from);
         fh_strset_free(d->suppress);

@@ -10,7 +10,6 @@ typedef struct part {
         fh_track *head, *tail;   /* messages in offset order, oldest first */
         int64_t done_next;       /* committable: -1 before the first */
         int64_t processed_next;  /* after the last message handed to the engine */
-        int64_t reported;
         bool forgotten;
         struct part *next;
 } part;
@@ -69,7 +68,6 @@ static part *find_part(fh_tracker *t, const char *topic, int32_t partition, bool
         p->partition = partition;
         p->done_next = -1;
         p->processed_next = -1;
-        p->reported = -1;
         p->next = t->parts;
         t->parts = p;
         return p;
@@ -125,12 +123,10 @@ void fh_tracker_release(fh_tracker *t, fh_track *k) {
         }
 }
 
-void fh_tracker_collect(fh_tracker *t, fh_offset_fn fn, void *userdata) {
+void fh_tracker_foreach_committable(const fh_tracker *t, fh_offset_fn fn, void *userdata) {
         for (part *p = t->parts; p; p = p->next)
-                if (p->done_next >= 0 && p->done_next != p->reported) {
-                        p->reported = p->done_next;
+                if (p->done_next >= 0)
                         fn(userdata, p->topic, p->partition, p->done_next);
-                }
 }
 
 void fh_tracker_foreach_processed(const fh_tracker *t, fh_offset_fn fn, void *userdata) {

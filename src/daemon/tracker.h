@@ -19,8 +19,8 @@ void fh_track_hold(fh_track *k);
 void fh_tracker_release(fh_tracker *t, fh_track *k);
 
 typedef void (*fh_offset_fn)(void *userdata, const char *topic, int32_t partition, int64_t next_offset);
-/* Reports each partition whose committable offset moved since the last call. */
-void fh_tracker_collect(fh_tracker *t, fh_offset_fn fn, void *userdata);
+/* Every partition's committable offset, once it has one. */
+void fh_tracker_foreach_committable(const fh_tracker *t, fh_offset_fn fn, void *userdata);
 /* Every partition's position after the last message processed: what a
  * checkpoint of the engine's state corresponds to. */
 void fh_tracker_foreach_processed(const fh_tracker *t, fh_offset_fn fn, void *userdata);
