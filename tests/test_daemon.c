@@ -46,6 +46,8 @@
 
 #include "it_harness.h"
 
+#include <librdkafka/rdkafka_mock.h>
+
 /* 2023-07-30T00:00:00+08:00 */
 #define T0_MS 1690646400000LL
 #define MIN_MS 60000LL
@@ -889,6 +891,181 @@ static int test_teardown(void **state) {
         return it_test_teardown(state);
 }
 
+/* ---- flow control on readings held uncommitted ---- */
+
+/* A value of the metrics file, -1 while it has none. */
+static long long metric(const char *path, const char *name) {
+        char *text = it_read_file_or_empty(path, NULL), pat[128];
+        long long v = -1;
+
+        snprintf(pat, sizeof(pat), "\n%s ", name);
+        char *p = strstr(text, pat);
+        if (p)
+                v = strtoll(p + strlen(pat), NULL, 10);
+        free(text);
+        return v;
+}
+
+static rd_kafka_t *mock_client(const char *bootstraps, rd_kafka_type_t type) {
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        char err[512];
+
+        it_kafka_conf_set(conf, "bootstrap.servers", bootstraps);
+        it_kafka_conf_set(conf, "log_level", "2");
+        if (type == RD_KAFKA_CONSUMER) {
+                it_kafka_conf_set(conf, "group.id", "pending-reader");
+                it_kafka_conf_set(conf, "enable.auto.commit", "false");
+        }
+        rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof(err));
+        assert_non_null(rk);
+        if (type == RD_KAFKA_CONSUMER)
+                rd_kafka_poll_set_consumer(rk);
+        return rk;
+}
+
+/* One alert the alerts topic refuses (the broker says the topic is not
+ * authorised, as with a missing ACL) holds back every later reading of its
+ * partition. Consumption must pause at kafka.max_pending_readings instead
+ * of holding ever more readings, and once the topic takes writes again the
+ * alert goes out once and every reading is processed and committed. The
+ * fault is injected with librdkafka's mock cluster, which the daemon reaches
+ * over TCP like any broker. */
+static void an_unwritable_alerts_topic_pauses_at_the_pending_bound_and_loses_nothing(void **state) {
+        char dir[400], rules[450], path[500], metrics[500], log[500], config[500], err[512];
+        const int n = 20000, bound = 1000;
+
+        IT_NEED_SERVERS();
+        snprintf(dir, sizeof(dir), "%s/pending", it.tmpdir);
+        snprintf(rules, sizeof(rules), "%s/rules", dir);
+        assert_int_equal(mkdir(dir, 0755), 0);
+        assert_int_equal(mkdir(rules, 0755), 0);
+        snprintf(path, sizeof(path), "%s/a.yaml", rules);
+        it_write_file(path, "rules:\n"
+                            "  - id: burst\n"
+                            "    kind: rain\n"
+                            "    levels:\n"
+                            "      red: last(rain_mm) >= 50\n"
+                            "    report: last(rain_mm)\n");
+
+        rd_kafka_conf_t *hconf = rd_kafka_conf_new();
+        it_kafka_conf_set(hconf, "log_level", "2");
+        rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, hconf, err, sizeof(err));
+        assert_non_null(host);
+        rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(host, 1);
+        assert_non_null(mc);
+        const char *bs = rd_kafka_mock_cluster_bootstraps(mc);
+        assert_int_equal(rd_kafka_mock_topic_create(mc, "pending.rain", 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+        assert_int_equal(rd_kafka_mock_topic_create(mc, "pending.alerts", 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+        rd_kafka_mock_topic_set_error(mc, "pending.alerts", RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+
+        snprintf(metrics, sizeof(metrics), "%s/metrics.prom", dir);
+        snprintf(config, sizeof(config), "%s/fenghuo.yaml", dir);
+        FILE *f = fopen(config, "we");
+        assert_non_null(f);
+        fprintf(f,
+                "rules: \"%s\"\nstations: \"%s\"\nmetrics_file: \"%s\"\nstats_interval: 1s\n"
+                "log_level: info\nshutdown_timeout: 10s\n"
+                "kafka:\n  brokers: \"%s\"\n  group_id: pending\n  alerts_topic: pending.alerts\n"
+                "  topics:\n    rain: pending.rain\n  max_pending_readings: %d\n"
+                "  properties:\n    log_level: \"2\"\n"
+                /* So that the producer sees the topic writable again soon. */
+                "  producer_properties:\n    topic.metadata.refresh.interval.ms: \"1000\"\n",
+                rules, it.stations, metrics, bs, bound);
+        assert_int_equal(fclose(f), 0);
+        snprintf(log, sizeof(log), "%s/daemon.log", dir);
+        it_proc d;
+        it_daemon_start(&d, config, log, 30);
+
+        /* The first reading raises an alert that cannot be written; the
+         * rest raise none. One sensor, one partition: all of them wait
+         * behind that alert. */
+        rd_kafka_t *p = mock_client(bs, RD_KAFKA_PRODUCER);
+        char buf[200];
+        for (int i = 0; i <= n; i++) {
+                const char *sensor = i == 0 ? "MY-RG-0001" : "MY-RG-0002";
+                snprintf(buf, sizeof(buf), "{\"sensor\":\"%s\",\"ts\":%lld,\"values\":{\"rain_mm\":%d}}", sensor,
+                         (long long) (T0_MS + i * MIN_MS), i == 0 ? 60 : 1);
+                while (rd_kafka_producev(p, RD_KAFKA_V_TOPIC("pending.rain"), RD_KAFKA_V_KEY(sensor, strlen(sensor)),
+                                         RD_KAFKA_V_VALUE(buf, strlen(buf)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                         RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                        rd_kafka_poll(p, 10);
+        }
+        assert_int_equal(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+
+        /* It pauses, and stays within the bound (plus the batch in hand
+         * when it noticed) for as long as the topic refuses. */
+        it_daemon_wait_log(&d, "consumption paused", 1, 60);
+        double until = it_now() + 4;
+        long long most = 0;
+        while (it_now() < until) {
+                it_daemon_check_alive(&d);
+                long long k = metric(metrics, "fenghuo_readings_pending");
+                if (k > most)
+                        most = k;
+                it_nap_ms(100);
+        }
+        long long consumed = metric(metrics, "fenghuo_readings_consumed_total");
+        fprintf(stderr, "while the alerts topic refused: at most %lld readings pending (bound %d), %lld of %d consumed\n",
+                most, bound, consumed, n + 1);
+        assert_true(most > 0 && most <= bound + 256);
+        assert_true(consumed < n + 1);
+        assert_int_equal(metric(metrics, "fenghuo_consumption_paused"), 1);
+
+        /* The topic takes writes again: the alert goes out, consumption
+         * resumes and gets through everything. */
+        rd_kafka_mock_topic_set_error(mc, "pending.alerts", RD_KAFKA_RESP_ERR_NO_ERROR);
+        it_daemon_wait_log(&d, "consumption resumed", 1, 60);
+        double deadline = it_now() + 60;
+        while (metric(metrics, "fenghuo_readings_consumed_total") < n + 1 ||
+               metric(metrics, "fenghuo_readings_pending") != 0) {
+                it_daemon_check_alive(&d);
+                assert_true(it_now() < deadline);
+                it_nap_ms(200);
+        }
+        it_daemon_stop(&d, 15);
+        assert_int_equal(metric(metrics, "fenghuo_readings_consumed_total"), n + 1);
+
+        /* Exactly the one alert, and the group committed every reading. */
+        rd_kafka_t *c = mock_client(bs, RD_KAFKA_CONSUMER);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, "pending.alerts", 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        assert_int_equal(rd_kafka_assign(c, l), RD_KAFKA_RESP_ERR_NO_ERROR);
+        rd_kafka_topic_partition_list_destroy(l);
+        it_strs got = { 0 };
+        deadline = it_now() + 10;
+        while (it_now() < deadline) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+                if (m && !m->err)
+                        it_strs_add(&got, m->payload, m->len);
+                if (m)
+                        rd_kafka_message_destroy(m);
+                if (got.n >= 1 && it_now() > deadline - 8)
+                        break;
+        }
+        assert_int_equal(got.n, 1);
+        assert_alert(got.v[0], "MY-RG-0001", "raised", "red", "60");
+        it_strs_free(&got);
+        rd_kafka_consumer_close(c);
+        rd_kafka_destroy(c);
+
+        rd_kafka_conf_t *gconf = rd_kafka_conf_new();
+        it_kafka_conf_set(gconf, "bootstrap.servers", bs);
+        it_kafka_conf_set(gconf, "group.id", "pending");
+        it_kafka_conf_set(gconf, "log_level", "2");
+        rd_kafka_t *g = rd_kafka_new(RD_KAFKA_CONSUMER, gconf, err, sizeof(err));
+        assert_non_null(g);
+        l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, "pending.rain", 0);
+        assert_int_equal(rd_kafka_committed(g, l, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+        assert_int_equal(l->elems[0].offset, n + 1);
+        rd_kafka_topic_partition_list_destroy(l);
+        rd_kafka_destroy(g);
+
+        rd_kafka_destroy(p);
+        rd_kafka_mock_cluster_destroy(mc);
+        rd_kafka_destroy(host);
+}
+
 static int setup(void **state) {
         return it_servers_setup("fenghuo-it", false);
 }
@@ -912,6 +1089,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(redis_down_for_30_seconds_loses_no_alert_and_kafka_is_not_held_up,
                                                 it_test_setup, test_teardown),
                 cmocka_unit_test_setup_teardown(health_figures_stay_true_across_a_reload_and_a_restart,
+                                                it_test_setup, test_teardown),
+                cmocka_unit_test_setup_teardown(an_unwritable_alerts_topic_pauses_at_the_pending_bound_and_loses_nothing,
                                                 it_test_setup, test_teardown),
         };
         const char *filter = getenv("FENGHUO_TEST_FILTER");

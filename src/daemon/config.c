@@ -315,6 +315,10 @@ static void kafka_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
         } else if (!strcmp(key, "sasl_password_file") || !strcmp(key, "sasl_password_credential")) {
                 c->kafka_secrets++;
                 set_secret(c, v, key, key[14] == 'c', &c->sasl_password);
+        } else if (!strcmp(key, "max_pending_readings")) {
+                long m = (long) cfg->max_pending;
+                set_long(c, v, key, 1000, 100000000, &m);
+                cfg->max_pending = (size_t) m;
         } else
                 unknown(c, v, key, "kafka");
 }
@@ -439,6 +443,7 @@ static void defaults(fh_daemon_config *c) {
                 .checkpoint_ms = 30000,
                 .stats_ms = 60000,
                 .max_in_flight = 100000,
+                .max_pending = 1000000,
         };
         fh_redis_config_defaults(&c->redis);
         /* The defaults are static strings; own copies so free is uniform. */

@@ -50,6 +50,8 @@ typedef struct fh_daemon_config {
         fh_kvs consumer_props;
         fh_kvs producer_props;
         size_t max_in_flight;          /* undelivered alerts before consumption pauses */
+        size_t max_pending;            /* readings not yet committable (behind an
+                                          undelivered alert) before it pauses */
 
         bool redis_enabled;
         fh_redis_config redis;

@@ -450,19 +450,25 @@ static void set_paused(fh_daemon *d, bool pause) {
         if (pause) {
                 d->pauses++;
                 rd_kafka_pause_partitions(d->consumer, d->assignment);
-                log_warning("consumption paused: %zu alerts waiting for delivery (limit %zu)",
-                            in_flight(d), d->cfg.max_in_flight);
+                log_warning("consumption paused: %zu alerts waiting for delivery (limit %zu), %zu readings held "
+                            "uncommitted (limit %zu)",
+                            in_flight(d), d->cfg.max_in_flight, fh_tracker_pending(d->tracker), d->cfg.max_pending);
         } else {
                 rd_kafka_resume_partitions(d->consumer, d->assignment);
-                log_notice("consumption resumed: %zu alerts waiting for delivery", in_flight(d));
+                log_notice("consumption resumed: %zu alerts waiting for delivery, %zu readings held uncommitted",
+                           in_flight(d), fh_tracker_pending(d->tracker));
         }
 }
 
+/* Two bounds: alerts waiting for a sink, and readings waiting to become
+ * committable. One alert Kafka never confirms holds back every later
+ * reading of its partition, alerts or not: without the second bound the
+ * tracker would grow with the input for as long as it stays stuck. */
 static void check_flow(fh_daemon *d) {
-        size_t n = in_flight(d);
-        if (!d->paused && n >= d->cfg.max_in_flight)
+        size_t n = in_flight(d), k = fh_tracker_pending(d->tracker);
+        if (!d->paused && (n >= d->cfg.max_in_flight || k >= d->cfg.max_pending))
                 set_paused(d, true);
-        else if (d->paused && n <= d->cfg.max_in_flight / 2)
+        else if (d->paused && n <= d->cfg.max_in_flight / 2 && k <= d->cfg.max_pending / 2)
                 set_paused(d, false);
 }
 
@@ -603,6 +609,8 @@ static void on_commit_timer(uv_timer_t *h) {
         fh_daemon *d = h->data;
 
         store_offsets(d, NULL);
+        /* Redis answers release readings too, without a Kafka wake-up. */
+        check_flow(d);
         /* The ping comes from a loop timer, so a stalled loop stops it and
          * systemd restarts the daemon. */
         if (d->watchdog_usec && uv_now(d->loop) - d->watchdog_last >= d->watchdog_usec / 4000) {
@@ -1237,6 +1245,9 @@ static void write_metrics(fh_daemon *d, const fh_engine_stats *s, long long lag,
                               (unsigned long long) s->events[i]);
         metric(&b, "fenghuo_alerts_in_flight", "gauge", "Alerts and dead letters not yet confirmed by every sink.",
                (long long) d->n_outs);
+        metric(&b, "fenghuo_readings_pending", "gauge",
+               "Readings processed but not yet committable (behind an alert not yet confirmed).",
+               (long long) fh_tracker_pending(d->tracker));
         metric(&b, "fenghuo_consumer_lag_messages", "gauge",
                "Messages in the assigned partitions not processed yet; -1 when not known.", lag);
         metric(&b, "fenghuo_input_idle_seconds", "gauge", "Seconds since the last message was read; -1 before the first.",
@@ -1281,14 +1292,14 @@ static void log_stats(fh_daemon *d) {
                                                  fh_reject_name((fh_reject) i), (unsigned long long) s->rejected[i]);
         }
         log_info("stats consumed=%llu accepted=%llu late=%llu duplicates=%llu dropped=%llu rejected=%llu%s%s%s "
-                 "future=%llu alerts=%llu in_flight=%zu lag=%lld behind_s=%lld redis=%s redis_backlog=%zu "
+                 "future=%llu alerts=%llu in_flight=%zu pending=%zu lag=%lld behind_s=%lld redis=%s redis_backlog=%zu "
                  "paused=%s idle_s=%lld",
                  (unsigned long long) d->consumed, (unsigned long long) s->accepted,
                  (unsigned long long) s->late, (unsigned long long) s->duplicates,
                  (unsigned long long) s->dropped, rej, off ? " (" : "", reasons, off ? ")" : "",
                  (unsigned long long) d->future_rejected,
                  (unsigned long long) (s->events[0] + s->events[1] + s->events[2] + s->events[3]),
-                 d->n_outs, lag, behind_s, d->redis ? (fh_redis_connected(d->redis) ? "up" : "down") : "off",
+                 d->n_outs, fh_tracker_pending(d->tracker), lag, behind_s, d->redis ? (fh_redis_connected(d->redis) ? "up" : "down") : "off",
                  d->redis ? fh_redis_backlog(d->redis) : 0, d->paused ? "yes" : "no", idle_s);
         if (d->cfg.metrics_file)
                 write_metrics(d, s, lag, idle_s, behind_s);
