@@ -658,6 +658,122 @@ static void snapshot_of_a_restored_engine_is_the_same_bytes(void **state) {
         fh_buf_free(&s2);
 }
 
+static fh_engine *engine_on(const char *yaml, const char *csv, rec *r) {
+        fh_diags d = FH_DIAGS_NULL;
+        fh_ruleset *rs;
+        fh_registry *reg;
+        fh_engine *e;
+
+        assert_int_equal(fh_ruleset_new(&rs), 0);
+        assert_int_equal(fh_ruleset_parse(rs, "t.yaml", yaml, strlen(yaml), &d), 0);
+        assert_int_equal(fh_ruleset_finish(rs, &d), 0);
+        assert_int_equal(fh_registry_parse("s.csv", csv, strlen(csv), &reg, &d), 0);
+        assert_int_equal(fh_engine_new(&e, rs, reg, NULL, &d), 0);
+        fh_diags_clear(&d);
+        memset(r, 0, sizeof(*r));
+        r->e = e;
+        fh_engine_set_alert_cb(e, on_alert, r);
+        return e;
+}
+
+static void count_active(void *ud, const fh_alert *a) {
+        (void) a;
+        (*(int *) ud)++;
+}
+
+/* A reload ends, with an explicit `cleared`, every open alert that the new
+ * rules and stations do not carry over, and says why; the rest carry on. */
+static void a_reload_ends_the_alerts_of_changed_removed_and_unmatched_rules(void **state) {
+        static const char *const csv_old =
+                "id,kind,name,region\nA,rain,甲站,miyun\nB,rain,乙站,miyun\nC,rain,丙站,other\n";
+        /* B gone; C moved out of the "other" region. */
+        static const char *const csv_new = "id,kind,name,region\nA,rain,甲站,miyun\nC,rain,丙站,miyun\n";
+        static const char *const rules_old =
+                "rules:\n"
+                "  - id: chg\n    kind: rain\n    levels:\n      blue: x >= 1\n    report: x\n"
+                "  - id: gone\n    kind: rain\n    levels:\n      blue: x >= 1\n"
+                "  - id: keep\n    kind: rain\n    levels:\n      blue: x >= 1\n"
+                "  - id: loc\n    kind: rain\n    match: {region: other}\n    levels:\n      blue: x >= 1\n";
+        static const char *const rules_new =
+                "rules:\n"
+                "  - id: chg\n    kind: rain\n    levels:\n      blue: x >= 2\n    report: x\n"
+                "  - id: keep\n    kind: rain\n    levels:\n      blue: x >= 1\n"
+                "  - id: loc\n    kind: rain\n    match: {region: other}\n    levels:\n      blue: x >= 1\n";
+        rec a, b;
+        fh_buf snap = FH_BUF_NULL;
+        int active = 0;
+
+        (void) state;
+        fh_engine *old = engine_on(rules_old, csv_old, &a);
+        feed(old, "A", 0, "x", 1);
+        feed(old, "B", 0, "x", 1);
+        feed(old, "C", 0, "x", 1);
+        assert_int_equal(a.n, 10);   /* chg, gone, keep for A, B, C; loc for C */
+        fh_engine *ne = engine_on(rules_new, csv_new, &b);
+        fh_engine_snapshot(old, NULL, NULL, &snap);
+        assert_int_equal(fh_engine_restore(ne, snap.data, snap.len), 0);
+
+        a.n = 0;
+        fh_engine_end_orphans(old, ne, T0 + 30 * MIN_);
+        assert_int_equal(a.n, 8);
+        assert_string_equal(a.lines[0], "cleared chg A none 30");
+        assert_string_equal(a.lines[1], "cleared chg B none 30");
+        assert_string_equal(a.lines[2], "cleared chg C none 30");
+        assert_string_equal(a.lines[3], "cleared gone A none 30");
+        assert_string_equal(a.lines[4], "cleared gone B none 30");
+        assert_string_equal(a.lines[5], "cleared gone C none 30");
+        assert_string_equal(a.lines[6], "cleared keep B none 30");
+        assert_string_equal(a.lines[7], "cleared loc C none 30");
+        assert_non_null(strstr(a.json[0], "\"alert_id\":\"chg:A:1690646400000\",\"event\":\"cleared\""));
+        assert_non_null(strstr(a.json[0], "\"level\":\"none\",\"previous\":\"blue\",\"severity\":0,"
+                                          "\"ts\":\"2023-07-30T00:30:00+08:00\",\"value\":null,"
+                                          "\"reason\":\"rule_changed\","));
+        assert_non_null(strstr(a.json[0], "\"message\":\"【chg】甲站（A）预警解除：预警规则已修改，"));
+        assert_non_null(strstr(a.json[3], "\"reason\":\"rule_removed\""));
+        assert_non_null(strstr(a.json[6], "\"reason\":\"station_removed\""));
+        assert_non_null(strstr(a.json[7], "\"reason\":\"rule_unmatched\""));
+        /* What the old engine still holds open is exactly what carries over. */
+        fh_engine_foreach_active(old, count_active, &active);
+        assert_int_equal(active, 2);
+        active = 0;
+        fh_engine_foreach_active(ne, count_active, &active);
+        assert_int_equal(active, 2);   /* keep A, keep C */
+        assert_int_equal(fh_engine_stats_get(old)->events[FH_EVENT_CLEARED], 8);
+
+        /* Ending twice ends nothing more; an event of the state machine has
+         * no reason. */
+        fh_engine_end_orphans(old, ne, T0 + 31 * MIN_);
+        assert_int_equal(a.n, 8);
+        feed(ne, "A", 40, "x", 2);
+        assert_int_equal(b.n, 1);
+        assert_string_equal(b.lines[0], "raised chg A blue 40");
+        assert_null(strstr(b.json[0], "\"reason\""));
+
+        fh_engine_free(old);
+        fh_engine_free(ne);
+        fh_buf_free(&snap);
+}
+
+/* The closing event never comes before the pair's last event, whatever the
+ * caller's clock says. */
+static void a_reload_never_ends_an_alert_before_its_last_event(void **state) {
+        rec a, b;
+        fh_buf snap = FH_BUF_NULL;
+
+        (void) state;
+        fh_engine *old = engine("rules:\n  - id: s\n    kind: rain\n    levels:\n      blue: x >= 1\n", &a, NULL);
+        fh_engine *ne = engine("rules:\n  - id: s\n    kind: rain\n    levels:\n      blue: x >= 5\n", &b, NULL);
+        feed(old, "A", 100, "x", 1);
+        fh_engine_snapshot(old, NULL, NULL, &snap);
+        assert_int_equal(fh_engine_restore(ne, snap.data, snap.len), 0);
+        fh_engine_end_orphans(old, ne, T0 + 50 * MIN_);
+        assert_int_equal(a.n, 2);
+        assert_string_equal(a.lines[1], "cleared s A none 100");
+        fh_engine_free(old);
+        fh_engine_free(ne);
+        fh_buf_free(&snap);
+}
+
 static void unknown_sensor_is_rejected_without_changing_state(void **state) {
         rec r;
         fh_engine *e = engine(levels_rule, &r, NULL);
@@ -915,6 +1031,8 @@ int main(void) {
                 cmocka_unit_test(defaults_fit_a_gauge_every_5_s_on_the_longest_default_window),
                 cmocka_unit_test(caps_survive_a_snapshot),
                 cmocka_unit_test(rejection_is_explained_in_one_line),
+                cmocka_unit_test(a_reload_ends_the_alerts_of_changed_removed_and_unmatched_rules),
+                cmocka_unit_test(a_reload_never_ends_an_alert_before_its_last_event),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,20 @@ typedef enum fh_event {
 
 const char *fh_event_name(fh_event e);
 
+/* Why an alert was ended by a reload rather than by its readings: the
+ * `reason` of such a `cleared` event (docs/integration.md). */
+typedef enum fh_end_reason {
+        FH_END_NONE,              /* the state machine's own events */
+        FH_END_RULE_CHANGED,      /* the rule's definition changed */
+        FH_END_RULE_REMOVED,      /* no rule with its id any more */
+        FH_END_STATION_REMOVED,   /* the station left the registry */
+        FH_END_RULE_UNMATCHED,    /* the rule no longer applies to the station */
+        FH_END__MAX
+} fh_end_reason;
+
+/* "rule_changed", ...; NULL for FH_END_NONE. */
+const char *fh_end_reason_name(fh_end_reason r);
+
 /* One level change of one (rule, sensor) pair (SPEC §4). Pointers are valid
  * for the duration of the callback only. */
 typedef struct fh_alert {
@@ -37,6 +51,7 @@ typedef struct fh_alert {
         int64_t ts_ms;         /* evaluation time */
         int64_t raised_ms;     /* part of alert_id, the same until cleared */
         double value;          /* report value; NaN -> null */
+        fh_end_reason reason;  /* FH_END_NONE but on an alert ended by a reload */
 } fh_alert;
 
 typedef void (*fh_alert_fn)(void *userdata, const fh_alert *alert);
@@ -208,6 +223,15 @@ size_t fh_engine_memory(const fh_engine *e);
 /* Samples held in the sensors' window stores (what fh_engine_memory grows
  * with), for the same benchmarks. */
 size_t fh_engine_samples(const fh_engine *e);
+
+/* A reload: every alert active in old whose pair does not carry over into
+ * ne (carried over means the same rule id with the same hash applying to
+ * the same station id, which fh_engine_restore keeps) is ended with a
+ * `cleared` event through old's alert callback, in rule then sensor order,
+ * with value null, its reason, and ts = now_ms (never before the pair's
+ * last event). Those pairs of old are reset. Call it before old is freed
+ * and after ne is complete; neither engine's windows change. */
+void fh_engine_end_orphans(fh_engine *old, const fh_engine *ne, int64_t now_ms);
 
 /* Active alerts now, for operator views: calls fn for each pair whose level
  * is not none, in rule then sensor order. */

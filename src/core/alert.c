@@ -94,8 +94,35 @@ static void render_default(const fh_engine *e, const fh_alert *a, fh_buf *out) {
         fh_buf_puts(out, tbuf);
 }
 
+/* An alert ended by a reload: the rule's own template speaks of readings,
+ * which are not why it ended, so the text says what happened instead.
+ * 【暴雨预警】石城镇黄峪口（MY-RG-0012）预警解除：预警规则已修改，2023-07-30 14:05 */
+static void render_ended(const fh_engine *e, const fh_alert *a, fh_buf *out) {
+        static const char *const why[FH_END__MAX] = {
+                [FH_END_RULE_CHANGED] = "预警规则已修改",
+                [FH_END_RULE_REMOVED] = "预警规则已删除",
+                [FH_END_STATION_REMOVED] = "站点已从站点表删除",
+                [FH_END_RULE_UNMATCHED] = "预警规则不再适用于该站点",
+        };
+        char tbuf[FH_TIME_LOCAL_MAX];
+
+        fh_buf_puts(out, "【");
+        fh_buf_puts(out, rule_title(a->rule));
+        fh_buf_puts(out, "】");
+        fh_buf_append(out, a->station->name, a->station->name_len);
+        fh_buf_puts(out, "（");
+        fh_buf_append(out, a->station->id, a->station->id_len);
+        fh_buf_puts(out, "）预警解除：");
+        fh_buf_puts(out, why[a->reason]);
+        fh_buf_puts(out, "，");
+        fh_time_format_local(a->ts_ms, e->cfg.tz_offset_min, tbuf);
+        fh_buf_puts(out, tbuf);
+}
+
 void fh_alert_message(const fh_engine *e, const fh_alert *a, fh_buf *out) {
-        if (a->rule->message)
+        if (a->reason > FH_END_NONE && a->reason < FH_END__MAX)
+                render_ended(e, a, out);
+        else if (a->rule->message)
                 render(e, a, a->rule->message, out);
         else
                 render_default(e, a, out);
@@ -126,6 +153,11 @@ void fh_alert_to_json(const fh_engine *e, const fh_alert *a, fh_buf *out) {
         fh_buf_puts(out, tbuf);
         fh_buf_puts(out, "\",\"value\":");
         fh_buf_json_number(out, a->value);
+        if (fh_end_reason_name(a->reason)) {
+                fh_buf_puts(out, ",\"reason\":\"");
+                fh_buf_puts(out, fh_end_reason_name(a->reason));
+                fh_buf_putc(out, '"');
+        }
         fh_buf_puts(out, ",\"title\":");
         fh_buf_json_string(out, rule_title(a->rule), strlen(rule_title(a->rule)));
 

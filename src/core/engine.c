@@ -15,6 +15,16 @@ const char *fh_event_name(fh_event e) {
         return (unsigned) e < FH_EVENT__MAX ? event_names[e] : "?";
 }
 
+const char *fh_end_reason_name(fh_end_reason r) {
+        static const char *const names[FH_END__MAX] = {
+                [FH_END_RULE_CHANGED] = "rule_changed",
+                [FH_END_RULE_REMOVED] = "rule_removed",
+                [FH_END_STATION_REMOVED] = "station_removed",
+                [FH_END_RULE_UNMATCHED] = "rule_unmatched",
+        };
+        return (unsigned) r < FH_END__MAX ? names[r] : NULL;
+}
+
 /* ---- recent timestamps, for duplicate detection ----
  *
  * A sorted ring (power-of-two capacity): a late timestamp goes in by moving
@@ -881,6 +891,62 @@ void fh_engine_foreach_active(const fh_engine *e, fh_alert_fn fn, void *userdata
                                 .value = p->last_value,
                         };
                         fn(userdata, &a);
+                }
+        }
+}
+
+/* What becomes of old's pair (rule, s) in ne: FH_END_NONE when ne keeps
+ * its state (same rule id and hash bound to the same station id). */
+static fh_end_reason pair_fate(const fh_engine *ne, const fh_rule *rule, const fh_station *st) {
+        const fh_station *nst = fh_registry_find(ne->reg, st->id, st->id_len);
+        const fh_rule *nr = NULL;
+
+        for (size_t i = 0; i < ne->rs->n_rules && !nr; i++)
+                if (!strcmp(ne->rs->rules[i].id, rule->id))
+                        nr = &ne->rs->rules[i];
+        if (!nr)
+                return FH_END_RULE_REMOVED;
+        if (nr->hash != rule->hash)
+                return FH_END_RULE_CHANGED;
+        if (!nst)
+                return FH_END_STATION_REMOVED;
+        const fh_profile *p = ne->sensors[nst->index].prof;
+        for (uint32_t k = 0; k < p->n_rules; k++)
+                if (&ne->rs->rules[p->rules[k]] == nr)
+                        return FH_END_NONE;
+        return FH_END_RULE_UNMATCHED;
+}
+
+void fh_engine_end_orphans(fh_engine *old, const fh_engine *ne, int64_t now_ms) {
+        for (size_t ri = 0; ri < old->rs->n_rules; ri++) {
+                const fh_rule_bind *b = &old->bind[ri];
+                const fh_rule *rule = &old->rs->rules[ri];
+
+                for (size_t i = 0; i < b->n; i++) {
+                        const fh_sensor *s = &old->sensors[b->sensor[i]];
+                        fh_pair *p = &s->pairs[b->pair[i]];
+                        if (p->level == FH_LEVEL_NONE)
+                                continue;
+                        fh_end_reason why = pair_fate(ne, rule, s->st);
+                        if (why == FH_END_NONE)
+                                continue;
+                        fh_alert a = {
+                                .event = FH_EVENT_CLEARED,
+                                .rule = rule,
+                                .station = s->st,
+                                .level = FH_LEVEL_NONE,
+                                .previous = (fh_level) p->level,
+                                /* A reading up to the future limit ahead of
+                                 * the clock may have made the last event. */
+                                .ts_ms = now_ms > p->last_ts ? now_ms : p->last_ts,
+                                .raised_ms = p->raised,
+                                .value = NAN,
+                                .reason = why,
+                        };
+                        fh_pair_reset(p);
+                        old->stats.events[FH_EVENT_CLEARED]++;
+                        if (old->alert_cb)
+                                old->alert_cb(old->alert_data, &a);
                 }
         }
 }

@@ -1344,6 +1344,15 @@ static void reload(fh_daemon *d) {
                 sd_notify(0, "READY=1");
                 return;
         }
+        /* An alert whose rule changed, went away or no longer applies to its
+         * station would otherwise stay open forever for everyone who saw it
+         * raised: end it, through the old engine, which still knows how the
+         * rule and the station were described. */
+        int64_t now = d->cfg.event_clock && fh_engine_clock(d->engine) != FH_TIME_NONE ? fh_engine_clock(d->engine)
+                                                                                      : wall_ms();
+        uint64_t cleared_before = fh_engine_stats_get(d->engine)->events[FH_EVENT_CLEARED];
+        fh_engine_end_orphans(d->engine, ne, now);
+        uint64_t ended = fh_engine_stats_get(d->engine)->events[FH_EVENT_CLEARED] - cleared_before;
         fh_engine_set_alert_cb(ne, on_alert, d);
         /* Stations may have moved in the new registry: carry partitions by id. */
         const fh_registry *oreg = fh_engine_registry(d->engine), *nreg = fh_engine_registry(ne);
@@ -1361,8 +1370,13 @@ static void reload(fh_daemon *d) {
         d->stats_before = total;
         fh_engine_free(d->engine);
         d->engine = ne;
-        log_notice("reloaded rules=%zu stations=%zu", fh_engine_rules(ne)->n_rules,
-                   fh_engine_registry(ne)->n_stations);
+        /* The closing events are in the outbox now: a checkpoint makes them
+         * and the new state survive a crash (a restart with the new rules
+         * from an older state would drop those alerts without a word). */
+        if (ended > 0)
+                checkpoint(d);
+        log_notice("reloaded rules=%zu stations=%zu ended=%llu", fh_engine_rules(ne)->n_rules,
+                   fh_engine_registry(ne)->n_stations, (unsigned long long) ended);
         sd_notify(0, "READY=1");
 }
 
