@@ -584,6 +584,87 @@ static void instances_joining_and_leaving_mid_stream_hand_over_without_losing_or
         it_input_free(&in);
 }
 
+/* A partition whose state is several MB: more than one Kafka message holds
+ * (the producer's message.max.bytes is 1,000,000 by default). Readings
+ * every 10 s for 12 hours fill the 12-hour rain windows of 40 gauges, all
+ * on the rain topic's one partition. a reads the first half and leaves; b,
+ * which joined meanwhile, continues from a's hand-over, and the alerts
+ * topic is exactly one replay's. */
+static void a_hand_over_of_several_megabytes_arrives_whole_and_alerts_continue_as_replay(void **state) {
+        char config[2][600], state_dir[2][600], log[2][600], path[600];
+        static const char *const names[2] = { "a", "b" };
+        it_env t;
+        it_input in = { 0 };
+        it_reader alerts;
+        it_proc d[2];
+        size_t len;
+
+        IT_NEED_SERVERS();
+        it_env_init(&t, "bighand", 1, it.rules_dir, true);
+        for (int i = 0; i < 2; i++) {
+                snprintf(config[i], sizeof(config[i]), "%s/%s.yaml", t.dir, names[i]);
+                snprintf(state_dir[i], sizeof(state_dir[i]), "%s/state-%s", t.dir, names[i]);
+                snprintf(log[i], sizeof(log[i]), "%s/%s.log", t.dir, names[i]);
+                write_config(&t, config[i], state_dir[i], "5s");
+        }
+        snprintf(path, sizeof(path), "%s/input.jsonl", t.dir);
+        const char *argv[] = { it.bin, "simulate", "--stations", it.stations, "--duration", "12h", "--step", "10s",
+                               "--seed", "51", NULL };
+        assert_int_equal(it_run(argv, NULL, path, NULL), 0);
+        in.text = it_read_file_or_empty(path, &len);
+        in.line = it_strs_lines(in.text);
+        size_t half = in.line.n / 2;
+        it_strs want = it_replay(&t, &in, in.line.n, "full", NULL);
+        assert_true(want.n >= 20);
+
+        it_reader_open(&alerts, t.alerts);
+        it_daemon_start(&d[0], config[0], log[0], 60);
+        it_produce_range(&t, &in, 0, half);
+        double deadline = it_now() + 180;
+        while (!group_committed_all(&t, 1)) {
+                it_daemon_check_alive(&d[0]);
+                it_reader_poll(&alerts, 200);
+                assert_true(it_now() < deadline);
+        }
+        /* b joins (a hands over, then takes back what the group gives it)
+         * and a leaves (it hands over the rest to b). */
+        it_daemon_start(&d[1], config[1], log[1], 60);
+        it_daemon_wait_log(&d[1], "partitions assigned count=", 1, 120);
+        stop_daemon(&d[0]);
+        it_produce_range(&t, &in, half, in.line.n);
+        bool all = wait_alerts(&alerts, &want, (it_proc *const[]) { &d[1] }, 1, 180);
+        stop_daemon(&d[1]);
+        it_reader_drain(&alerts);
+
+        char *text = it_read_file(log[0], NULL);
+        fprintf(stderr, "a: %zu hand-overs, b: %zu took over\n", it_count_substr(text, "rebalance: handed over"),
+                it_file_count(log[1], "rebalance: took over"));
+        /* The rain partition went over in more than one chunk. */
+        bool chunked = false;
+        for (const char *p = text; (p = strstr(p, "rebalance: handed over")) != NULL; p++) {
+                const char *e = strstr(p, " chunks)");
+                const char *nl = strchr(p, '\n');
+                if (e && (!nl || e < nl)) {
+                        const char *q = e;
+                        while (q > p && q[-1] >= '0' && q[-1] <= '9')
+                                q--;
+                        if (strtoul(q, NULL, 10) >= 2)
+                                chunked = true;
+                }
+        }
+        free(text);
+        it_assert_alerts_equal("alerts topic across a multi-MB hand-over", IT_PER_RULE_AND_SENSOR, &want, &alerts.value);
+        assert_true(all);
+        assert_true(chunked);
+        assert_int_equal(it_file_count(log[0], "cannot hand over"), 0);
+        assert_int_equal(it_file_count(log[0], "not confirmed"), 0);
+        assert_true(it_file_count(log[1], "rebalance: took over") > 0);
+
+        it_reader_close(&alerts);
+        it_strs_free(&want);
+        it_input_free(&in);
+}
+
 static void kafka_broker_stopped_and_started_mid_stream_is_ridden_out_without_losing_alerts(void **state) {
         char log[600];
         it_env t;
@@ -803,6 +884,9 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(
                         instances_joining_and_leaving_mid_stream_hand_over_without_losing_or_repeating_alerts,
                         it_test_setup, test_teardown),
+                cmocka_unit_test_setup_teardown(
+                        a_hand_over_of_several_megabytes_arrives_whole_and_alerts_continue_as_replay, it_test_setup,
+                        test_teardown),
                 /* Last: should the broker not come back, nothing else depends on it. */
                 cmocka_unit_test_setup_teardown(
                         kafka_broker_stopped_and_started_mid_stream_is_ridden_out_without_losing_alerts, it_test_setup,

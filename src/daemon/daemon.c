@@ -37,6 +37,20 @@ typedef struct fh_out {
         fh_outbox_item it;        /* payload; it.sinks = not yet confirmed */
 } fh_out;
 
+/* One revoked partition's hand-over on its way to the state topic (the
+ * opaque of its chunks). */
+typedef struct handover {
+        struct handover *next;    /* every one, freed with the daemon */
+        char *topic;
+        int32_t partition;
+        uint16_t slot;
+        int64_t pos;
+        size_t bytes, chunks;
+        size_t pending;           /* chunks not reported yet; SIZE_MAX once settled */
+        bool failed;
+        bool settled;             /* the rebalance stopped waiting: the last report decides */
+} handover;
+
 typedef struct kafka_wake {
         uv_poll_t poll;
         int fds[2];
@@ -88,6 +102,8 @@ struct fh_daemon {
         fh_offset *slots;
         size_t n_slots;
         fh_offsets watermarks;    /* alerts topic: offset after the last confirmed alert */
+        handover *handovers;
+        uint64_t max_generation;  /* newest hand-over generation written or taken over */
         fh_offsets scan_from;     /* where the suppression set was read from */
         fh_out *retry;            /* Kafka deliveries to try again */
         uv_timer_t retry_timer;
@@ -121,6 +137,7 @@ struct fh_daemon {
 };
 
 static void on_retry_timer(uv_timer_t *h);
+static void handover_delivered(fh_daemon *d, handover *h, rd_kafka_resp_err_t err);
 static uint16_t slot_of(fh_daemon *d, const char *topic, int32_t partition, bool create);
 
 static int64_t wall_ms(void) {
@@ -641,12 +658,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         fh_out *o = m->_private;
 
         (void) rk;
-        if (!o) {
-                /* A hand-over state record (handoff_save): nothing waits on it
-                 * but the flush there. */
-                if (m->err)
-                        log_err("rebalance: state record not delivered to %s: %s", rd_kafka_topic_name(m->rkt),
-                                rd_kafka_err2str(m->err));
+        if (d->cfg.state_topic && !strcmp(rd_kafka_topic_name(m->rkt), d->cfg.state_topic)) {
+                handover_delivered(d, m->_private, m->err);
                 return;
         }
         if (m->err) {
@@ -717,11 +730,68 @@ static void mark_slot(void *userdata, const fh_station *st) {
         ((fh_daemon *) f->d)->sensor_slot[st->index] = f->slot;
 }
 
+/* The generation of a new hand-over: after every one this instance has
+ * taken over, so that even with clocks apart a chain of hand-overs of one
+ * partition keeps growing; wall time otherwise, so that a restarted
+ * instance does not start below what it wrote before. */
+static uint64_t next_generation(fh_daemon *d) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t g = (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+        if (g <= d->max_generation)
+                g = d->max_generation + 1;
+        d->max_generation = g;
+        return g;
+}
+
+/* A revoked partition's sensors leave this instance. */
+static void handover_forget(fh_daemon *d, handover *h) {
+        slot_filter f = { d, h->slot };
+
+        fh_engine_forget(d->engine, in_slot, &f);
+        for (size_t s = 0; s < fh_engine_registry(d->engine)->n_stations; s++)
+                if (d->sensor_slot[s] == h->slot)
+                        d->sensor_slot[s] = 0;
+}
+
+static bool assigned(const fh_daemon *d, const char *topic, int32_t partition) {
+        for (int i = 0; d->assignment && i < d->assignment->cnt; i++)
+                if (d->assignment->elems[i].partition == partition && !strcmp(d->assignment->elems[i].topic, topic))
+                        return true;
+        return false;
+}
+
+/* A chunk's delivery report. */
+static void handover_delivered(fh_daemon *d, handover *h, rd_kafka_resp_err_t err) {
+        if (err) {
+                if (!h->failed)
+                        log_err("rebalance: state record for %s [%d] not delivered to %s: %s; its state stays here",
+                                h->topic, h->partition, d->cfg.state_topic, rd_kafka_err2str(err));
+                h->failed = true;
+        }
+        if (--h->pending > 0 || !h->settled)
+                return;
+        /* Confirmed after the rebalance stopped waiting: forget the state
+         * now, unless the partition has come back meanwhile. */
+        if (!h->failed && !assigned(d, h->topic, h->partition) && slot_of(d, h->topic, h->partition, false) == h->slot) {
+                handover_forget(d, h);
+                log_info("rebalance: hand-over of %s [%d] confirmed late; its state is forgotten here", h->topic,
+                         h->partition);
+        }
+        h->settled = false;
+        h->pending = SIZE_MAX;  /* done: freed with the daemon */
+}
+
 /* Revoked: every alert of these partitions confirmed by Kafka first, then
- * their sensors' state written to the state topic and forgotten here. */
+ * their sensors' state written to the state topic, in chunks, and
+ * forgotten here once Kafka has confirmed every chunk. State whose
+ * hand-over failed stays: should the partition come back it is still
+ * here, and it is never silently lost. */
 static void handoff_save(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
-        char key[512];
-        fh_buf snap = FH_BUF_NULL, rec = FH_BUF_NULL;
+        char base[512], key[600];
+        fh_buf snap = FH_BUF_NULL, rec = FH_BUF_NULL, chunk = FH_BUF_NULL;
+        handover **hs = fh_calloc((size_t) parts->cnt + 1, sizeof(*hs));
+        size_t nh = 0;
 
         if (d->producer && rd_kafka_flush(d->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
                 log_err("rebalance: %d messages still unconfirmed by Kafka after 10 s", rd_kafka_outq_len(d->producer));
@@ -738,25 +808,54 @@ static void handoff_save(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
                 fh_buf_reset(&rec);
                 fh_engine_snapshot(d->engine, in_slot, &f, &snap);
                 fh_handoff_encode(&rec, pos, &d->watermarks, snap.data, snap.len);
-                fh_handoff_key(key, sizeof(key), d->cfg.group_id, topic, p);
-                rd_kafka_resp_err_t e = rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(d->cfg.state_topic),
-                                                          RD_KAFKA_V_KEY(key, strlen(key)),
-                                                          RD_KAFKA_V_VALUE(rec.data, rec.len),
-                                                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                                          RD_KAFKA_V_OPAQUE(NULL), RD_KAFKA_V_END);
-                if (e)
-                        log_err("rebalance: cannot hand over %s [%d]: %s", topic, p, rd_kafka_err2str(e));
-                fh_engine_forget(d->engine, in_slot, &f);
-                for (size_t s = 0; s < fh_engine_registry(d->engine)->n_stations; s++)
-                        if (d->sensor_slot[s] == slot)
-                                d->sensor_slot[s] = 0;
-                log_info("rebalance: handed over %s [%d] at offset %lld (%zu bytes of state)", topic, p,
-                         (long long) pos, rec.len);
+                fh_handoff_key(base, sizeof(base), d->cfg.group_id, topic, p);
+
+                handover *h = fh_calloc(1, sizeof(*h));
+                *h = (handover) { .next = d->handovers, .topic = fh_strdup(topic), .partition = p, .slot = slot,
+                                  .pos = pos, .bytes = rec.len };
+                d->handovers = h;
+                hs[nh++] = h;
+                uint64_t gen = next_generation(d);
+                size_t n = fh_handoff_chunk_count(rec.len);
+                for (size_t c = 0; c < n && !h->failed; c++) {
+                        fh_buf_reset(&chunk);
+                        fh_handoff_chunk_encode(&chunk, gen, c, rec.data, rec.len);
+                        fh_handoff_chunk_key(key, sizeof(key), base, c);
+                        rd_kafka_resp_err_t e = rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(d->cfg.state_topic),
+                                                                  RD_KAFKA_V_KEY(key, strlen(key)),
+                                                                  RD_KAFKA_V_VALUE(chunk.data, chunk.len),
+                                                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                                                  RD_KAFKA_V_OPAQUE(h), RD_KAFKA_V_END);
+                        if (e) {
+                                log_err("rebalance: cannot hand over %s [%d]: %s; its state stays here", topic, p,
+                                        rd_kafka_err2str(e));
+                                h->failed = true;
+                        } else
+                                h->pending++;
+                }
+                h->chunks = n;
         }
-        if (d->producer && rd_kafka_flush(d->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        if (nh > 0 && rd_kafka_flush(d->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
                 log_err("rebalance: state records not confirmed by Kafka within 10 s");
+        for (size_t i = 0; i < nh; i++) {
+                handover *h = hs[i];
+                if (h->pending > 0) {
+                        log_err("rebalance: hand-over of %s [%d] not confirmed yet; its state stays here until it is",
+                                h->topic, h->partition);
+                        h->settled = true;
+                        continue;
+                }
+                h->pending = SIZE_MAX;
+                if (h->failed)
+                        continue;
+                handover_forget(d, h);
+                log_info("rebalance: handed over %s [%d] at offset %lld (%zu bytes of state in %zu chunks)", h->topic,
+                         h->partition, (long long) h->pos, h->bytes, h->chunks);
+        }
+        free(hs);
         fh_buf_free(&snap);
         fh_buf_free(&rec);
+        fh_buf_free(&chunk);
 }
 
 typedef struct slot_set {
@@ -777,6 +876,7 @@ static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         char **keys = fh_calloc(n + 1, sizeof(*keys));
         fh_buf *values = fh_calloc(n + 1, sizeof(*values));
         bool *found = fh_calloc(n + 1, sizeof(*found));
+        uint64_t *gens = fh_calloc(n + 1, sizeof(*gens));
         fh_offsets scan = { 0 };
         char err[512];
         bool *taken = fh_calloc(UINT16_MAX + 1, sizeof(*taken));   /* slots taken over now */
@@ -785,8 +885,8 @@ static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
                 keys[i] = fh_malloc(512);
                 fh_handoff_key(keys[i], 512, d->cfg.group_id, parts->elems[i].topic, parts->elems[i].partition);
         }
-        int r = fh_handoff_fetch(&d->cfg, d->cfg.state_topic, (const char *const *) keys, n, values, found, 60000,
-                                 err, sizeof(err));
+        int r = fh_handoff_fetch(&d->cfg, d->cfg.state_topic, (const char *const *) keys, n, values, found, gens,
+                                 60000, err, sizeof(err));
         if (r < 0)
                 log_err("rebalance: cannot read handed-over state from %s: %s", d->cfg.state_topic, err);
         for (size_t i = 0; r == 0 && i < n; i++) {
@@ -799,6 +899,8 @@ static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
 
                 if (!found[i])
                         continue;
+                if (gens[i] > d->max_generation)
+                        d->max_generation = gens[i];
                 if (fh_handoff_decode(values[i].data, values[i].len, &pos, &wm, &snap, &snap_len) < 0) {
                         log_err("rebalance: the state record for %s [%d] is corrupt; starting from the committed offset",
                                 topic, p);
@@ -852,6 +954,7 @@ static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         free(keys);
         free(values);
         free(found);
+        free(gens);
 }
 
 /* Removes the partitions of parts from o. */
@@ -1803,6 +1906,12 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
         }
         if (d->assignment)
                 rd_kafka_topic_partition_list_destroy(d->assignment);
+        while (d->handovers) {
+                handover *h = d->handovers;
+                d->handovers = h->next;
+                free(h->topic);
+                free(h);
+        }
         fh_offsets_clear(&d->resume);
         fh_offsets_clear(&d->carried);
         fh_offsets_clear(&d->eof);

@@ -1,7 +1,8 @@
 /* Moving a partition's state between instances of one consumer group.
  *
  * When a partition is revoked, the instance that had it writes a record to
- * the state topic (compacted, keyed by group, topic and partition): the
+ * the state topic (compacted, keyed by group, topic and partition, cut into
+ * chunks that each fit a Kafka message): the
  * engine state of the sensors seen on that partition, the position after
  * the last message it processed, and the alerts topic's watermarks. The
  * instance it is assigned to reads the latest record for its key, restores
@@ -16,10 +17,11 @@
 #include "state.h"
 
 /* Reads the state topic to its end and keeps, for each of keys[0..n), the
- * latest value (an empty value is a tombstone: not found). values[i] gets
- * the bytes, found[i] whether there were any. Blocking, for rebalances.
+ * newest complete hand-over: values[i] gets its bytes, found[i] whether
+ * there was one, generations[i] its generation (0 for a record written
+ * before chunking). Blocking: not on the loop thread.
  * 0 or a negative errno with err set. */
 int fh_handoff_fetch(const fh_daemon_config *cfg, const char *topic, const char *const *keys, size_t n,
-                     fh_buf *values, bool *found, int timeout_ms, char *err, size_t errlen);
+                     fh_buf *values, bool *found, uint64_t *generations, int timeout_ms, char *err, size_t errlen);
 
 #endif
