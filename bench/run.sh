@@ -2,7 +2,7 @@
 # Runs fenghuo's benchmarks and prints their figures (docs/performance.md
 # says what each one measures).
 #
-#   bench/run.sh [-B BUILDDIR] [replay|late|callgrind|daemon|soak|all]     (default: all)
+#   bench/run.sh [-B BUILDDIR] [replay|late|callgrind|daemon|stall|soak|all]     (default: all)
 #
 #   replay     engine: a simulated day of 10,000 stations, 3 runs, best and median
 #   late       engine: 40,000 readings of one rain gauge within `lateness`, in
@@ -10,6 +10,10 @@
 #   callgrind  engine: instructions per reading (valgrind)
 #   daemon     `fenghuo run` against a real Kafka broker: throughput against a
 #              plain consumer, and produce-to-alert latency at 10,000 readings/s
+#   stall      the daemon's loop during checkpoints, a reload and two rebalances
+#              of BENCH_STALL_STATIONS (100000) stations with 12 hours of 5-minute
+#              readings (mock Kafka): the longest the loop stops answering (the
+#              watchdog is pinged from it), against the work done synchronously
 #   soak       `fenghuo run` for BENCH_SOAK_SECONDS at 20,000 readings/s from
 #              100,000 stations (each every 5 s, live timestamps): memory and
 #              lag every 10 s. Not part of `all` (it takes 11 minutes).
@@ -19,7 +23,7 @@
 # TMPDIR (/tmp), FENGHUO_BUILD (the default of -B: build), BENCH_KEEP=DIR to
 # keep the daemon runs' raw figures, configs and logs; for the soak
 # BENCH_SOAK_SECONDS (600), BENCH_SOAK_RATE (20000), BENCH_SOAK_STATIONS
-# (100000), BENCH_SOAK_RULES (short: the default rules with every window cut
+# (100000), BENCH_STALL_STATIONS (100000), BENCH_SOAK_RULES (short: the default rules with every window cut
 # to 10 minutes or less, so the windows fill during the run; default: rules/
 # as shipped), BENCH_SOAK_LATENESS (the daemon's lateness: 5m with the short
 # rules, else its default 1h). Needs a build with the
@@ -48,7 +52,7 @@ while [ $# -gt 0 ]; do
                 shift
                 ;;
         -h | --help)
-                sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
+                sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
                 exit 0
                 ;;
         *) break ;;
@@ -56,9 +60,9 @@ while [ $# -gt 0 ]; do
 done
 WHAT=${1:-all}
 case $WHAT in
-replay | late | callgrind | daemon | soak | all) ;;
+replay | late | callgrind | daemon | stall | soak | all) ;;
 *)
-        echo "run.sh: unknown benchmark '$WHAT' (replay, late, callgrind, daemon, soak, all)" >&2
+        echo "run.sh: unknown benchmark '$WHAT' (replay, late, callgrind, daemon, stall, soak, all)" >&2
         exit 2
         ;;
 esac
@@ -258,6 +262,37 @@ bench_daemon() {
         fi
 }
 
+bench_stall() {
+        local tool=$BUILD/bench/bench_stall rules=$TMP/rules-no-age out=$TMP/stall.txt n=${BENCH_STALL_STATIONS:-100000}
+        [ -x "$tool" ] || { say "run.sh: no $tool (a build without the daemon?)"; exit 1; }
+        # clock: event, and no age() rules: the 2023 readings would make
+        # every station silent on the first wall-time tick.
+        mkdir -p "$rules" "$TMP/stall"
+        for f in "$SRC"/rules/*.yaml; do
+                grep -q 'age()' "$f" || cp "$f" "$rules/"
+        done
+        say "filling $n stations with 12 hours of 5-minute readings, then running the daemon on a mock Kafka"
+        "$tool" --rules "$rules" --workdir "$TMP/stall" --stations "$n" --checkpoints 3 --interval 3 >"$out" 2>"$TMP/stall/daemon.log"
+        echo "== loop stalls: $(get stations "$out") stations, $(get readings "$out") readings, state $(get state_bytes "$out") bytes"
+        printf '%-44s %8s s\n' "checkpoint done on the loop (before)" "$(get sync.checkpoint_s "$out")"
+        printf '%-44s %8s s  (load %s, snapshot %s, restore %s)\n' "reload done on the loop (before)" \
+                "$(get sync.reload_s "$out")" "$(get sync.reload_load_s "$out")" "$(get sync.reload_snapshot_s "$out")" \
+                "$(get sync.reload_restore_s "$out")"
+        printf '%-44s %8s ms over %s checkpoints\n' "longest loop stall during checkpoints" \
+                "$(get checkpoint.max_stall_ms "$out")" "$(get checkpoint.count "$out")"
+        printf '%-44s %8s ms (reload took %s s)\n' "longest loop stall during a reload" \
+                "$(get reload.max_stall_ms "$out")" "$(get reload.s "$out")"
+        printf '%-44s %8s ms (join: %s s until both members consume; leave: %s s until it has all again)\n' \
+                "longest loop stall during two rebalances" "$(get rebalance.max_stall_ms "$out")" \
+                "$(get rebalance.join_s "$out")" "$(get rebalance.leave_s "$out")"
+        printf '%-44s %8s ms\n' "longest loop stall while idle (reference)" "$(get warmup.max_stall_ms "$out")"
+        printf '%-44s %8s KiB\n' "peak RSS" "$(get peak_rss_kib "$out")"
+        if [ -n "${BENCH_KEEP:-}" ]; then
+                mkdir -p "$BENCH_KEEP"
+                cp "$out" "$TMP/stall/daemon.log" "$BENCH_KEEP"/ 2>/dev/null || true
+        fi
+}
+
 # The default rules with every window at 10 minutes or less (and `for:`
 # cut to match), so that at 5-s reporting the rings fill within the soak and
 # flat memory afterwards means something. silence.yaml is kept as it is.
@@ -340,6 +375,7 @@ replay) bench_replay ;;
 late) bench_late ;;
 callgrind) bench_callgrind ;;
 daemon) bench_daemon ;;
+stall) bench_stall ;;
 all)
         bench_replay
         bench_late
@@ -349,5 +385,6 @@ all)
         else
                 say "no bench_daemon in $BUILD (built without the daemon): skipping the daemon benchmark"
         fi
+        [ -x "$BUILD/bench/bench_stall" ] && bench_stall
         ;;
 esac

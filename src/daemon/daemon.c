@@ -134,10 +134,21 @@ struct fh_daemon {
         fh_engine_stats stats_before;
         bool metrics_failing;
         bool checkpoint_failing;
+        pid_t checkpoint_pid;     /* the child writing a checkpoint, 0 when none */
+        fh_offsets checkpoint_positions;  /* the input positions of its cut */
+        bool checkpoint_again;    /* one more was asked for meanwhile */
+        bool reloading, reload_again;
+        bool frozen;              /* a reload reads the engine on a worker: no input, no ticks */
+        struct rebalance *rebalance;  /* the one under way, NULL when none */
+        uv_timer_t rebalance_timer;
+        uint64_t checkpoint_t0;
 };
 
 static void on_retry_timer(uv_timer_t *h);
 static void handover_delivered(fh_daemon *d, handover *h, rd_kafka_resp_err_t err);
+static void checkpoint_reap(fh_daemon *d, bool block);
+static void checkpoint_start(fh_daemon *d);
+static void reload(fh_daemon *d);
 static uint16_t slot_of(fh_daemon *d, const char *topic, int32_t partition, bool create);
 
 static int64_t wall_ms(void) {
@@ -489,6 +500,8 @@ static void check_flow(fh_daemon *d) {
                 set_paused(d, false);
 }
 
+static bool revoking(const fh_daemon *d);
+
 static bool drain_consumer(fh_daemon *d) {
         /* One clock read per turn: the future check needs seconds, not
          * nanoseconds. */
@@ -498,8 +511,9 @@ static bool drain_consumer(fh_daemon *d) {
                  * fetched before the pause, which librdkafka discards only
                  * when polled, and while it is not empty its io-event fd
                  * never fires again, for the messages after the resume or
-                 * for a rebalance. */
-                if (d->stopping)
+                 * for a rebalance. Frozen (a reload reading the engine), it
+                 * is not: the drain starts again at the swap. */
+                if (d->stopping || d->frozen)
                         return false;
                 /* One message at a time, not rd_kafka_consume_batch_queue():
                  * up to librdkafka 2.0.2 (Debian 12's) the batch call could
@@ -511,7 +525,12 @@ static bool drain_consumer(fh_daemon *d) {
                 rd_kafka_message_t *m = rd_kafka_consume_queue(d->cq, 0);
                 if (!m)
                         return false;
-                handle_message(d, m);
+                /* During a revocation the state being handed over must
+                 * not move; its partitions are paused, and what was
+                 * fetched before is read again by the next owner from the
+                 * handed-over position. */
+                if (!revoking(d))
+                        handle_message(d, m);
                 rd_kafka_message_destroy(m);
                 /* Pause at once: what is already fetched is purged by
                  * librdkafka and fetched again after the resume. */
@@ -625,6 +644,7 @@ static void store_offsets(fh_daemon *d, const rd_kafka_topic_partition_list_t *l
 static void on_commit_timer(uv_timer_t *h) {
         fh_daemon *d = h->data;
 
+        checkpoint_reap(d, false);
         store_offsets(d, NULL);
         /* Redis answers release readings too, without a Kafka wake-up. */
         check_flow(d);
@@ -782,80 +802,92 @@ static void handover_delivered(fh_daemon *d, handover *h, rd_kafka_resp_err_t er
         h->pending = SIZE_MAX;  /* done: freed with the daemon */
 }
 
-/* Revoked: every alert of these partitions confirmed by Kafka first, then
- * their sensors' state written to the state topic, in chunks, and
- * forgotten here once Kafka has confirmed every chunk. State whose
- * hand-over failed stays: should the partition come back it is still
- * here, and it is never silently lost. */
-static void handoff_save(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
+/* A revoked partition's state, snapshotted and queued to the state topic
+ * in chunks; NULL when nothing was read from it here. */
+static handover *handover_produce(fh_daemon *d, const char *topic, int32_t p) {
         char base[512], key[600];
         fh_buf snap = FH_BUF_NULL, rec = FH_BUF_NULL, chunk = FH_BUF_NULL;
+        uint16_t slot = slot_of(d, topic, p, false);
+        int64_t pos = fh_tracker_processed(d->tracker, topic, p);
+        slot_filter f = { d, slot };
+
+        /* Nothing processed in this assignment: the state is still the
+         * one it started from (a state file's or a hand-over's), at the
+         * position it started at. Handed over all the same, or the next
+         * owner would start without it. */
+        if (pos < 0)
+                pos = fh_offsets_get(&d->carried, topic, p);
+        if (slot == 0 || pos < 0)
+                return NULL;
+        fh_engine_snapshot(d->engine, in_slot, &f, &snap);
+        fh_handoff_encode(&rec, pos, &d->watermarks, snap.data, snap.len);
+        fh_buf_free(&snap);
+        fh_handoff_key(base, sizeof(base), d->cfg.group_id, topic, p);
+
+        handover *h = fh_calloc(1, sizeof(*h));
+        *h = (handover) { .next = d->handovers, .topic = fh_strdup(topic), .partition = p, .slot = slot,
+                          .pos = pos, .bytes = rec.len };
+        d->handovers = h;
+        uint64_t gen = next_generation(d);
+        size_t n = fh_handoff_chunk_count(rec.len);
+        for (size_t c = 0; c < n && !h->failed; c++) {
+                fh_buf_reset(&chunk);
+                fh_handoff_chunk_encode(&chunk, gen, c, rec.data, rec.len);
+                fh_handoff_chunk_key(key, sizeof(key), base, c);
+                rd_kafka_resp_err_t e = rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(d->cfg.state_topic),
+                                                          RD_KAFKA_V_KEY(key, strlen(key)),
+                                                          RD_KAFKA_V_VALUE(chunk.data, chunk.len),
+                                                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                                          RD_KAFKA_V_OPAQUE(h), RD_KAFKA_V_END);
+                if (e) {
+                        log_err("rebalance: cannot hand over %s [%d]: %s; its state stays here", topic, p,
+                                rd_kafka_err2str(e));
+                        h->failed = true;
+                } else
+                        h->pending++;
+        }
+        h->chunks = n;
+        fh_buf_free(&rec);
+        fh_buf_free(&chunk);
+        return h;
+}
+
+/* The rebalance stops waiting for h: forget its state when every chunk is
+ * confirmed, else keep it (and let a late confirmation decide). */
+static void handover_settle(fh_daemon *d, handover *h) {
+        if (h->pending > 0 && h->pending != SIZE_MAX) {
+                log_err("rebalance: hand-over of %s [%d] not confirmed yet; its state stays here until it is", h->topic,
+                        h->partition);
+                h->settled = true;
+                return;
+        }
+        h->pending = SIZE_MAX;
+        if (h->failed)
+                return;
+        handover_forget(d, h);
+        log_info("rebalance: handed over %s [%d] at offset %lld (%zu bytes of state in %zu chunks)", h->topic,
+                 h->partition, (long long) h->pos, h->bytes, h->chunks);
+}
+
+/* Revoked, while the loop is not running (the consumer's close): every
+ * alert of these partitions confirmed by Kafka first, then their sensors'
+ * state handed over, waiting here. */
+static void handoff_save_now(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         handover **hs = fh_calloc((size_t) parts->cnt + 1, sizeof(*hs));
         size_t nh = 0;
 
         if (d->producer && rd_kafka_flush(d->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
                 log_err("rebalance: %d messages still unconfirmed by Kafka after 10 s", rd_kafka_outq_len(d->producer));
         for (int i = 0; i < parts->cnt; i++) {
-                const char *topic = parts->elems[i].topic;
-                int32_t p = parts->elems[i].partition;
-                uint16_t slot = slot_of(d, topic, p, false);
-                int64_t pos = fh_tracker_processed(d->tracker, topic, p);
-                slot_filter f = { d, slot };
-
-                if (slot == 0 || pos < 0)
-                        continue;  /* nothing was read from it here */
-                fh_buf_reset(&snap);
-                fh_buf_reset(&rec);
-                fh_engine_snapshot(d->engine, in_slot, &f, &snap);
-                fh_handoff_encode(&rec, pos, &d->watermarks, snap.data, snap.len);
-                fh_handoff_key(base, sizeof(base), d->cfg.group_id, topic, p);
-
-                handover *h = fh_calloc(1, sizeof(*h));
-                *h = (handover) { .next = d->handovers, .topic = fh_strdup(topic), .partition = p, .slot = slot,
-                                  .pos = pos, .bytes = rec.len };
-                d->handovers = h;
-                hs[nh++] = h;
-                uint64_t gen = next_generation(d);
-                size_t n = fh_handoff_chunk_count(rec.len);
-                for (size_t c = 0; c < n && !h->failed; c++) {
-                        fh_buf_reset(&chunk);
-                        fh_handoff_chunk_encode(&chunk, gen, c, rec.data, rec.len);
-                        fh_handoff_chunk_key(key, sizeof(key), base, c);
-                        rd_kafka_resp_err_t e = rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(d->cfg.state_topic),
-                                                                  RD_KAFKA_V_KEY(key, strlen(key)),
-                                                                  RD_KAFKA_V_VALUE(chunk.data, chunk.len),
-                                                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                                                  RD_KAFKA_V_OPAQUE(h), RD_KAFKA_V_END);
-                        if (e) {
-                                log_err("rebalance: cannot hand over %s [%d]: %s; its state stays here", topic, p,
-                                        rd_kafka_err2str(e));
-                                h->failed = true;
-                        } else
-                                h->pending++;
-                }
-                h->chunks = n;
+                handover *h = handover_produce(d, parts->elems[i].topic, parts->elems[i].partition);
+                if (h)
+                        hs[nh++] = h;
         }
         if (nh > 0 && rd_kafka_flush(d->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
                 log_err("rebalance: state records not confirmed by Kafka within 10 s");
-        for (size_t i = 0; i < nh; i++) {
-                handover *h = hs[i];
-                if (h->pending > 0) {
-                        log_err("rebalance: hand-over of %s [%d] not confirmed yet; its state stays here until it is",
-                                h->topic, h->partition);
-                        h->settled = true;
-                        continue;
-                }
-                h->pending = SIZE_MAX;
-                if (h->failed)
-                        continue;
-                handover_forget(d, h);
-                log_info("rebalance: handed over %s [%d] at offset %lld (%zu bytes of state in %zu chunks)", h->topic,
-                         h->partition, (long long) h->pos, h->bytes, h->chunks);
-        }
+        for (size_t i = 0; i < nh; i++)
+                handover_settle(d, hs[i]);
         free(hs);
-        fh_buf_free(&snap);
-        fh_buf_free(&rec);
-        fh_buf_free(&chunk);
 }
 
 typedef struct slot_set {
@@ -868,93 +900,6 @@ static bool sensor_in_slots(void *userdata, const void *key, size_t len) {
         const fh_station *st = key ? fh_registry_find(fh_engine_registry(ss->d->engine), key, len) : NULL;
         uint16_t slot = st ? ss->d->sensor_slot[st->index] : 0;
         return slot != 0 && (!ss->slots || ss->slots[slot]);
-}
-
-/* Assigned: take over what the previous owner handed over. */
-static void handoff_load(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
-        size_t n = (size_t) parts->cnt;
-        char **keys = fh_calloc(n + 1, sizeof(*keys));
-        fh_buf *values = fh_calloc(n + 1, sizeof(*values));
-        bool *found = fh_calloc(n + 1, sizeof(*found));
-        uint64_t *gens = fh_calloc(n + 1, sizeof(*gens));
-        fh_offsets scan = { 0 };
-        char err[512];
-        bool *taken = fh_calloc(UINT16_MAX + 1, sizeof(*taken));   /* slots taken over now */
-
-        for (size_t i = 0; i < n; i++) {
-                keys[i] = fh_malloc(512);
-                fh_handoff_key(keys[i], 512, d->cfg.group_id, parts->elems[i].topic, parts->elems[i].partition);
-        }
-        int r = fh_handoff_fetch(&d->cfg, d->cfg.state_topic, (const char *const *) keys, n, values, found, gens,
-                                 60000, err, sizeof(err));
-        if (r < 0)
-                log_err("rebalance: cannot read handed-over state from %s: %s", d->cfg.state_topic, err);
-        for (size_t i = 0; r == 0 && i < n; i++) {
-                int64_t pos;
-                fh_offsets wm = { 0 };
-                const void *snap;
-                size_t snap_len;
-                const char *topic = parts->elems[i].topic;
-                int32_t p = parts->elems[i].partition;
-
-                if (!found[i])
-                        continue;
-                if (gens[i] > d->max_generation)
-                        d->max_generation = gens[i];
-                if (fh_handoff_decode(values[i].data, values[i].len, &pos, &wm, &snap, &snap_len) < 0) {
-                        log_err("rebalance: the state record for %s [%d] is corrupt; starting from the committed offset",
-                                topic, p);
-                        continue;
-                }
-                /* A newer position of our own (from the local state file)
-                 * wins over an older hand-over. */
-                int64_t own = fh_offsets_get(&d->resume, topic, p);
-                if (own >= pos) {
-                        fh_offsets_clear(&wm);
-                        continue;
-                }
-                slot_filter f = { d, slot_of(d, topic, p, true) };
-                taken[f.slot] = true;
-                if (fh_engine_restore_each(d->engine, snap, snap_len, mark_slot, &f) < 0) {
-                        log_err("rebalance: the state snapshot for %s [%d] is corrupt", topic, p);
-                        fh_offsets_clear(&wm);
-                        continue;
-                }
-                parts->elems[i].offset = pos;
-                for (size_t k = 0; k < wm.n; k++) {
-                        int64_t cur = fh_offsets_get(&scan, wm.v[k].topic, wm.v[k].partition);
-                        if (cur < 0 || wm.v[k].offset < cur)
-                                fh_offsets_add(&scan, wm.v[k].topic, wm.v[k].partition, wm.v[k].offset);
-                }
-                fh_offsets_clear(&wm);
-                log_info("rebalance: took over %s [%d] at offset %lld", topic, p, (long long) pos);
-        }
-        /* Alerts the previous owner published that we will regenerate. */
-        if (scan.n > 0 && d->cfg.alerts_topic) {
-                if (!d->suppress)
-                        d->suppress = fh_strset_new();
-                slot_set ss = { d, taken };
-                long k = fh_kafka_scan_alerts(&d->cfg, d->cfg.alerts_topic, &scan, sensor_in_slots, &ss,
-                                              d->suppress, 30000, err, sizeof(err));
-                if (k < 0)
-                        log_err("rebalance: cannot read back %s: %s; some alerts may be published twice",
-                                d->cfg.alerts_topic, err);
-                for (size_t k2 = 0; k2 < scan.n; k2++) {
-                        int64_t cur = fh_offsets_get(&d->scan_from, scan.v[k2].topic, scan.v[k2].partition);
-                        if (cur < 0 || scan.v[k2].offset < cur)
-                                fh_offsets_add(&d->scan_from, scan.v[k2].topic, scan.v[k2].partition, scan.v[k2].offset);
-                }
-        }
-        fh_offsets_clear(&scan);
-        free(taken);
-        for (size_t i = 0; i < n; i++) {
-                free(keys[i]);
-                fh_buf_free(&values[i]);
-        }
-        free(keys);
-        free(values);
-        free(found);
-        free(gens);
 }
 
 /* Removes the partitions of parts from o. */
@@ -973,46 +918,389 @@ static void offsets_drop(fh_offsets *o, const rd_kafka_topic_partition_list_t *p
         *o = keep;
 }
 
+/* ---- rebalances, off the loop ----
+ *
+ * librdkafka lets the application call assign() after its rebalance
+ * callback has returned (the group waits, within max.poll.interval.ms),
+ * so nothing slow happens inside the callback: an assignment's hand-overs
+ * are read and the alerts topic scanned on a worker thread, a revocation
+ * waits for Kafka's confirmations from a loop timer; assign() or
+ * unassign() comes at the end. Meanwhile the loop goes on with the
+ * watchdog, Redis, delivery reports and signals. With the eager protocol
+ * the daemon uses, nothing is assigned between a revocation and the next
+ * assignment, so nothing is consumed then; ticks wait too, so that the
+ * state handed over is the state at the revocation. A reload waits for the
+ * rebalance (the workers read the engine's registry). */
+
+typedef struct rebalance {
+        bool assign;
+        bool cancelled;                 /* a revocation came before the assignment finished */
+        bool in_worker;                 /* req is queued: only its after-callback may free this */
+        rd_kafka_topic_partition_list_t *parts;
+        uv_work_t req;
+        /* assignment */
+        char **keys;
+        fh_buf *values;
+        bool *found;
+        uint64_t *gens;
+        int r;
+        long scanned;
+        char err[512];
+        fh_offsets scan;
+        bool *taken;                    /* slots restored from hand-overs */
+        slot_set ss;
+        fh_strset *seen;                /* alerts read back by the worker */
+        /* revocation */
+        int step;
+        int next;
+        uint64_t deadline;
+        handover **hs;
+        size_t nh;
+} rebalance;
+
+static void rebalance_free(fh_daemon *d, rebalance *rb) {
+        for (int i = 0; rb->keys && i < rb->parts->cnt; i++) {
+                free(rb->keys[i]);
+                fh_buf_free(&rb->values[i]);
+        }
+        free(rb->keys);
+        free(rb->values);
+        free(rb->found);
+        free(rb->gens);
+        fh_offsets_clear(&rb->scan);
+        free(rb->taken);
+        fh_strset_free(rb->seen);
+        free(rb->hs);
+        rd_kafka_topic_partition_list_destroy(rb->parts);
+        free(rb);
+        if (d->rebalance == rb)
+                d->rebalance = NULL;
+}
+
+/* The end of every rebalance: what waited for it goes on. */
+static void rebalance_done(fh_daemon *d) {
+        if (d->stopping)
+                return;
+        uv_idle_start(&d->drain_idle, on_drain_idle);
+        if (d->reload_again && !d->reloading) {
+                d->reload_again = false;
+                reload(d);
+        }
+}
+
+static void assign_now(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
+        for (int i = 0; i < parts->cnt; i++) {
+                int64_t off = fh_offsets_get(&d->resume, parts->elems[i].topic, parts->elems[i].partition);
+                if (off >= 0 && off > parts->elems[i].offset)
+                        parts->elems[i].offset = off;
+        }
+        offsets_drop(&d->resume, parts);
+        offsets_drop(&d->carried, parts);
+        offsets_drop(&d->eof, parts);
+        for (int i = 0; i < parts->cnt; i++)
+                if (parts->elems[i].offset >= 0)
+                        fh_offsets_add(&d->carried, parts->elems[i].topic, parts->elems[i].partition,
+                                       parts->elems[i].offset);
+        rd_kafka_resp_err_t e = rd_kafka_assign(d->consumer, parts);
+        if (e)
+                log_err("rebalance: assign: %s", rd_kafka_err2str(e));
+        if (d->assignment)
+                rd_kafka_topic_partition_list_destroy(d->assignment);
+        d->assignment = rd_kafka_topic_partition_list_copy(parts);
+        log_info("partitions assigned count=%d", parts->cnt);
+        if (d->paused)
+                rd_kafka_pause_partitions(d->consumer, d->assignment);
+}
+
+static void assign_fetch(uv_work_t *req) {
+        rebalance *rb = req->data;
+        const fh_daemon *d = rb->ss.d;
+
+        rb->r = fh_handoff_fetch(&d->cfg, d->cfg.state_topic, (const char *const *) rb->keys, (size_t) rb->parts->cnt,
+                                 rb->values, rb->found, rb->gens, 60000, rb->err, sizeof(rb->err));
+}
+
+static void assign_scan(uv_work_t *req) {
+        rebalance *rb = req->data;
+        const fh_daemon *d = rb->ss.d;
+
+        rb->scanned = fh_kafka_scan_alerts(&d->cfg, d->cfg.alerts_topic, &rb->scan, sensor_in_slots, &rb->ss, rb->seen,
+                                           30000, rb->err, sizeof(rb->err));
+}
+
+/* Sensors restored for an assignment that did not happen leave again. */
+static void assign_undo(fh_daemon *d, rebalance *rb) {
+        for (size_t s = 1; rb->taken && s <= UINT16_MAX; s++)
+                if (rb->taken[s]) {
+                        handover h = { .slot = (uint16_t) s };
+                        handover_forget(d, &h);
+                }
+}
+
+static void assign_scanned(uv_work_t *req, int status) {
+        rebalance *rb = req->data;
+        fh_daemon *d = (fh_daemon *) rb->ss.d;
+
+        rb->in_worker = false;
+        if (status < 0 || rb->cancelled || d->stopping) {
+                assign_undo(d, rb);
+                rebalance_free(d, rb);
+                rebalance_done(d);
+                return;
+        }
+        if (rb->scanned < 0)
+                log_err("rebalance: cannot read back %s: %s; some alerts may be published twice", d->cfg.alerts_topic,
+                        rb->err);
+        if (!d->suppress)
+                d->suppress = fh_strset_new();
+        fh_strset_move(d->suppress, rb->seen);
+        for (size_t k = 0; k < rb->scan.n; k++) {
+                int64_t cur = fh_offsets_get(&d->scan_from, rb->scan.v[k].topic, rb->scan.v[k].partition);
+                if (cur < 0 || rb->scan.v[k].offset < cur)
+                        fh_offsets_add(&d->scan_from, rb->scan.v[k].topic, rb->scan.v[k].partition, rb->scan.v[k].offset);
+        }
+        assign_now(d, rb->parts);
+        rebalance_free(d, rb);
+        rebalance_done(d);
+}
+
+/* Restores partition i's hand-over, if any. */
+static void assign_restore(fh_daemon *d, rebalance *rb, int i) {
+        rd_kafka_topic_partition_list_t *parts = rb->parts;
+        int64_t pos;
+        fh_offsets wm = { 0 };
+        const void *snap;
+        size_t snap_len;
+        const char *topic = parts->elems[i].topic;
+        int32_t p = parts->elems[i].partition;
+
+        if (!rb->found[i])
+                return;
+        if (rb->gens[i] > d->max_generation)
+                d->max_generation = rb->gens[i];
+        if (fh_handoff_decode(rb->values[i].data, rb->values[i].len, &pos, &wm, &snap, &snap_len) < 0) {
+                log_err("rebalance: the state record for %s [%d] is corrupt; starting from the committed offset", topic,
+                        p);
+                return;
+        }
+        /* A newer position of our own (from the local state file) wins
+         * over an older hand-over. */
+        int64_t own = fh_offsets_get(&d->resume, topic, p);
+        if (own >= pos) {
+                fh_offsets_clear(&wm);
+                return;
+        }
+        slot_filter f = { d, slot_of(d, topic, p, true) };
+        rb->taken[f.slot] = true;
+        if (fh_engine_restore_each(d->engine, snap, snap_len, mark_slot, &f) < 0) {
+                log_err("rebalance: the state snapshot for %s [%d] is corrupt", topic, p);
+                fh_offsets_clear(&wm);
+                return;
+        }
+        parts->elems[i].offset = pos;
+        for (size_t k = 0; k < wm.n; k++) {
+                int64_t cur = fh_offsets_get(&rb->scan, wm.v[k].topic, wm.v[k].partition);
+                if (cur < 0 || wm.v[k].offset < cur)
+                        fh_offsets_add(&rb->scan, wm.v[k].topic, wm.v[k].partition, wm.v[k].offset);
+        }
+        fh_offsets_clear(&wm);
+        fh_buf_free(&rb->values[i]);
+        log_info("rebalance: took over %s [%d] at offset %lld", topic, p, (long long) pos);
+}
+
+/* One partition's restore per call, so that a large registry's
+ * hand-overs do not add up into one stall; then the read-back of the
+ * alerts topic on a worker, or the assign. */
+static void on_assign_step(uv_timer_t *t) {
+        fh_daemon *d = t->data;
+        rebalance *rb = d->rebalance;
+
+        if (!rb || !rb->assign)
+                return;
+        if (d->stopping) {
+                uv_timer_stop(&d->rebalance_timer);
+                rebalance_free(d, rb);
+                return;
+        }
+        if (rb->r == 0 && rb->next < rb->parts->cnt) {
+                assign_restore(d, rb, rb->next++);
+                return;
+        }
+        uv_timer_stop(&d->rebalance_timer);
+        /* Alerts the previous owners published that we will regenerate. */
+        if (rb->scan.n > 0 && d->cfg.alerts_topic) {
+                rb->seen = fh_strset_new();
+                rb->ss.slots = rb->taken;
+                rb->in_worker = true;
+                uv_queue_work(d->loop, &rb->req, assign_scan, assign_scanned);
+                return;
+        }
+        assign_now(d, rb->parts);
+        rebalance_free(d, rb);
+        rebalance_done(d);
+}
+
+/* Assigned: take over what the previous owners handed over. */
+static void assign_fetched(uv_work_t *req, int status) {
+        rebalance *rb = req->data;
+        fh_daemon *d = (fh_daemon *) rb->ss.d;
+
+        rb->in_worker = false;
+        if (status < 0 || rb->cancelled || d->stopping) {
+                rebalance_free(d, rb);
+                rebalance_done(d);
+                return;
+        }
+        if (rb->r < 0)
+                log_err("rebalance: cannot read handed-over state from %s: %s", d->cfg.state_topic, rb->err);
+        rb->taken = fh_calloc(UINT16_MAX + 1, sizeof(*rb->taken));
+        rb->next = 0;
+        uv_timer_start(&d->rebalance_timer, on_assign_step, 0, 1);
+}
+
+static void assign_start(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
+        rebalance *rb = fh_calloc(1, sizeof(*rb));
+        size_t n = (size_t) parts->cnt;
+
+        rb->assign = true;
+        rb->parts = rd_kafka_topic_partition_list_copy(parts);
+        rb->ss.d = d;
+        rb->keys = fh_calloc(n + 1, sizeof(*rb->keys));
+        rb->values = fh_calloc(n + 1, sizeof(*rb->values));
+        rb->found = fh_calloc(n + 1, sizeof(*rb->found));
+        rb->gens = fh_calloc(n + 1, sizeof(*rb->gens));
+        for (size_t i = 0; i < n; i++) {
+                rb->keys[i] = fh_malloc(512);
+                fh_handoff_key(rb->keys[i], 512, d->cfg.group_id, parts->elems[i].topic, parts->elems[i].partition);
+        }
+        rb->req.data = rb;
+        rb->in_worker = true;
+        d->rebalance = rb;
+        uv_queue_work(d->loop, &rb->req, assign_fetch, assign_fetched);
+}
+
+static bool revoking(const fh_daemon *d) {
+        return d->rebalance && !d->rebalance->assign;
+}
+
+static void revoke_now(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
+        store_offsets(d, parts);
+        rd_kafka_commit(d->consumer, NULL, 0);
+        for (int i = 0; i < parts->cnt; i++)
+                fh_tracker_forget(d->tracker, parts->elems[i].topic, parts->elems[i].partition);
+        offsets_drop(&d->carried, parts);
+        offsets_drop(&d->eof, parts);
+        offsets_drop(&d->stored, parts);
+        /* revoke_start paused them, and librdkafka keeps a partition's
+         * pause across an unassign: should it come back here, it must
+         * not stay paused (nor be resumed right after the assign, which
+         * can lose the assigned offset: librdkafka issue 2190). */
+        if (!d->paused)
+                rd_kafka_resume_partitions(d->consumer, parts);
+        rd_kafka_assign(d->consumer, NULL);
+        if (d->assignment)
+                rd_kafka_topic_partition_list_destroy(d->assignment);
+        d->assignment = NULL;
+        log_info("partitions revoked count=%d", parts->cnt);
+}
+
+/* A revocation, one step per timer call: (0) wait until Kafka confirmed
+ * every alert (at most 10 s), (1) one partition's hand-over queued per call,
+ * so that a large registry's snapshots do not add up into one stall, (2)
+ * wait for the chunks' confirmations (at most 10 s), then settle,
+ * commit and unassign. */
+static void on_revoke_step(uv_timer_t *t) {
+        fh_daemon *d = t->data;
+        rebalance *rb = d->rebalance;
+
+        if (!rb || rb->assign)
+                return;
+        switch (rb->step) {
+        case 0:
+                if (d->producer && rd_kafka_outq_len(d->producer) > 0 && uv_now(d->loop) < rb->deadline)
+                        return;
+                if (d->producer && rd_kafka_outq_len(d->producer) > 0)
+                        log_err("rebalance: %d messages still unconfirmed by Kafka after 10 s",
+                                rd_kafka_outq_len(d->producer));
+                rb->step = 1;
+                return;
+        case 1:
+                if (rb->next < rb->parts->cnt) {
+                        handover *h = handover_produce(d, rb->parts->elems[rb->next].topic,
+                                                       rb->parts->elems[rb->next].partition);
+                        rb->next++;
+                        if (h)
+                                rb->hs[rb->nh++] = h;
+                        return;
+                }
+                rb->step = 2;
+                rb->deadline = uv_now(d->loop) + 10000;
+                return;
+        default:
+                for (size_t i = 0; i < rb->nh; i++)
+                        if (rb->hs[i]->pending > 0 && uv_now(d->loop) < rb->deadline)
+                                return;
+                for (size_t i = 0; i < rb->nh; i++)
+                        handover_settle(d, rb->hs[i]);
+                uv_timer_stop(&d->rebalance_timer);
+                revoke_now(d, rb->parts);
+                rebalance_free(d, rb);
+                rebalance_done(d);
+        }
+}
+
+static void revoke_start(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
+        rebalance *rb = fh_calloc(1, sizeof(*rb));
+
+        rb->parts = rd_kafka_topic_partition_list_copy(parts);
+        rb->hs = fh_calloc((size_t) parts->cnt + 1, sizeof(*rb->hs));
+        rb->deadline = uv_now(d->loop) + 10000;
+        d->rebalance = rb;
+        /* Still assigned until the unassign: fetched messages of these
+         * partitions are not processed (drain_consumer), so fetch no more. */
+        rd_kafka_pause_partitions(d->consumer, parts);
+        uv_timer_start(&d->rebalance_timer, on_revoke_step, 0, 20);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque) {
         fh_daemon *d = opaque;
 
+        (void) rk;
         if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-                if (d->cfg.state_topic)
-                        handoff_load(d, parts);
-                for (int i = 0; i < parts->cnt; i++) {
-                        int64_t off = fh_offsets_get(&d->resume, parts->elems[i].topic, parts->elems[i].partition);
-                        if (off >= 0 && off > parts->elems[i].offset)
-                                parts->elems[i].offset = off;
+                if (d->rebalance)
+                        /* Not expected: librdkafka waits for our answer to the
+                         * previous one. Answer this one as it is. */
+                        log_warning("rebalance: an assignment before the previous rebalance finished");
+                if (d->cfg.state_topic && !d->stopping && !d->rebalance)
+                        assign_start(d, parts);
+                else
+                        assign_now(d, parts);
+                return;
+        }
+        if (d->rebalance && d->rebalance->assign) {
+                /* The assignment being prepared never happened: its
+                 * sensors leave again (once its worker is done). */
+                rebalance *rb = d->rebalance;
+                d->rebalance = NULL;
+                if (rb->in_worker)
+                        rb->cancelled = true;
+                else {
+                        uv_timer_stop(&d->rebalance_timer);
+                        assign_undo(d, rb);
+                        rebalance_free(d, rb);
                 }
-                offsets_drop(&d->resume, parts);
-                offsets_drop(&d->carried, parts);
-                offsets_drop(&d->eof, parts);
-                for (int i = 0; i < parts->cnt; i++)
-                        if (parts->elems[i].offset >= 0)
-                                fh_offsets_add(&d->carried, parts->elems[i].topic, parts->elems[i].partition,
-                                               parts->elems[i].offset);
-                rd_kafka_assign(rk, parts);
-                if (d->assignment)
-                        rd_kafka_topic_partition_list_destroy(d->assignment);
-                d->assignment = rd_kafka_topic_partition_list_copy(parts);
-                log_info("partitions assigned count=%d", parts->cnt);
-                if (d->paused)
-                        rd_kafka_pause_partitions(rk, d->assignment);
-        } else {
+        }
+        if (d->rebalance) {
+                /* A revocation is already under way: this one is the same. */
+                return;
+        }
+        if (d->cfg.state_topic && !d->stopping)
+                revoke_start(d, parts);
+        else {
+                /* The consumer's close, after the loop has ended: wait here. */
                 if (d->cfg.state_topic)
-                        handoff_save(d, parts);
-                store_offsets(d, parts);
-                rd_kafka_commit(rk, NULL, 0);
-                for (int i = 0; i < parts->cnt; i++)
-                        fh_tracker_forget(d->tracker, parts->elems[i].topic, parts->elems[i].partition);
-                offsets_drop(&d->carried, parts);
-                offsets_drop(&d->eof, parts);
-                offsets_drop(&d->stored, parts);
-                rd_kafka_assign(rk, NULL);
-                if (d->assignment)
-                        rd_kafka_topic_partition_list_destroy(d->assignment);
-                d->assignment = NULL;
-                log_info("partitions revoked count=%d", parts->cnt);
+                        handoff_save_now(d, parts);
+                revoke_now(d, parts);
         }
 }
 
@@ -1139,6 +1427,13 @@ static void on_tick(uv_timer_t *h) {
         fh_daemon *d = h->data;
         int64_t now = wall_ms(), t = d->cfg.tick_ms;
 
+        if (d->frozen || revoking(d)) {
+                /* A reload is reading the engine, or a revocation handing
+                 * its state over; the boundaries passed meanwhile are
+                 * evaluated afterwards. */
+                uv_timer_start(&d->tick_timer, on_tick, 100, 0);
+                return;
+        }
         /* Boundaries follow wall time; a late timer still evaluates every
          * boundary it passed. */
         fh_engine_tick(d->engine, now);
@@ -1149,57 +1444,63 @@ static void collect_all(void *userdata, const char *topic, int32_t partition, in
         fh_offsets_add(userdata, topic, partition, next);
 }
 
-static int checkpoint(fh_daemon *d) {
-        fh_checkpoint c = { 0 };
+/* A consistent cut: the engine's state holds every reading handed to it,
+ * so it goes with the positions after the last message processed, and
+ * with everything produced but not confirmed yet (the outbox): a restart
+ * re-sends the outbox and replays from the positions. Taken in one loop
+ * callback, so nothing moves in between. The outbox entries borrow the
+ * live items' strings: checkpoint_cut_free drops only the array. */
+static void checkpoint_cut(fh_daemon *d, fh_checkpoint *c) {
         const fh_offsets *wm;
-        int r;
 
-        if (!d->cfg.state_dir)
-                return 0;
-        /* The engine's state holds every reading handed to it, so it goes
-         * with the positions after the last message processed, and with
-         * everything produced but not confirmed yet (the outbox): a restart
-         * re-sends the outbox and replays from the positions. */
-        fh_tracker_foreach_processed(d->tracker, collect_all, &c.positions);
+        *c = (fh_checkpoint) { 0 };
+        fh_tracker_foreach_processed(d->tracker, collect_all, &c->positions);
         for (int k = 0; k < 2; k++) {
                 const fh_offsets *o = k == 0 ? &d->carried : &d->resume;
                 for (size_t i = 0; i < o->n; i++)
-                        if (fh_offsets_get(&c.positions, o->v[i].topic, o->v[i].partition) < 0)
-                                fh_offsets_add(&c.positions, o->v[i].topic, o->v[i].partition, o->v[i].offset);
+                        if (fh_offsets_get(&c->positions, o->v[i].topic, o->v[i].partition) < 0)
+                                fh_offsets_add(&c->positions, o->v[i].topic, o->v[i].partition, o->v[i].offset);
         }
         /* While alerts from before a crash are still expected again, a new
          * crash must read them again too: keep the older scan start. */
         wm = d->suppress && fh_strset_size(d->suppress) > 0 ? &d->scan_from : &d->watermarks;
         for (size_t i = 0; i < wm->n; i++)
-                fh_offsets_add(&c.watermarks, wm->v[i].topic, wm->v[i].partition, wm->v[i].offset);
-        c.outbox = d->n_outs ? fh_calloc(d->n_outs, sizeof(*c.outbox)) : NULL;
+                fh_offsets_add(&c->watermarks, wm->v[i].topic, wm->v[i].partition, wm->v[i].offset);
+        c->outbox = d->n_outs ? fh_calloc(d->n_outs, sizeof(*c->outbox)) : NULL;
         for (fh_out *o = d->outs.next; o != &d->outs; o = o->next) {
-                fh_outbox_item *it = &c.outbox[c.n_outbox++];
+                fh_outbox_item *it = &c->outbox[c->n_outbox++];
                 *it = o->it;
                 it->sinks &= FH_SINK_KAFKA | FH_SINK_REDIS;
         }
         const fh_registry *reg = fh_engine_registry(d->engine);
         for (size_t i = 1; i < d->n_slots; i++)
-                fh_offsets_add(&c.partitions, d->slots[i].topic, d->slots[i].partition, (int64_t) i);
-        c.sensor_ids = fh_calloc(reg->n_stations + 1, sizeof(*c.sensor_ids));
-        c.sensor_part = fh_calloc(reg->n_stations + 1, sizeof(*c.sensor_part));
+                fh_offsets_add(&c->partitions, d->slots[i].topic, d->slots[i].partition, (int64_t) i);
+        c->sensor_ids = fh_calloc(reg->n_stations + 1, sizeof(*c->sensor_ids));
+        c->sensor_part = fh_calloc(reg->n_stations + 1, sizeof(*c->sensor_part));
         for (size_t i = 0; i < reg->n_stations; i++)
                 if (d->sensor_slot[i]) {
                         /* partitions was filled in slot order: index = slot - 1 */
-                        c.sensor_ids[c.n_sensors] = fh_strdup(reg->stations[i].id);
-                        c.sensor_part[c.n_sensors++] = d->sensor_slot[i] - 1u;
+                        c->sensor_ids[c->n_sensors] = fh_strdup(reg->stations[i].id);
+                        c->sensor_part[c->n_sensors++] = d->sensor_slot[i] - 1u;
                 }
-        r = fh_state_save(d->cfg.state_dir, d->engine, &c);
+}
+
+static void checkpoint_cut_free(fh_checkpoint *c) {
+        free(c->outbox);
+        c->outbox = NULL;
+        c->n_outbox = 0;
+        fh_checkpoint_clear(c);
+}
+
+/* The result of a checkpoint of the cut whose input positions are
+ * *positions (taken): on success they are what may be committed. */
+static void checkpoint_done(fh_daemon *d, int r, fh_offsets *positions) {
         if (r == 0) {
                 fh_offsets_clear(&d->durable);
-                d->durable = c.positions;
-                c.positions = (fh_offsets) { 0 };
-        }
-        /* The outbox entries borrow the live items' strings. */
-        free(c.outbox);
-        c.outbox = NULL;
-        c.n_outbox = 0;
-        fh_checkpoint_clear(&c);
+                d->durable = *positions;
+                *positions = (fh_offsets) { 0 };
+        } else
+                fh_offsets_clear(positions);
         if (r < 0) {
                 if (!d->checkpoint_failing)
                         log_err("cannot checkpoint state to %s/state: %s; alerting goes on without it",
@@ -1209,6 +1510,71 @@ static int checkpoint(fh_daemon *d) {
                 log_notice("checkpointing to %s works again", d->cfg.state_dir);
                 d->checkpoint_failing = false;
         }
+}
+
+/* Collects the checkpoint child once it has ended (or waits for it). */
+static void checkpoint_reap(fh_daemon *d, bool block) {
+        int res = 0, w;
+
+        if (!d->checkpoint_pid)
+                return;
+        w = fh_state_save_wait(d->checkpoint_pid, block, &res);
+        if (w == 0)
+                return;
+        d->checkpoint_pid = 0;
+        log_debug("checkpoint written in %.3f s", (double) (uv_hrtime() - d->checkpoint_t0) / 1e9);
+        checkpoint_done(d, w < 0 ? w : res, &d->checkpoint_positions);
+        if (d->checkpoint_again && !d->stopping) {
+                d->checkpoint_again = false;
+                checkpoint_start(d);
+        }
+}
+
+/* The periodic checkpoint: the cut is taken here, serialising and fsync
+ * happen in a forked child, so the loop pays only for the fork (and later
+ * for the pages it writes while the child runs). One at a time: one asked
+ * for while the previous file is still being written starts when it is. */
+static void checkpoint_start(fh_daemon *d) {
+        fh_checkpoint c;
+        pid_t pid;
+        int r;
+
+        if (!d->cfg.state_dir)
+                return;
+        checkpoint_reap(d, false);
+        if (d->checkpoint_pid) {
+                if (!d->checkpoint_again)
+                        log_warning("the previous checkpoint is still being written; this one follows it");
+                d->checkpoint_again = true;
+                return;
+        }
+        checkpoint_cut(d, &c);
+        d->checkpoint_t0 = uv_hrtime();
+        r = fh_state_save_fork(d->cfg.state_dir, d->engine, &c, &pid);
+        if (r == 0) {
+                d->checkpoint_pid = pid;
+                d->checkpoint_positions = c.positions;
+                c.positions = (fh_offsets) { 0 };
+        } else {
+                log_warning("cannot fork to write the checkpoint (%s); writing it on the loop", strerror(-r));
+                checkpoint_done(d, fh_state_save(d->cfg.state_dir, d->engine, &c), &c.positions);
+        }
+        checkpoint_cut_free(&c);
+}
+
+/* A checkpoint written before returning, for the shutdown. */
+static int checkpoint(fh_daemon *d) {
+        fh_checkpoint c;
+        int r;
+
+        if (!d->cfg.state_dir)
+                return 0;
+        /* A child still writing an older cut must not rename it over this one. */
+        checkpoint_reap(d, true);
+        checkpoint_cut(d, &c);
+        r = fh_state_save(d->cfg.state_dir, d->engine, &c);
+        checkpoint_done(d, r, &c.positions);
+        checkpoint_cut_free(&c);
         return r;
 }
 
@@ -1237,7 +1603,7 @@ static void drop_suppression_when_caught_up(fh_daemon *d) {
 
 static void on_checkpoint(uv_timer_t *h) {
         drop_suppression_when_caught_up(h->data);
-        checkpoint(h->data);
+        checkpoint_start(h->data);
 }
 
 /* How far behind the input is: messages not yet processed in the assigned
@@ -1414,37 +1780,85 @@ static void on_stats(uv_timer_t *h) {
 
 /* ---- reload ---- */
 
-static void reload(fh_daemon *d) {
-        fh_engine_config ecfg = *fh_engine_config_get(d->engine);
-        fh_diags diags = FH_DIAGS_NULL;
-        fh_engine *ne = NULL;
-        char line[4096];
+/* A reload runs in two steps off the loop (uv_queue_work), so that the
+ * loop goes on answering the watchdog, Redis and Kafka's delivery reports:
+ * 1. the new rules and registry are loaded into a new engine, while the
+ *    old one goes on consuming;
+ * 2. consumption and ticks stop (the old engine is frozen: the loop then
+ *    only reads it, as the worker does), the old engine's state is carried
+ *    into the new one by snapshot and restore, and the new one is swapped
+ *    in on the loop, between two messages as before. */
+typedef struct reload_job {
+        uv_work_t req;
+        fh_daemon *d;
+        fh_engine_config ecfg;
+        fh_engine *ne;
+        fh_diags diags;
+        int r;
+        uint64_t t0, frozen_t0;
+} reload_job;
+
+typedef struct fh_engine_free_req {
+        uv_work_t req;
+        fh_engine *e;
+} fh_engine_free_req;
+
+static void engine_free_work(uv_work_t *req) {
+        fh_engine_free_req *fr = req->data;
+        fh_engine_free(fr->e);
+}
+
+static void engine_free_done(uv_work_t *req, int status) {
+        (void) status;
+        free(req->data);
+}
+
+static void reload_load(uv_work_t *req) {
+        reload_job *j = req->data;
+        j->r = fh_load_engine(j->d->cfg.rules, j->d->cfg.stations, &j->ecfg, &j->ne, &j->diags);
+}
+
+static void reload_carry(uv_work_t *req) {
+        reload_job *j = req->data;
         fh_buf snap = FH_BUF_NULL;
 
-        sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) (uv_hrtime() / 1000));
-        int r = fh_load_engine(d->cfg.rules, d->cfg.stations, &ecfg, &ne, &diags);
-        fh_diags_sort(&diags);
-        for (size_t i = 0; i < diags.n; i++) {
-                fh_diag_format(&diags.v[i], line, sizeof(line));
-                fh_log(diags.v[i].severity == FH_DIAG_ERROR ? LOG_ERR : LOG_WARNING, "%s", line);
-        }
-        if (r < 0) {
-                log_err("reload refused: %zu errors in rules or stations; still running the previous set",
-                        diags.n_errors);
-                fh_diags_clear(&diags);
-                sd_notify(0, "READY=1");
-                return;
-        }
-        fh_diags_clear(&diags);
         /* Carry windows and alert states across: rules that did not change
          * keep their state; changed ones start from none. */
-        fh_engine_snapshot(d->engine, NULL, NULL, &snap);
-        r = fh_engine_restore(ne, snap.data, snap.len);
+        fh_engine_snapshot(j->d->engine, NULL, NULL, &snap);
+        j->r = fh_engine_restore(j->ne, snap.data, snap.len);
         fh_buf_free(&snap);
-        if (r < 0) {
-                log_err("reload refused: cannot carry state over: %s", strerror(-r));
-                fh_engine_free(ne);
+}
+
+static void reload_end(fh_daemon *d, reload_job *j) {
+        fh_engine_free(j->ne);
+        fh_diags_clear(&j->diags);
+        free(j);
+        d->reloading = false;
+        if (d->frozen) {
+                d->frozen = false;
+                if (!d->stopping)
+                        uv_idle_start(&d->drain_idle, on_drain_idle);
+        }
+        if (!d->stopping)
                 sd_notify(0, "READY=1");
+        if (d->reload_again && !d->stopping) {
+                d->reload_again = false;
+                reload(d);
+        }
+}
+
+static void reload_swapped(uv_work_t *req, int status) {
+        reload_job *j = req->data;
+        fh_daemon *d = j->d;
+        fh_engine *ne = j->ne;
+
+        if (status < 0 || d->stopping) {
+                reload_end(d, j);
+                return;
+        }
+        if (j->r < 0) {
+                log_err("reload refused: cannot carry state over: %s", strerror(-j->r));
+                reload_end(d, j);
                 return;
         }
         /* An alert whose rule changed, went away or no longer applies to its
@@ -1471,16 +1885,81 @@ static void reload(fh_daemon *d) {
         fh_engine_stats total;
         stats_total(d, &total);
         d->stats_before = total;
-        fh_engine_free(d->engine);
+        /* Freeing a large engine takes long too (0.7 s at 100,000 stations):
+         * on a worker, and nothing refers to it any more. */
+        fh_engine_free_req *fr = fh_calloc(1, sizeof(*fr));
+        fr->e = d->engine;
+        fr->req.data = fr;
+        uv_queue_work(d->loop, &fr->req, engine_free_work, engine_free_done);
         d->engine = ne;
+        j->ne = NULL;
         /* The closing events are in the outbox now: a checkpoint makes them
          * and the new state survive a crash (a restart with the new rules
          * from an older state would drop those alerts without a word). */
         if (ended > 0)
-                checkpoint(d);
-        log_notice("reloaded rules=%zu stations=%zu ended=%llu", fh_engine_rules(ne)->n_rules,
-                   fh_engine_registry(ne)->n_stations, (unsigned long long) ended);
-        sd_notify(0, "READY=1");
+                checkpoint_start(d);
+        log_notice("reloaded rules=%zu stations=%zu ended=%llu in %.1f s (input held for %.1f s)",
+                   fh_engine_rules(ne)->n_rules, fh_engine_registry(ne)->n_stations, (unsigned long long) ended,
+                   (double) (uv_hrtime() - j->t0) / 1e9, (double) (uv_hrtime() - j->frozen_t0) / 1e9);
+        reload_end(d, j);
+        /* Boundaries passed while frozen are evaluated now. */
+        if (!d->cfg.event_clock && !d->stopping)
+                on_tick(&d->tick_timer);
+}
+
+static void reload_loaded(uv_work_t *req, int status) {
+        reload_job *j = req->data;
+        fh_daemon *d = j->d;
+        char line[4096];
+
+        if (status < 0 || d->stopping) {
+                reload_end(d, j);
+                return;
+        }
+        fh_diags_sort(&j->diags);
+        for (size_t i = 0; i < j->diags.n; i++) {
+                fh_diag_format(&j->diags.v[i], line, sizeof(line));
+                fh_log(j->diags.v[i].severity == FH_DIAG_ERROR ? LOG_ERR : LOG_WARNING, "%s", line);
+        }
+        if (j->r < 0) {
+                log_err("reload refused: %zu errors in rules or stations; still running the previous set",
+                        j->diags.n_errors);
+                reload_end(d, j);
+                return;
+        }
+        if (d->rebalance) {
+                /* A rebalance's worker reads the registry and its end
+                 * changes the engine: load again once it is over. */
+                d->reload_again = true;
+                reload_end(d, j);
+                return;
+        }
+        d->frozen = true;
+        uv_idle_stop(&d->drain_idle);
+        j->frozen_t0 = uv_hrtime();
+        uv_queue_work(d->loop, &j->req, reload_carry, reload_swapped);
+}
+
+static void reload(fh_daemon *d) {
+        if (d->reloading || d->rebalance) {
+                /* The files may have changed again since the running reload
+                 * read them. */
+                d->reload_again = true;
+                return;
+        }
+        reload_job *j = fh_calloc(1, sizeof(*j));
+        j->d = d;
+        j->ecfg = *fh_engine_config_get(d->engine);
+        j->diags = (fh_diags) FH_DIAGS_NULL;
+        j->req.data = j;
+        j->t0 = uv_hrtime();
+        d->reloading = true;
+        sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) (uv_hrtime() / 1000));
+        uv_queue_work(d->loop, &j->req, reload_load, reload_loaded);
+}
+
+void fh_daemon_reload(fh_daemon *d) {
+        reload(d);
 }
 
 /* ---- shutdown ---- */
@@ -1497,6 +1976,7 @@ static void close_handle(fh_daemon *d, uv_handle_t *h) {
 /* Every handle the daemon has on the loop, to close. */
 static void close_handles(fh_daemon *d, void (*close_one)(fh_daemon *d, uv_handle_t *h)) {
         close_one(d, (uv_handle_t *) &d->retry_timer);
+        close_one(d, (uv_handle_t *) &d->rebalance_timer);
         close_one(d, (uv_handle_t *) &d->tick_timer);
         close_one(d, (uv_handle_t *) &d->checkpoint_timer);
         close_one(d, (uv_handle_t *) &d->stats_timer);
@@ -1520,6 +2000,17 @@ static void finish_stop(fh_daemon *d) {
         if (d->stopped)
                 return;
         d->stopped = true;
+        if (revoking(d)) {
+                /* Stopping in the middle of a revocation: finish it here,
+                 * waiting, before the last checkpoint (which must not hold
+                 * the sensors handed over). A hand-over already queued is
+                 * queued again: the newer generation wins, same content. */
+                rebalance *rb = d->rebalance;
+                uv_timer_stop(&d->rebalance_timer);
+                handoff_save_now(d, rb->parts);
+                revoke_now(d, rb->parts);
+                rebalance_free(d, rb);
+        }
         if (undelivered)
                 log_err("stopping with %zu alerts not confirmed by every sink", undelivered);
 
@@ -1540,6 +2031,7 @@ static void finish_stop(fh_daemon *d) {
         uv_timer_stop(&d->commit_timer);
         uv_timer_stop(&d->stop_timer);
         uv_timer_stop(&d->retry_timer);
+        uv_timer_stop(&d->rebalance_timer);
         close_handles(d, close_handle);
         if (d->hooks.on_stopped)
                 d->hooks.on_stopped(d->hooks.userdata, d->exit_code);
@@ -1805,6 +2297,8 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         uv_timer_init(loop, &d->stop_timer);
         uv_timer_init(loop, &d->commit_timer);
         uv_timer_init(loop, &d->retry_timer);
+        uv_timer_init(loop, &d->rebalance_timer);
+        d->rebalance_timer.data = d;
         d->tick_timer.data = d->checkpoint_timer.data = d->stats_timer.data = d->stop_timer.data =
                 d->commit_timer.data = d->retry_timer.data = d;
         if (d->producer && (r = wake_init(d, &d->pwake, d->pq)) < 0) {
@@ -1861,6 +2355,12 @@ const fh_engine *fh_daemon_engine(const fh_daemon *d) {
         return d->engine;
 }
 
+int fh_daemon_assigned(const fh_daemon *d) {
+        if (d->rebalance)
+                return -1;
+        return d->assignment ? d->assignment->cnt : 0;
+}
+
 uint64_t fh_daemon_consumed(const fh_daemon *d) {
         return d->consumed;
 }
@@ -1880,6 +2380,8 @@ size_t fh_daemon_in_flight(const fh_daemon *d) {
 fh_daemon *fh_daemon_free(fh_daemon *d) {
         if (!d)
                 return NULL;
+        d->checkpoint_again = false;
+        checkpoint_reap(d, true);
         while (d->outs.next != &d->outs) {
                 fh_out *o = d->outs.next;
                 o->prev->next = o->next;
@@ -1887,6 +2389,8 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
                 fh_outbox_item_clear(&o->it);
                 free(o);
         }
+        if (d->rebalance && !d->rebalance->in_worker)
+                rebalance_free(d, d->rebalance);
         if (d->consumer) {
                 rd_kafka_consumer_close(d->consumer);
                 if (d->cq)
@@ -1917,6 +2421,7 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
         fh_offsets_clear(&d->eof);
         fh_offsets_clear(&d->durable);
         fh_offsets_clear(&d->stored);
+        fh_offsets_clear(&d->checkpoint_positions);
         fh_offsets_clear(&d->watermarks);
         fh_offsets_clear(&d->scan_from);
         fh_strset_free(d->suppress);

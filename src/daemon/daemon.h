@@ -31,9 +31,15 @@ typedef struct fh_daemon_hooks {
 int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const fh_daemon_hooks *hooks);
 const fh_engine *fh_daemon_engine(const fh_daemon *d);
 uint64_t fh_daemon_consumed(const fh_daemon *d);
+/* Partitions assigned now; -1 while a rebalance is under way. */
+int fh_daemon_assigned(const fh_daemon *d);
 uint64_t fh_daemon_dead_letters(const fh_daemon *d);
 uint64_t fh_daemon_pauses(const fh_daemon *d);       /* times flow control paused consumption */
 size_t fh_daemon_in_flight(const fh_daemon *d);      /* alerts and dead letters not yet confirmed */
+
+/* Reloads rules and stations (as SIGHUP): built on a worker thread, swapped
+ * in on the loop once valid. */
+void fh_daemon_reload(fh_daemon *d);
 
 /* Begins a clean shutdown (as SIGTERM). */
 void fh_daemon_stop(fh_daemon *d);

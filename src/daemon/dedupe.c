@@ -95,6 +95,17 @@ bool fh_strset_take(fh_strset *s, const char *str) {
         return false;
 }
 
+void fh_strset_move(fh_strset *into, fh_strset *from) {
+        for (size_t i = 0; i <= from->mask; i++)
+                for (entry *e = from->slots[i], *n; e; e = n) {
+                        n = e->next;
+                        fh_strset_add(into, e->str);
+                        free(e);
+                }
+        memset(from->slots, 0, (from->mask + 1) * sizeof(*from->slots));
+        from->n = 0;
+}
+
 size_t fh_strset_size(const fh_strset *s) {
         return s->n;
 }

@@ -24,6 +24,8 @@ void fh_strset_add(fh_strset *s, const char *str);
 /* Removes str when present: true when it was there. */
 bool fh_strset_take(fh_strset *s, const char *str);
 size_t fh_strset_size(const fh_strset *s);
+/* Adds every string of from to into; from is left empty. */
+void fh_strset_move(fh_strset *into, fh_strset *from);
 
 /* "alert_id|event|ts" of an alert event's JSON; 0, or -EINVAL when the
  * text is not an alert event. */

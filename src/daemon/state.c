@@ -3,7 +3,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "state.h"
@@ -320,4 +322,48 @@ int fh_state_load(const char *dir, fh_engine *e, fh_checkpoint *ret) {
         r = fh_state_decode(b.data, b.len, e, ret);
         fh_buf_free(&b);
         return r;
+}
+
+int fh_state_save_fork(const char *dir, const fh_engine *e, const fh_checkpoint *c, pid_t *ret_pid) {
+        sigset_t all, old;
+        pid_t pid;
+
+        /* The child must never run the parent's signal handlers: libuv's
+         * write into a pipe the parent's loop reads, and systemd signals
+         * the whole control group on stop. Blocked from before the fork, so
+         * no signal slips in between. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid = fork();
+        if (pid == 0) {
+                /* Only this thread exists here: no librdkafka, no libuv,
+                 * nothing that takes another thread's lock but malloc,
+                 * which glibc makes safe after fork. */
+                int r = fh_state_save(dir, e, c);
+                _exit(r < 0 ? (-r > 0 && -r < 255 ? -r : EIO) : 0);
+        }
+        int err = errno;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (pid < 0)
+                return -err;
+        *ret_pid = pid;
+        return 0;
+}
+
+int fh_state_save_wait(pid_t pid, bool block, int *ret_result) {
+        int status;
+        pid_t w;
+
+        do
+                w = waitpid(pid, &status, block ? 0 : WNOHANG);
+        while (w < 0 && errno == EINTR);
+        if (w == 0)
+                return 0;
+        if (w < 0)
+                return -errno;
+        if (WIFEXITED(status))
+                *ret_result = -WEXITSTATUS(status);
+        else
+                *ret_result = -EIO;   /* killed: out of memory, most likely */
+        return 1;
 }

@@ -4,6 +4,9 @@
 #ifndef FENGHUO_STATE_H
 #define FENGHUO_STATE_H
 
+#include <stdbool.h>
+#include <sys/types.h>
+
 #include "fenghuo/buf.h"
 #include "fenghuo/engine.h"
 
@@ -63,6 +66,14 @@ void fh_checkpoint_clear(fh_checkpoint *c);
 
 /* Writes dir/state (through dir/state.tmp). 0 or -errno (ENOSPC, EROFS...). */
 int fh_state_save(const char *dir, const fh_engine *e, const fh_checkpoint *c);
+/* The same in a child process: it sees the engine and c as they are at
+ * the call (copy-on-write), whatever the caller changes afterwards, so the
+ * caller's thread pays only for the fork. The caller may free c at once.
+ * 0 with *ret_pid, or -errno (nothing started). */
+int fh_state_save_fork(const char *dir, const fh_engine *e, const fh_checkpoint *c, pid_t *ret_pid);
+/* 1 once the child has ended, with fh_state_save's result in *ret_result;
+ * 0 while it runs (only when !block); -errno. */
+int fh_state_save_wait(pid_t pid, bool block, int *ret_result);
 /* 0 and restored; -ENOENT when there is no state; -EBADMSG when corrupt
  * (the engine is untouched then); other -errno. */
 int fh_state_load(const char *dir, fh_engine *e, fh_checkpoint *ret);
