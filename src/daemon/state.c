@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -334,8 +335,14 @@ int fh_state_save_fork(const char *dir, const fh_engine *e, const fh_checkpoint 
          * no signal slips in between. */
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid_t parent = getpid();
         pid = fork();
         if (pid == 0) {
+                /* Dies with the daemon: a child outliving a kill -9 would
+                 * go on to rename an old cut over what the restarted
+                 * daemon writes, or write state.tmp alongside it. */
+                if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                        _exit(EIO);
                 /* Only this thread exists here: no librdkafka, no libuv,
                  * nothing that takes another thread's lock but malloc,
                  * which glibc makes safe after fork. */
