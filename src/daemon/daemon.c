@@ -1185,7 +1185,10 @@ static bool revoking(const fh_daemon *d) {
 
 static void revoke_now(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         store_offsets(d, parts);
-        rd_kafka_commit(d->consumer, NULL, 0);
+        /* On the loop, asynchronously: a synchronous commit waits for the
+         * coordinator, for as long as it does not answer. The commit goes
+         * out before the unassign and the next join, in that order. */
+        rd_kafka_commit(d->consumer, NULL, d->stopping ? 0 : 1);
         for (int i = 0; i < parts->cnt; i++)
                 fh_tracker_forget(d->tracker, parts->elems[i].topic, parts->elems[i].partition);
         offsets_drop(&d->carried, parts);
@@ -1207,8 +1210,8 @@ static void revoke_now(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
 /* A revocation, one step per timer call: (0) wait until Kafka confirmed
  * every alert (at most 10 s), (1) one partition's hand-over queued per call,
  * so that a large registry's snapshots do not add up into one stall, (2)
- * wait for the chunks' confirmations (at most 10 s), then settle,
- * commit and unassign. */
+ * wait for the chunks' confirmations (at most 10 s), (3) settle one
+ * partition per call, then commit and unassign. */
 static void on_revoke_step(uv_timer_t *t) {
         fh_daemon *d = t->data;
         rebalance *rb = d->rebalance;
@@ -1236,17 +1239,50 @@ static void on_revoke_step(uv_timer_t *t) {
                 rb->step = 2;
                 rb->deadline = uv_now(d->loop) + 10000;
                 return;
-        default:
+        case 2:
                 for (size_t i = 0; i < rb->nh; i++)
                         if (rb->hs[i]->pending > 0 && uv_now(d->loop) < rb->deadline)
                                 return;
-                for (size_t i = 0; i < rb->nh; i++)
-                        handover_settle(d, rb->hs[i]);
+                rb->step = 3;
+                rb->next = 0;
+                return;
+        default:
+                /* Forgetting a partition's sensors frees their windows:
+                 * one partition per call too. */
+                if ((size_t) rb->next < rb->nh) {
+                        handover_settle(d, rb->hs[rb->next++]);
+                        return;
+                }
                 uv_timer_stop(&d->rebalance_timer);
                 revoke_now(d, rb->parts);
                 rebalance_free(d, rb);
                 rebalance_done(d);
         }
+}
+
+/* Stopping in the middle of a revocation: the rest of its steps,
+ * waiting here. */
+static void revoke_finish_now(fh_daemon *d, rebalance *rb) {
+        size_t from = 0;
+
+        uv_timer_stop(&d->rebalance_timer);
+        if (rb->step == 0 && d->producer && rd_kafka_flush(d->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                log_err("rebalance: %d messages still unconfirmed by Kafka after 10 s", rd_kafka_outq_len(d->producer));
+        if (rb->step <= 1)
+                for (; rb->next < rb->parts->cnt; rb->next++) {
+                        handover *h = handover_produce(d, rb->parts->elems[rb->next].topic,
+                                                       rb->parts->elems[rb->next].partition);
+                        if (h)
+                                rb->hs[rb->nh++] = h;
+                }
+        if (rb->step <= 2 && rb->nh > 0 && rd_kafka_flush(d->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                log_err("rebalance: state records not confirmed by Kafka within 10 s");
+        if (rb->step == 3)
+                from = (size_t) rb->next;   /* those before are settled */
+        for (size_t i = from; i < rb->nh; i++)
+                handover_settle(d, rb->hs[i]);
+        revoke_now(d, rb->parts);
+        rebalance_free(d, rb);
 }
 
 static void revoke_start(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
@@ -2000,17 +2036,10 @@ static void finish_stop(fh_daemon *d) {
         if (d->stopped)
                 return;
         d->stopped = true;
-        if (revoking(d)) {
-                /* Stopping in the middle of a revocation: finish it here,
-                 * waiting, before the last checkpoint (which must not hold
-                 * the sensors handed over). A hand-over already queued is
-                 * queued again: the newer generation wins, same content. */
-                rebalance *rb = d->rebalance;
-                uv_timer_stop(&d->rebalance_timer);
-                handoff_save_now(d, rb->parts);
-                revoke_now(d, rb->parts);
-                rebalance_free(d, rb);
-        }
+        if (revoking(d))
+                /* Before the last checkpoint, which must not hold the
+                 * sensors handed over. */
+                revoke_finish_now(d, d->rebalance);
         if (undelivered)
                 log_err("stopping with %zu alerts not confirmed by every sink", undelivered);
 
