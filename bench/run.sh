@@ -278,13 +278,14 @@ bench_stall() {
         printf '%-44s %8s s  (load %s, snapshot %s, restore %s)\n' "reload done on the loop (before)" \
                 "$(get sync.reload_s "$out")" "$(get sync.reload_load_s "$out")" "$(get sync.reload_snapshot_s "$out")" \
                 "$(get sync.reload_restore_s "$out")"
-        printf '%-44s %8s ms over %s checkpoints\n' "longest loop stall during checkpoints" \
-                "$(get checkpoint.max_stall_ms "$out")" "$(get checkpoint.count "$out")"
-        printf '%-44s %8s ms (reload took %s s)\n' "longest loop stall during a reload" \
-                "$(get reload.max_stall_ms "$out")" "$(get reload.s "$out")"
-        printf '%-44s %8s ms (join: %s s until both members consume; leave: %s s until it has all again)\n' \
+        echo "longest gap between two ticks of a 1-ms timer on the loop; in brackets the loop thread's longest CPU burst between two ticks"
+        printf '%-44s %8s ms [%s ms] over %s checkpoints\n' "longest loop stall during checkpoints" \
+                "$(get checkpoint.max_stall_ms "$out")" "$(get checkpoint.max_busy_ms "$out")" "$(get checkpoint.count "$out")"
+        printf '%-44s %8s ms [%s ms] (reload took %s s)\n' "longest loop stall during a reload" \
+                "$(get reload.max_stall_ms "$out")" "$(get reload.max_busy_ms "$out")" "$(get reload.s "$out")"
+        printf '%-44s %8s ms [%s ms] (join: %s s until both members consume; leave: %s s until it has all again)\n' \
                 "longest loop stall during two rebalances" "$(get rebalance.max_stall_ms "$out")" \
-                "$(get rebalance.join_s "$out")" "$(get rebalance.leave_s "$out")"
+                "$(get rebalance.max_busy_ms "$out")" "$(get rebalance.join_s "$out")" "$(get rebalance.leave_s "$out")"
         printf '%-44s %8s ms\n' "longest loop stall while idle (reference)" "$(get warmup.max_stall_ms "$out")"
         printf '%-44s %8s KiB\n' "peak RSS" "$(get peak_rss_kib "$out")"
         if [ -n "${BENCH_KEEP:-}" ]; then
