@@ -93,7 +93,7 @@ static char *record(size_t len, unsigned seed) {
 
 static void add(fh_handoff_asm *a, uint64_t gen, size_t index, const char *rec, size_t len) {
         fh_buf c = FH_BUF_NULL;
-        fh_handoff_chunk_encode(&c, gen, index, rec, len);
+        fh_handoff_chunk_encode(&c, gen, index, rec, len, fh_handoff_record_sum(rec, len));
         assert_int_equal(fh_handoff_asm_add(a, c.data, c.len), 0);
         fh_buf_free(&c);
 }
@@ -119,7 +119,7 @@ static void every_chunk_fits_a_default_kafka_message(void **state) {
         for (size_t i = 0; i < 6; i++) {
                 fh_buf c = FH_BUF_NULL;
                 char key[128];
-                fh_handoff_chunk_encode(&c, 7, i, rec, len);
+                fh_handoff_chunk_encode(&c, 7, i, rec, len, fh_handoff_record_sum(rec, len));
                 /* Producer message.max.bytes defaults to 1,000,000, key and
                  * record overhead included. */
                 assert_true(c.len + 200 < 1000000);
@@ -204,10 +204,10 @@ static void chunks_of_two_records_under_one_generation_never_mix(void **state) {
         (void) state;
 
         add(a, 3, 0, r1, len);
-        fh_handoff_chunk_encode(&c, 3, 1, r2, len);
+        fh_handoff_chunk_encode(&c, 3, 1, r2, len, fh_handoff_record_sum(r2, len));
         assert_int_equal(fh_handoff_asm_add(a, c.data, c.len), -EBADMSG);
         /* The generation is spoilt: not even its right chunk mends it. */
-        fh_handoff_chunk_encode(&c, 3, 1, r1, len);
+        fh_handoff_chunk_encode(&c, 3, 1, r1, len, fh_handoff_record_sum(r1, len));
         assert_int_equal(fh_handoff_asm_add(a, c.data, c.len), -EBADMSG);
         fh_buf_free(&c);
         assert_int_equal(fh_handoff_asm_result(a, &(const void *) { NULL }, &(size_t) { 0 }, NULL), -ENOENT);
@@ -223,7 +223,7 @@ static void damaged_chunks_are_refused(void **state) {
         fh_buf c = FH_BUF_NULL;
         (void) state;
 
-        fh_handoff_chunk_encode(&c, 4, 1, rec, len);
+        fh_handoff_chunk_encode(&c, 4, 1, rec, len, fh_handoff_record_sum(rec, len));
         /* Cut short. */
         assert_int_equal(fh_handoff_asm_add(a, c.data, c.len - 1), -EBADMSG);
         /* Not a chunk at all, or only a header's start. */

@@ -828,11 +828,11 @@ static handover *handover_produce(fh_daemon *d, const char *topic, int32_t p) {
         *h = (handover) { .next = d->handovers, .topic = fh_strdup(topic), .partition = p, .slot = slot,
                           .pos = pos, .bytes = rec.len };
         d->handovers = h;
-        uint64_t gen = next_generation(d);
+        uint64_t gen = next_generation(d), sum = fh_handoff_record_sum(rec.data, rec.len);
         size_t n = fh_handoff_chunk_count(rec.len);
         for (size_t c = 0; c < n && !h->failed; c++) {
                 fh_buf_reset(&chunk);
-                fh_handoff_chunk_encode(&chunk, gen, c, rec.data, rec.len);
+                fh_handoff_chunk_encode(&chunk, gen, c, rec.data, rec.len, sum);
                 fh_handoff_chunk_key(key, sizeof(key), base, c);
                 rd_kafka_resp_err_t e = rd_kafka_producev(d->producer, RD_KAFKA_V_TOPIC(d->cfg.state_topic),
                                                           RD_KAFKA_V_KEY(key, strlen(key)),

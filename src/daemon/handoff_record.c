@@ -90,7 +90,12 @@ void fh_handoff_chunk_key(char *buf, size_t n, const char *base, size_t index) {
         snprintf(buf, n, "%s|%zu", base, index);
 }
 
-void fh_handoff_chunk_encode(fh_buf *out, uint64_t generation, size_t index, const void *rec, size_t len) {
+uint64_t fh_handoff_record_sum(const void *rec, size_t len) {
+        return fnv1a(rec, len);
+}
+
+void fh_handoff_chunk_encode(fh_buf *out, uint64_t generation, size_t index, const void *rec, size_t len,
+                             uint64_t sum) {
         size_t count = fh_handoff_chunk_count(len);
         size_t off = index * FH_HANDOFF_CHUNK;
         size_t n = off >= len ? 0 : (len - off < FH_HANDOFF_CHUNK ? len - off : FH_HANDOFF_CHUNK);
@@ -100,7 +105,7 @@ void fh_handoff_chunk_encode(fh_buf *out, uint64_t generation, size_t index, con
         fh_buf_u32(out, (uint32_t) index);
         fh_buf_u32(out, (uint32_t) count);
         fh_buf_u64(out, len);
-        fh_buf_u64(out, fnv1a(rec, len));
+        fh_buf_u64(out, sum);
         fh_buf_append(out, (const char *) rec + off, n);
 }
 

@@ -24,9 +24,13 @@ int fh_handoff_decode(const void *p, size_t n, int64_t *ret_position, fh_offsets
 
 size_t fh_handoff_chunk_count(size_t len);
 void fh_handoff_chunk_key(char *buf, size_t n, const char *base, size_t index);
+/* The checksum every chunk of rec carries: computed once per record, not
+ * per chunk (a 40 MB record has 52 chunks). */
+uint64_t fh_handoff_record_sum(const void *rec, size_t len);
 /* Appends chunk index of rec[0..len) of hand-over `generation` (larger =
- * newer) to out. */
-void fh_handoff_chunk_encode(fh_buf *out, uint64_t generation, size_t index, const void *rec, size_t len);
+ * newer) to out; sum is fh_handoff_record_sum(rec, len). */
+void fh_handoff_chunk_encode(fh_buf *out, uint64_t generation, size_t index, const void *rec, size_t len,
+                             uint64_t sum);
 
 /* Collects the chunks of one key, in any order, and gives back the newest
  * generation it holds completely: incomplete generations, chunks that
