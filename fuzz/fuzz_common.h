@@ -52,21 +52,11 @@ static const char fuzz_rules_yaml[] =
         "      yellow: age() > 600\n"
         "      red: avg(vibration_mm_s, 10m) >= station.vibration_limit_mm_s\n";
 
-static inline uint64_t fuzz_fnv1a(const void *data, size_t n) {
-        const uint8_t *p = data;
-        uint64_t h = 1469598103934665603ULL;
-        for (size_t i = 0; i < n; i++) {
-                h ^= p[i];
-                h *= 1099511628211ULL;
-        }
-        return h;
-}
-
 /* data followed by its FNV-1a, as the snapshot and state formats end. */
 static inline void fuzz_with_checksum(fh_buf *out, const uint8_t *data, size_t size) {
         fh_buf_reset(out);
         fh_buf_append(out, data, size);
-        fh_buf_u64(out, fuzz_fnv1a(data, size));
+        fh_buf_u64(out, fh_checksum(data, size));
 }
 
 /* NULL when the rules do not load (the rules target covers why). */

@@ -485,15 +485,6 @@ typedef struct snap_pair {
         int64_t last_ts;
 } snap_pair;
 
-static uint64_t fnv1a(const char *p, size_t n) {
-        uint64_t h = 1469598103934665603ULL;
-        for (size_t i = 0; i < n; i++) {
-                h ^= (uint8_t) p[i];
-                h *= 1099511628211ULL;
-        }
-        return h;
-}
-
 /* A version-2 snapshot (snapshot.c) of sensor A: its recent timestamps,
  * samples of rain_mm, and the state of rule id (hash from e). */
 static void craft(fh_buf *b, const fh_engine *e, const char *id, int64_t latest, const int64_t *recent,
@@ -529,7 +520,7 @@ static void craft(fh_buf *b, const fh_engine *e, const char *id, int64_t latest,
         fh_buf_u8(b, p->last_previous);
         fh_buf_u64(b, (uint64_t) p->last_ts);
         fh_buf_f64(b, 1.0);
-        fh_buf_u64(b, fnv1a(b->data, b->len));
+        fh_buf_u64(b, fh_checksum(b->data, b->len));
 }
 
 static const char *crafted_rule =
@@ -585,7 +576,7 @@ static void restore_refuses_times_that_would_overflow_the_next_evaluation(void *
         assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
         craft(&b, e, "s", t, &t, 1, samples, 2, &p);
         memcpy(b.data + 12, &(int64_t) { INT64_MIN + 5 }, 8);   /* the clock */
-        uint64_t sum = fnv1a(b.data, b.len - 8);
+        uint64_t sum = fh_checksum(b.data, b.len - 8);
         memcpy(b.data + b.len - 8, &sum, 8);
         assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
 
@@ -625,7 +616,7 @@ static void restore_refuses_state_no_engine_writes(void **state) {
         p = pair_none();
         craft(&b, e, "s", t, &t, 1, samples, 2, &p);
         memcpy(b.data + 8 + 4 + 8 + 4 + 4 + 1 + 8, &(uint32_t) { 50000000 }, 4);
-        uint64_t sum = fnv1a(b.data, b.len - 8);
+        uint64_t sum = fh_checksum(b.data, b.len - 8);
         memcpy(b.data + b.len - 8, &sum, 8);
         assert_int_equal(fh_engine_restore(e, b.data, b.len), -EBADMSG);
         fh_engine_free(e);

@@ -110,15 +110,6 @@ static const char *tier_roman(fh_level l) {
         return l < FH_LEVEL__MAX ? r[l] : "";
 }
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
-        const unsigned char *s = p;
-        for (size_t i = 0; i < n; i++) {
-                h ^= s[i];
-                h *= 1099511628211ULL;
-        }
-        return h;
-}
-
 static void alert_id(const fh_alert *a, fh_buf *out) {
         fh_buf_printf(out, "%s:%s:%lld", a->rule->id, a->station->id, (long long) a->raised_ms);
 }
@@ -144,7 +135,7 @@ int fh_cap_config_check(const fh_cap_config *cfg, char *why, size_t why_size) {
 
 void fh_cap_identifier(const fh_cap_config *cfg, const char *id, fh_event event, int64_t ts_ms, fh_buf *out) {
         char t[FH_TIME_RFC3339_MAX];
-        uint64_t h = 14695981039346656037ULL;
+        uint64_t h = FH_FNV1A_INIT;
         char ts[24];
 
         /* "2023-07-30T14:05:00+08:00" -> "20230730140500" */
@@ -161,10 +152,10 @@ void fh_cap_identifier(const fh_cap_config *cfg, const char *id, fh_event event,
          * second; a counter would differ between a replay and a restarted
          * daemon, so the number is a 64-bit hash of what makes the message
          * unique instead (the same pair never has two events at one ts). */
-        h = fnv1a(h, id, strlen(id) + 1);
-        h = fnv1a(h, fh_event_name(event), strlen(fh_event_name(event)) + 1);
+        h = fh_fnv1a(h, id, strlen(id) + 1);
+        h = fh_fnv1a(h, fh_event_name(event), strlen(fh_event_name(event)) + 1);
         snprintf(ts, sizeof(ts), "%lld", (long long) ts_ms);
-        h = fnv1a(h, ts, strlen(ts));
+        h = fh_fnv1a(h, ts, strlen(ts));
         fh_buf_printf(out, "_%llu", (unsigned long long) h);
 }
 
@@ -391,7 +382,7 @@ size_t fh_cap_chain_open(const fh_cap_chain *c) {
 }
 
 static uint64_t key_hash(const char *s) {
-        return fnv1a(14695981039346656037ULL, s, strlen(s));
+        return fh_fnv1a(FH_FNV1A_INIT, s, strlen(s));
 }
 
 static chain_entry **find(fh_cap_chain *c, const char *id) {

@@ -76,3 +76,13 @@ size_t fh_edit_distance(const char *a, size_t na, const char *b, size_t nb) {
         }
         return row[nb];
 }
+
+uint64_t fh_fnv1a(uint64_t h, const void *p, size_t n) {
+        const unsigned char *b = p;
+
+        for (size_t i = 0; i < n; i++) {
+                h ^= b[i];
+                h *= 0x100000001b3ULL;
+        }
+        return h;
+}

@@ -175,13 +175,7 @@ static bool over_rate(const fh_recent *r, int64_t ts, uint32_t max) {
 /* ---- profiles: the layout shared by sensors with the same rules ---- */
 
 static uint64_t hash_u32s(const uint32_t *v, size_t n) {
-        uint64_t h = 1469598103934665603ULL;
-        for (size_t i = 0; i < n; i++) {
-                h ^= v[i];
-                h *= 1099511628211ULL;
-        }
-        h ^= n;
-        return h * 1099511628211ULL;
+        return fh_fnv1a(FH_FNV1A_INIT, v, n * sizeof(*v));
 }
 
 static uint8_t op_needs(fh_opcode op) {

@@ -698,32 +698,22 @@ static fh_template *parse_message(pctx *c, const yaml_node_t *v) {
 
 /* FNV-1a over a length-prefixed serialisation, so that no two different
  * rules serialise to the same bytes. */
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-        const unsigned char *b = p;
-
-        for (size_t i = 0; i < n; i++) {
-                h ^= b[i];
-                h *= 0x100000001b3ULL;
-        }
-        return h;
-}
-
 static uint64_t hash_u64(uint64_t h, uint64_t v) {
         unsigned char b[8];
 
         for (int i = 0; i < 8; i++)
                 b[i] = (unsigned char) (v >> (8 * i));
-        return fnv(h, b, sizeof(b));
+        return fh_fnv1a(h, b, sizeof(b));
 }
 
 static uint64_t hash_str(uint64_t h, const char *s, size_t n) {
         if (!s)
                 return hash_u64(h, UINT64_MAX);
-        return fnv(hash_u64(h, n), s, n);
+        return fh_fnv1a(hash_u64(h, n), s, n);
 }
 
 static uint64_t rule_hash(const fh_rule *r, const char *message, size_t message_len) {
-        uint64_t h = 0xcbf29ce484222325ULL;
+        uint64_t h = FH_FNV1A_INIT;
 
         h = hash_u64(h, (uint64_t) r->kind);
         h = hash_str(h, r->title, r->title ? strlen(r->title) : 0);

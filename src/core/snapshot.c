@@ -26,15 +26,6 @@
 #define SNAP_VERSION 2u
 #define SNAP_MAX_ITEMS 100000000u
 
-static uint64_t fnv1a(const uint8_t *p, size_t n) {
-        uint64_t h = 1469598103934665603ULL;
-        for (size_t i = 0; i < n; i++) {
-                h ^= p[i];
-                h *= 1099511628211ULL;
-        }
-        return h;
-}
-
 static void put_i64(fh_buf *b, int64_t v) {
         fh_buf_u64(b, (uint64_t) v);
 }
@@ -106,7 +97,7 @@ void fh_engine_snapshot(const fh_engine *e, fh_sensor_filter filter, void *userd
         }
         for (int i = 0; i < 4; i++)
                 out->data[count_at + i] = (char) (n >> (8 * i));
-        fh_buf_u64(out, fnv1a((const uint8_t *) out->data + start, out->len - start));
+        fh_buf_u64(out, fh_checksum(out->data + start, out->len - start));
 }
 
 static int rd_i64(fh_rd *r, int64_t *ret) {
@@ -270,7 +261,7 @@ int fh_engine_restore_each(fh_engine *e, const void *data, size_t len, fh_statio
         rd = (fh_rd) { p, len - 8, 8 };
         {
                 fh_rd tail = { p + len - 8, 8, 0 };
-                if (fh_rd_u64(&tail, &sum) < 0 || sum != fnv1a(p, len - 8))
+                if (fh_rd_u64(&tail, &sum) < 0 || sum != fh_checksum(p, len - 8))
                         return -EBADMSG;
         }
         if (fh_rd_u32(&rd, &version) < 0 || version != SNAP_VERSION)

@@ -21,12 +21,7 @@ struct fh_strset {
 };
 
 static uint64_t hash_str(const char *s) {
-        uint64_t h = 1469598103934665603ULL;
-        for (; *s; s++) {
-                h ^= (unsigned char) *s;
-                h *= 1099511628211ULL;
-        }
-        return h;
+        return fh_fnv1a(FH_FNV1A_INIT, s, strlen(s));
 }
 
 fh_strset *fh_strset_new(void) {

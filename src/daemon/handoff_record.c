@@ -72,16 +72,6 @@ int fh_handoff_decode(const void *p, size_t n, int64_t *ret_position, fh_offsets
 #define CHUNK_MAGIC "FHHANDC1"
 #define CHUNK_HEADER (8 + 8 + 4 + 4 + 8 + 8)
 
-static uint64_t fnv1a(const void *data, size_t n) {
-        const uint8_t *p = data;
-        uint64_t h = 1469598103934665603ULL;
-        for (size_t i = 0; i < n; i++) {
-                h ^= p[i];
-                h *= 1099511628211ULL;
-        }
-        return h;
-}
-
 size_t fh_handoff_chunk_count(size_t len) {
         return len == 0 ? 1 : (len + FH_HANDOFF_CHUNK - 1) / FH_HANDOFF_CHUNK;
 }
@@ -91,7 +81,7 @@ void fh_handoff_chunk_key(char *buf, size_t n, const char *base, size_t index) {
 }
 
 uint64_t fh_handoff_record_sum(const void *rec, size_t len) {
-        return fnv1a(rec, len);
+        return fh_checksum(rec, len);
 }
 
 void fh_handoff_chunk_encode(fh_buf *out, uint64_t generation, size_t index, const void *rec, size_t len,
@@ -197,7 +187,7 @@ int fh_handoff_asm_result(fh_handoff_asm *a, const void **ret, size_t *ret_len, 
 
         for (size_t i = 0; i < a->n; i++) {
                 gen *g = &a->v[i];
-                if (g->count == 0 || g->have != g->count || fnv1a(g->data, (size_t) g->len) != g->sum)
+                if (g->count == 0 || g->have != g->count || fh_checksum(g->data, (size_t) g->len) != g->sum)
                         continue;
                 if (!best || g->generation > best->generation)
                         best = g;

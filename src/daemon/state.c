@@ -173,16 +173,6 @@ static int get_outbox(fh_rd *rd, fh_checkpoint *c) {
         return 0;
 }
 
-static uint64_t fnv1a(const void *data, size_t n) {
-        const uint8_t *p = data;
-        uint64_t h = 1469598103934665603ULL;
-        for (size_t i = 0; i < n; i++) {
-                h ^= p[i];
-                h *= 1099511628211ULL;
-        }
-        return h;
-}
-
 static int write_all(int fd, const char *p, size_t n) {
         while (n > 0) {
                 ssize_t w = write(fd, p, n);
@@ -222,7 +212,7 @@ int fh_state_save(const char *dir, const fh_engine *e, const fh_checkpoint *c) {
         uint64_t snap_len = b.len - at - 8;
         for (int i = 0; i < 8; i++)
                 b.data[at + i] = (char) (snap_len >> (8 * i));
-        fh_buf_u64(&b, fnv1a(b.data, b.len));
+        fh_buf_u64(&b, fh_checksum(b.data, b.len));
 
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0) {
@@ -261,7 +251,7 @@ int fh_state_decode(const void *data, size_t len, fh_engine *e, fh_checkpoint *r
                 return -EBADMSG;
         fh_rd tail = { p + len - 8, 8, 0 };
         uint64_t sum;
-        if (fh_rd_u64(&tail, &sum) < 0 || sum != fnv1a(p, len - 8))
+        if (fh_rd_u64(&tail, &sum) < 0 || sum != fh_checksum(p, len - 8))
                 return -EBADMSG;
         fh_rd rd = { p, len - 8, 8 };
         if (get_offsets(&rd, &o.positions) < 0 || get_offsets(&rd, &o.watermarks) < 0 || get_outbox(&rd, &o) < 0 ||

@@ -88,11 +88,7 @@ static uint64_t rng_below(rng *r, uint64_t n) {
 /* A per-station constant in [0, 1) from its id, so a station keeps its
  * character whatever else is in the registry. */
 static double hash_unit(const char *s, size_t n, uint64_t salt) {
-        uint64_t h = 0xcbf29ce484222325ULL ^ salt;
-        for (size_t i = 0; i < n; i++) {
-                h ^= (unsigned char)s[i];
-                h *= 0x100000001b3ULL;
-        }
+        uint64_t h = fh_fnv1a(FH_FNV1A_INIT ^ salt, s, n);
         return (double)(splitmix64(&h) >> 11) * 0x1.0p-53;
 }
 
