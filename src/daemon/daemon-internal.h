@@ -1,0 +1,227 @@
+/* Internal to src/daemon's daemon files (daemon.c, kafka_in.c, outbox.c,
+ * rebalance.c, checkpoint.c, reload.c, metrics.c): struct fh_daemon and the
+ * functions they call across files. Not API: the fhd_ prefix marks these
+ * names as internal; everything else includes daemon.h only. Everything
+ * here runs on the loop thread unless its file says otherwise. */
+#pragma once
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+#include "fenghuo/buf.h"
+#include "fenghuo/timeutil.h"
+#include "../cli/cli.h"
+#include "daemon.h"
+#include "log.h"
+#include "redis_sink.h"
+#include "dedupe.h"
+#include "handoff.h"
+#include "state.h"
+#include "tracker.h"
+
+/* Messages handled per loop iteration before other events get a turn. */
+#define DRAIN_BATCH 2048
+
+/* Something on its way to the sinks: an alert, or a dead letter. It lives
+ * until every sink confirmed it, and is saved with checkpoints until then. */
+typedef struct fh_out {
+        struct fh_out *prev, *next;
+        fh_daemon *d;
+        fh_track *track;          /* the message that caused it; NULL for ticks */
+        uint8_t gating;           /* sinks whose answer still holds back the commit */
+        bool in_retry;
+        struct fh_out *retry_next;
+        fh_outbox_item it;        /* payload; it.sinks = not yet confirmed */
+} fh_out;
+
+/* One revoked partition's hand-over on its way to the state topic (the
+ * opaque of its chunks). */
+typedef struct handover {
+        struct handover *next;    /* every one, freed with the daemon */
+        char *topic;
+        int32_t partition;
+        uint16_t slot;
+        int64_t pos;
+        size_t bytes, chunks;
+        size_t pending;           /* chunks not reported yet; SIZE_MAX once settled */
+        bool failed;
+        bool settled;             /* the rebalance stopped waiting: the last report decides */
+} handover;
+
+typedef struct kafka_wake {
+        uv_poll_t poll;
+        int fds[2];
+        bool started;
+} kafka_wake;
+
+struct fh_daemon {
+        uv_loop_t *loop;
+        fh_daemon_config cfg;
+        fh_daemon_hooks hooks;
+        fh_engine *engine;
+
+        rd_kafka_t *consumer;
+        rd_kafka_t *producer;
+        rd_kafka_queue_t *cq, *pq;
+        kafka_wake cwake, pwake;
+        uv_idle_t drain_idle;
+        rd_kafka_topic_partition_list_t *assignment;
+        /* Positions from the state file, each used when its partition is
+         * first assigned: after a crash the first assignment is often
+         * partial (the dead instance is still in the group until its
+         * session expires), and the rest come at the next one. */
+        fh_offsets resume;
+        /* Where each assigned partition starts, until this run has
+         * processed a message of it (the tracker knows only those). With
+         * the unused resume positions, a checkpoint must keep these, or the
+         * state it saves would be replayed from the committed offsets,
+         * which can be past it. */
+        fh_offsets carried;
+        /* Where each assigned partition ended when this run last reached
+         * its end (partition EOF): with nothing new to read, the only
+         * position there is, and the lag is measured from it. */
+        fh_offsets eof;
+        /* The input positions of the last checkpoint written (or restored):
+         * no offset past them is committed, so that a crash always
+         * restarts from a state that has every reading before the
+         * committed offsets. */
+        fh_offsets durable;
+        fh_offsets stored;        /* what was last handed to rd_kafka_offsets_store */
+        bool paused;
+
+        fh_redis *redis;
+        fh_tracker *tracker;
+        fh_strset *suppress;      /* alerts already on the Kafka topic (after a crash) */
+        /* Which input partition each station's readings come from (index
+         * into slots, 0 = none yet), so a revoked partition's sensors can
+         * be handed over. */
+        uint16_t *sensor_slot;
+        fh_offset *slots;
+        size_t n_slots;
+        fh_offsets watermarks;    /* alerts topic: offset after the last confirmed alert */
+        handover *handovers;
+        uint64_t max_generation;  /* newest hand-over generation written or taken over */
+        fh_offsets scan_from;     /* where the suppression set was read from */
+        fh_out *retry;            /* Kafka deliveries to try again */
+        uv_timer_t retry_timer;
+        uint64_t suppressed;
+        fh_track *current;        /* the message being processed */
+        fh_out outs;              /* list head of alerts in flight */
+        size_t n_outs;
+        fh_buf json;
+
+        uv_timer_t tick_timer, checkpoint_timer, stats_timer, stop_timer, commit_timer;
+        uv_signal_t sig_term, sig_int, sig_hup;
+
+        bool signals_started;
+        unsigned setup_closing;   /* close callbacks a failed start waits for */
+        bool stopping;
+        bool stopped;
+        bool redis_closed;
+        int exit_code;
+        int64_t stop_deadline;
+        uint64_t watchdog_usec;
+        uint64_t watchdog_last;
+        uint64_t dlq, future_rejected, delivery_errors, consumed, pauses;
+        int64_t last_input_ms;
+        int64_t batch_now;
+        int64_t newest_ts;        /* newest reading accepted: how far behind the input is */
+        /* The counts of the engines that reloads replaced: the figures are
+         * counters and must never go down. */
+        fh_engine_stats stats_before;
+        bool metrics_failing;
+        bool checkpoint_failing;
+        pid_t checkpoint_pid;     /* the child writing a checkpoint, 0 when none */
+        fh_offsets checkpoint_positions;  /* the input positions of its cut */
+        bool checkpoint_again;    /* one more was asked for meanwhile */
+        bool reloading, reload_again;
+        bool frozen;              /* a reload reads the engine on a worker: no input, no ticks */
+        struct rebalance *rebalance;  /* the one under way, NULL when none */
+        uv_timer_t rebalance_timer;
+        uint64_t checkpoint_t0;
+};
+
+typedef struct slot_set {
+        const fh_daemon *d;
+        const bool *slots;       /* indexed by slot */
+} slot_set;
+
+typedef struct rebalance {
+        bool assign;
+        bool cancelled;                 /* a revocation came before the assignment finished */
+        bool in_worker;                 /* req is queued: only its after-callback may free this */
+        rd_kafka_topic_partition_list_t *parts;
+        uv_work_t req;
+        /* assignment */
+        char **keys;
+        fh_buf *values;
+        bool *found;
+        uint64_t *gens;
+        int r;
+        long scanned;
+        char err[512];
+        fh_offsets scan;
+        bool *taken;                    /* slots restored from hand-overs */
+        slot_set ss;
+        fh_strset *seen;                /* alerts read back by the worker */
+        /* revocation */
+        int step;
+        int next;
+        uint64_t deadline;
+        handover **hs;
+        size_t nh;
+} rebalance;
+
+static inline int64_t wall_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* outbox.c */
+void fhd_on_redis_ack(void *userdata, void *token, int status);
+void fhd_on_redis_state(void *userdata, bool up);
+void fhd_on_alert(void *userdata, const fh_alert *a);
+void fhd_dead_letter(fh_daemon *d, const rd_kafka_message_t *m, const char *reason, const char *why);
+void fhd_resend_outbox(fh_daemon *d, fh_checkpoint *c);
+void fhd_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+
+/* kafka_in.c */
+void fhd_on_drain_idle(uv_idle_t *h);
+int fhd_wake_init(fh_daemon *d, kafka_wake *w, rd_kafka_queue_t *q);
+void fhd_store_offsets(fh_daemon *d, const rd_kafka_topic_partition_list_t *leaving);
+void fhd_on_commit_timer(uv_timer_t *h);
+int fhd_kafka_start(fh_daemon *d);
+int fhd_kafka_subscribe(fh_daemon *d);
+
+/* rebalance.c */
+uint16_t fhd_slot_of(fh_daemon *d, const char *topic, int32_t partition, bool create);
+void fhd_handover_delivered(fh_daemon *d, handover *h, rd_kafka_resp_err_t err);
+void fhd_rebalance_free(fh_daemon *d, rebalance *rb);
+bool fhd_revoking(const fh_daemon *d);
+void fhd_revoke_finish_now(fh_daemon *d, rebalance *rb);
+void fhd_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque);
+
+/* checkpoint.c */
+void fhd_on_tick(uv_timer_t *h);
+void fhd_checkpoint_reap(fh_daemon *d, bool block);
+void fhd_checkpoint_start(fh_daemon *d);
+int fhd_checkpoint(fh_daemon *d);
+void fhd_on_checkpoint(uv_timer_t *h);
+
+/* metrics.c */
+void fhd_stats_total(const fh_daemon *d, fh_engine_stats *restrict ret);
+void fhd_log_stats(fh_daemon *d);
+void fhd_on_stats(uv_timer_t *h);
+
+/* reload.c */
+void fhd_reload(fh_daemon *d);

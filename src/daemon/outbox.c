@@ -1,0 +1,313 @@
+/* Kafka output and delivery: every alert and dead letter the daemon sends
+ * (fh_out), to the alerts topic, the dead-letter topic and Redis, held until
+ * every sink confirmed it, retried, and re-sent from a checkpoint's outbox.
+ * Runs on the loop thread; the delivery reports come inside
+ * rd_kafka_poll, on the loop thread too. */
+#include "daemon-internal.h"
+
+static void on_retry_timer(uv_timer_t *h);
+
+/* ---- alerts out ---- */
+
+static void out_release_gate(fh_out *o, uint8_t sink) {
+        fh_daemon *d = o->d;
+
+        if (!(o->gating & sink))
+                return;
+        o->gating &= (uint8_t) ~sink;
+        if (o->gating == 0 && o->track) {
+                fh_tracker_release(d->tracker, o->track);
+                o->track = NULL;
+        }
+}
+
+/* A sink confirmed: when it was the last, the item is done. */
+static void out_confirm(fh_out *o, uint8_t sink) {
+        fh_daemon *d = o->d;
+
+        out_release_gate(o, sink);
+        o->it.sinks &= (uint8_t) ~sink;
+        if (o->it.sinks)
+                return;
+        o->prev->next = o->next;
+        o->next->prev = o->prev;
+        d->n_outs--;
+        fh_outbox_item_clear(&o->it);
+        free(o);
+}
+
+void fhd_on_redis_ack(void *userdata, void *token, int status) {
+        fh_out *o = token;
+        (void) userdata;
+        if (status == FH_REDIS_DEFERRED)
+                /* Redis went away with this alert unanswered: it waits in the
+                 * sink's backlog and in our checkpoints, and no longer holds
+                 * back the Kafka commit. */
+                out_release_gate(o, FH_SINK_REDIS);
+        else
+                out_confirm(o, FH_SINK_REDIS);
+}
+
+static fh_out *out_new(fh_daemon *d, fh_track *track) {
+        fh_out *o = fh_calloc(1, sizeof(*o));
+
+        o->d = d;
+        o->track = track;
+        o->next = &d->outs;
+        o->prev = d->outs.prev;
+        d->outs.prev->next = o;
+        d->outs.prev = o;
+        d->n_outs++;
+        if (track)
+                fh_track_hold(track);
+        /* Held by the caller until every sink has been handed the item. */
+        o->it.sinks = 0x80;
+        o->gating = 0x80;
+        return o;
+}
+
+static void kafka_produce(fh_daemon *d, fh_out *o) {
+        const fh_outbox_item *it = &o->it;
+        rd_kafka_resp_err_t err;
+
+        if (it->kind == FH_OUT_ALERT) {
+                err = rd_kafka_producev(d->producer,
+                                        RD_KAFKA_V_TOPIC(d->cfg.alerts_topic),
+                                        RD_KAFKA_V_KEY(it->key, it->key_len),
+                                        RD_KAFKA_V_VALUE(it->value, it->value_len),
+                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                        RD_KAFKA_V_OPAQUE(o),
+                                        RD_KAFKA_V_END);
+        } else {
+                char part[16], off[24];
+                snprintf(part, sizeof(part), "%d", it->src_partition);
+                snprintf(off, sizeof(off), "%lld", (long long) it->src_offset);
+                err = rd_kafka_producev(d->producer,
+                                        RD_KAFKA_V_TOPIC(d->cfg.dead_letter_topic),
+                                        RD_KAFKA_V_KEY(it->key, it->key_len),
+                                        RD_KAFKA_V_VALUE(it->value, it->value_len),
+                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                        RD_KAFKA_V_HEADER("fenghuo.reason", it->reason, -1),
+                                        RD_KAFKA_V_HEADER("fenghuo.detail", it->detail, -1),
+                                        RD_KAFKA_V_HEADER("fenghuo.topic", it->src_topic, -1),
+                                        RD_KAFKA_V_HEADER("fenghuo.partition", part, -1),
+                                        RD_KAFKA_V_HEADER("fenghuo.offset", off, -1),
+                                        RD_KAFKA_V_OPAQUE(o),
+                                        RD_KAFKA_V_END);
+        }
+        if (err) {
+                /* The local queue is sized far above max_in_flight; should it
+                 * still refuse, try again from the retry timer. */
+                d->delivery_errors++;
+                log_err("failed to queue for Kafka: %s", rd_kafka_err2str(err));
+                if (!o->in_retry) {
+                        o->in_retry = true;
+                        o->retry_next = d->retry;
+                        d->retry = o;
+                }
+                if (!uv_is_active((uv_handle_t *) &d->retry_timer))
+                        uv_timer_start(&d->retry_timer, on_retry_timer, 1000, 0);
+        }
+}
+
+/* Hands the item to the sinks still in it.sinks (those not confirmed). */
+static void out_send(fh_daemon *d, fh_out *o, uint8_t sinks) {
+        fh_outbox_item *it = &o->it;
+
+        if ((sinks & FH_SINK_KAFKA) && d->producer &&
+            (it->kind == FH_OUT_ALERT ? d->cfg.alerts_topic != NULL : d->cfg.dead_letter_topic != NULL)) {
+                if (it->kind == FH_OUT_ALERT && it->dedupe && d->suppress && fh_strset_take(d->suppress, it->dedupe)) {
+                        /* Already on the topic before the crash: not twice. */
+                        d->suppressed++;
+                } else {
+                        o->it.sinks |= FH_SINK_KAFKA;
+                        o->gating |= FH_SINK_KAFKA;
+                        kafka_produce(d, o);
+                }
+        }
+        if ((sinks & FH_SINK_REDIS) && d->redis && it->kind == FH_OUT_ALERT) {
+                bool up = fh_redis_connected(d->redis);
+                int r = fh_redis_send_once(d->redis, it->value, it->value_len, it->field, it->level, it->cleared,
+                                           it->dedupe, o);
+                if (r < 0) {
+                        log_err("Redis backlog full: alert %s not queued for Redis", it->dedupe);
+                } else {
+                        o->it.sinks |= FH_SINK_REDIS;
+                        if (up)
+                                o->gating |= FH_SINK_REDIS;
+                }
+        }
+        out_confirm(o, 0x80);
+}
+
+typedef struct active_list {
+        const fh_engine *e;
+        char **fields;
+        char **jsons;
+        size_t n, cap;
+} active_list;
+
+static void collect_active(void *userdata, const fh_alert *a) {
+        active_list *l = userdata;
+        fh_buf j = FH_BUF_NULL;
+        char field[256];
+
+        if (l->n == l->cap) {
+                l->cap = l->cap ? l->cap * 2 : 64;
+                l->fields = fh_realloc(l->fields, l->cap * sizeof(*l->fields));
+                l->jsons = fh_realloc(l->jsons, l->cap * sizeof(*l->jsons));
+        }
+        snprintf(field, sizeof(field), "%s:%s", a->rule->id, a->station->id);
+        fh_alert_to_json(l->e, a, &j);
+        l->fields[l->n] = fh_strdup(field);
+        l->jsons[l->n++] = j.data ? j.data : fh_strdup("");
+}
+
+/* Redis came (back): after what waits in the backlog, the active hash is
+ * made exactly the engine's alerts active now, whatever Redis lost. */
+void fhd_on_redis_state(void *userdata, bool up) {
+        fh_daemon *d = userdata;
+        active_list l = { .e = d->engine };
+
+        if (!up) {
+                if (!d->stopping)
+                        log_warning("Redis connection lost: %s; alerts wait in the backlog (%zu now)",
+                                    fh_redis_last_error(d->redis), fh_redis_backlog(d->redis));
+                return;
+        }
+        fh_engine_foreach_active(d->engine, collect_active, &l);
+        if (fh_redis_sync_active(d->redis, (const char *const *) l.fields, (const char *const *) l.jsons, l.n) < 0)
+                log_err("Redis: cannot queue the active-alerts resync (backlog full)");
+        log_notice("Redis connected; backlog=%zu active=%zu", fh_redis_backlog(d->redis), l.n);
+        for (size_t i = 0; i < l.n; i++) {
+                free(l.fields[i]);
+                free(l.jsons[i]);
+        }
+        free(l.fields);
+        free(l.jsons);
+}
+
+static void publish(fh_daemon *d, const fh_alert *a) {
+        fh_buf *j = &d->json;
+        char ts[FH_TIME_RFC3339_MAX], key[512];
+        fh_out *o;
+
+        fh_buf_reset(j);
+        fh_alert_to_json(d->engine, a, j);
+        if (d->cfg.stdout_alerts) {
+                fwrite(j->data, 1, j->len, stdout);
+                fputc('\n', stdout);
+                fflush(stdout);
+        }
+        if (d->hooks.on_alert)
+                d->hooks.on_alert(d->hooks.userdata, a, j->data, j->len);
+
+        o = out_new(d, d->current);
+        fh_outbox_item *it = &o->it;
+        it->kind = FH_OUT_ALERT;
+        it->key = fh_strndup(a->station->id, a->station->id_len);
+        it->key_len = a->station->id_len;
+        it->value = fh_strndup(j->data, j->len);
+        it->value_len = j->len;
+        snprintf(key, sizeof(key), "%s:%s", a->rule->id, a->station->id);
+        it->field = fh_strdup(key);
+        it->level = fh_strdup(fh_level_name(a->level));
+        it->cleared = a->event == FH_EVENT_CLEARED;
+        fh_time_format_rfc3339(a->ts_ms, d->cfg.tz_offset_min, ts);
+        snprintf(key, sizeof(key), "%s:%s:%lld|%s|%s", a->rule->id, a->station->id, (long long) a->raised_ms,
+                 fh_event_name(a->event), ts);
+        it->dedupe = fh_strdup(key);
+        out_send(d, o, FH_SINK_KAFKA | FH_SINK_REDIS);
+}
+
+void fhd_on_alert(void *userdata, const fh_alert *a) {
+        publish(userdata, a);
+}
+
+/* ---- dead letters ---- */
+
+void fhd_dead_letter(fh_daemon *d, const rd_kafka_message_t *m, const char *reason, const char *why) {
+        d->dlq++;
+        log_debug("rejected reading topic=%s partition=%d offset=%" PRId64 " reason=%s: %s",
+                  rd_kafka_topic_name(m->rkt), m->partition, m->offset, reason, why);
+        if (!d->producer || !d->cfg.dead_letter_topic)
+                return;
+        fh_out *o = out_new(d, d->current);
+        fh_outbox_item *it = &o->it;
+        it->kind = FH_OUT_DEAD_LETTER;
+        it->key = m->key ? fh_strndup(m->key, m->key_len) : NULL;
+        it->key_len = m->key ? m->key_len : 0;
+        it->value = fh_strndup(m->payload ? m->payload : "", m->len);
+        it->value_len = m->len;
+        it->reason = fh_strdup(reason);
+        it->detail = fh_strdup(why);
+        it->src_topic = fh_strdup(rd_kafka_topic_name(m->rkt));
+        it->src_partition = m->partition;
+        it->src_offset = m->offset;
+        out_send(d, o, FH_SINK_KAFKA);
+}
+
+/* Re-sends what a checkpoint held unconfirmed, before anything new. */
+void fhd_resend_outbox(fh_daemon *d, fh_checkpoint *c) {
+        for (size_t i = 0; i < c->n_outbox; i++) {
+                fh_out *o = out_new(d, NULL);
+                uint8_t sinks = c->outbox[i].sinks;
+                o->it = c->outbox[i];
+                o->it.sinks = 0x80;
+                c->outbox[i] = (fh_outbox_item) { 0 };
+                out_send(d, o, sinks);
+        }
+        if (c->n_outbox)
+                log_notice("re-sent %zu alerts and dead letters a previous run had not seen confirmed", c->n_outbox);
+}
+
+/* ---- Kafka callbacks (run inside rd_kafka_*_poll, on the loop thread) ---- */
+
+static void on_retry_timer(uv_timer_t *h) {
+        fh_daemon *d = h->data;
+        fh_out *list = d->retry;
+
+        d->retry = NULL;
+        while (list) {
+                fh_out *o = list;
+                list = o->retry_next;
+                o->in_retry = false;
+                kafka_produce(d, o);
+        }
+        if (d->retry)
+                uv_timer_start(&d->retry_timer, on_retry_timer, 5000, 0);
+}
+
+void fhd_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+        fh_daemon *d = opaque;
+        fh_out *o = m->_private;
+
+        (void) rk;
+        if (d->cfg.state_topic && !strcmp(rd_kafka_topic_name(m->rkt), d->cfg.state_topic)) {
+                fhd_handover_delivered(d, m->_private, m->err);
+                return;
+        }
+        if (m->err) {
+                /* message.timeout.ms is infinite, so this is an error retries
+                 * cannot fix (authorisation, a record too large, the topic
+                 * gone). Keep the item, its reading uncommitted, and try
+                 * again; consumption pauses once too much waits. */
+                d->delivery_errors++;
+                log_err("failed to deliver to Kafka topic %s: %s; will retry, its reading stays uncommitted",
+                        rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+                if (!o->in_retry) {
+                        o->in_retry = true;
+                        o->retry_next = d->retry;
+                        d->retry = o;
+                }
+                if (!uv_is_active((uv_handle_t *) &d->retry_timer))
+                        uv_timer_start(&d->retry_timer, on_retry_timer, 5000, 0);
+                return;
+        }
+        if (o->it.kind == FH_OUT_ALERT) {
+                int64_t cur = fh_offsets_get(&d->watermarks, d->cfg.alerts_topic, m->partition);
+                if (m->offset + 1 > cur)
+                        fh_offsets_add(&d->watermarks, d->cfg.alerts_topic, m->partition, m->offset + 1);
+        }
+        out_confirm(o, FH_SINK_KAFKA);
+}
