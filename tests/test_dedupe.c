@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "dedupe.h"
+#include "fenghuo/engine.h"
 
 static const char *alert_json =
         "{\"alert_id\":\"storm:A:1690650000000\",\"event\":\"raised\",\"rule\":\"storm\",\"sensor\":\"A\","
@@ -21,7 +22,30 @@ static void dedupe_key_is_alert_id_event_and_ts(void **state) {
         char key[256];
 
         assert_int_equal(fh_alert_dedupe_key(alert_json, strlen(alert_json), key, sizeof(key)), 0);
-        assert_string_equal(key, "storm:A:1690650000000|raised|2023-07-30T01:00:00+08:00");
+        assert_string_equal(key, "storm:A:1690650000000|raised|1690650000000");
+}
+
+/* A restart with another `timezone` writes the same event's ts in another
+ * offset: its key, and so its suppression and Redis dedupe, must not change. */
+static void the_key_is_the_same_in_any_time_zone(void **state) {
+        const char *utc =
+                "{\"alert_id\":\"storm:A:1690650000000\",\"event\":\"raised\",\"ts\":\"2023-07-29T17:00:00+00:00\"}";
+        char a[256], b[256];
+
+        assert_int_equal(fh_alert_dedupe_key(alert_json, strlen(alert_json), a, sizeof(a)), 0);
+        assert_int_equal(fh_alert_dedupe_key(utc, strlen(utc), b, sizeof(b)), 0);
+        assert_string_equal(a, b);
+}
+
+/* The daemon builds the key from the event (fh_alert_key) and recognises
+ * it on the topic from the JSON: both must be the one core function's. */
+static void the_key_of_the_json_is_the_key_of_the_event(void **state) {
+        char from_json[256], from_parts[256];
+
+        assert_int_equal(fh_alert_dedupe_key(alert_json, strlen(alert_json), from_json, sizeof(from_json)), 0);
+        assert_int_equal(fh_alert_key_of("storm:A:1690650000000", 21, "raised", 6, 1690650000000, from_parts,
+                                         sizeof(from_parts)), 0);
+        assert_string_equal(from_json, from_parts);
 }
 
 static void text_that_is_no_alert_or_does_not_fit_is_einval(void **state) {
@@ -33,8 +57,8 @@ static void text_that_is_no_alert_or_does_not_fit_is_einval(void **state) {
         assert_int_equal(fh_alert_dedupe_key(cut, strlen(cut), key, sizeof(key)), -EINVAL);
         assert_int_equal(fh_alert_dedupe_key("", 0, key, sizeof(key)), -EINVAL);
         /* Exactly one byte short of the key and its NUL. */
-        assert_int_equal(fh_alert_dedupe_key(alert_json, strlen(alert_json), key, 54), -EINVAL);
-        assert_int_equal(fh_alert_dedupe_key(alert_json, strlen(alert_json), key, 55), 0);
+        assert_int_equal(fh_alert_dedupe_key(alert_json, strlen(alert_json), key, 42), -EINVAL);
+        assert_int_equal(fh_alert_dedupe_key(alert_json, strlen(alert_json), key, 43), 0);
 }
 
 static void the_key_reads_only_within_the_given_length(void **state) {
@@ -67,6 +91,8 @@ static void set_takes_each_key_once(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(dedupe_key_is_alert_id_event_and_ts),
+                cmocka_unit_test(the_key_is_the_same_in_any_time_zone),
+                cmocka_unit_test(the_key_of_the_json_is_the_key_of_the_event),
                 cmocka_unit_test(text_that_is_no_alert_or_does_not_fit_is_einval),
                 cmocka_unit_test(the_key_reads_only_within_the_given_length),
                 cmocka_unit_test(set_takes_each_key_once),

@@ -17,6 +17,7 @@
 #define FH_VALUES_MAX        32
 #define FH_READING_BYTES_MAX 65536
 #define FH_JSON_DEPTH_MAX    32
+#define FH_RULE_ID_MAX       64
 
 /* Levels, ordered: a higher number is a more severe tier. */
 typedef enum fh_level {

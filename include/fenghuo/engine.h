@@ -179,6 +179,15 @@ const fh_engine_config *fh_engine_config_get(const fh_engine *e);
 /* Stations each rule applies to, for `check`. */
 size_t fh_engine_rule_stations(const fh_engine *e, size_t rule_index, const fh_station ***ret);
 
+/* The identity of one alert event, "alert_id|event|ts" with ts in epoch
+ * milliseconds: what the daemon recognises on the alerts topic after a
+ * crash and what Redis applies only once. Whether built from the event or
+ * read back from its JSON, it is the same in any configured time zone.
+ * 0, or -ENOSPC when it does not fit n bytes. */
+int fh_alert_key(const fh_alert *a, char *buf, size_t n);
+int fh_alert_key_of(const char *alert_id, size_t id_len, const char *event, size_t event_len, int64_t ts_ms,
+                    char *buf, size_t n);
+
 /* Alert JSON (SPEC §4), one object without newline, appended to out. */
 void fh_alert_to_json(const fh_engine *e, const fh_alert *a, fh_buf *out);
 /* The rendered message alone (also used inside the JSON). */

@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -221,4 +222,22 @@ bool fh_rule_threshold(const fh_engine *e, const fh_rule *rule, const fh_station
                 return false;
         *ret = (fh_threshold) { .op = cmp.op, .bound = v, .quantity = cmp.left };
         return true;
+}
+
+int fh_alert_key_of(const char *alert_id, size_t id_len, const char *event, size_t event_len, int64_t ts_ms,
+                    char *buf, size_t n) {
+        int w = snprintf(buf, n, "%.*s|%.*s|%lld", (int) id_len, alert_id, (int) event_len, event, (long long) ts_ms);
+
+        return w < 0 || (size_t) w >= n ? -ENOSPC : 0;
+}
+
+int fh_alert_key(const fh_alert *a, char *buf, size_t n) {
+        char id[FH_RULE_ID_MAX + FH_SENSOR_ID_MAX + 32];
+        const char *ev = fh_event_name(a->event);
+        int w = snprintf(id, sizeof(id), "%s:%.*s:%lld", a->rule->id, (int) a->station->id_len, a->station->id,
+                         (long long) a->raised_ms);
+
+        if (w < 0 || (size_t) w >= sizeof(id))
+                return -ENOSPC;
+        return fh_alert_key_of(id, (size_t) w, ev, strlen(ev), a->ts_ms, buf, n);
 }

@@ -18,7 +18,7 @@
 #include "fenghuo/rules.h"
 #include "fenghuo/timeutil.h"
 
-#define RULE_ID_MAX      64
+#define RULE_ID_MAX      FH_RULE_ID_MAX
 #define TITLE_MAX        512
 #define MESSAGE_MAX      4096
 #define MATCH_ATTRS_MAX  64

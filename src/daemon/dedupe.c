@@ -6,6 +6,8 @@
 #include <time.h>
 
 #include "fenghuo/buf.h"
+#include "fenghuo/engine.h"
+#include "fenghuo/timeutil.h"
 #include "dedupe.h"
 
 typedef struct entry {
@@ -128,10 +130,13 @@ int fh_alert_dedupe_key(const char *json, size_t len, char *buf, size_t n) {
         const char *a = string_field(json, len, "alert_id", &la);
         const char *e = string_field(json, len, "event", &le);
         const char *t = string_field(json, len, "ts", &lt);
+        int64_t ts_ms;
 
-        if (!a || !e || !t || la + le + lt + 3 > n)
+        /* ts back to epoch ms: the key must not depend on the time zone the
+         * event was written in, which may have changed since. */
+        if (!a || !e || !t || fh_time_parse_rfc3339(t, lt, &ts_ms, NULL) < 0 ||
+            fh_alert_key_of(a, la, e, le, ts_ms, buf, n) < 0)
                 return -EINVAL;
-        snprintf(buf, n, "%.*s|%.*s|%.*s", (int) la, a, (int) le, e, (int) lt, t);
         return 0;
 }
 

@@ -27,8 +27,8 @@ size_t fh_strset_size(const fh_strset *s);
 /* Adds every string of from to into; from is left empty. */
 void fh_strset_move(fh_strset *into, fh_strset *from);
 
-/* "alert_id|event|ts" of an alert event's JSON; 0, or -EINVAL when the
- * text is not an alert event. */
+/* The key (fh_alert_key) of an alert event's JSON; 0, or -EINVAL when the
+ * text is not an alert event or the key does not fit n bytes. */
 int fh_alert_dedupe_key(const char *json, size_t len, char *buf, size_t n);
 
 /* High watermarks of every partition of topic (blocking, for start-up). */

@@ -189,7 +189,7 @@ void fhd_on_redis_state(void *userdata, bool up) {
 
 static void publish(fh_daemon *d, const fh_alert *a) {
         fh_buf *j = &d->json;
-        char ts[FH_TIME_RFC3339_MAX], key[512];
+        char key[512];   /* an alert key is at most about 190 bytes */
         fh_out *o;
 
         fh_buf_reset(j);
@@ -213,10 +213,9 @@ static void publish(fh_daemon *d, const fh_alert *a) {
         it->field = fh_strdup(key);
         it->level = fh_strdup(fh_level_name(a->level));
         it->cleared = a->event == FH_EVENT_CLEARED;
-        fh_time_format_rfc3339(a->ts_ms, d->cfg.tz_offset_min, ts);
-        snprintf(key, sizeof(key), "%s:%s:%lld|%s|%s", a->rule->id, a->station->id, (long long) a->raised_ms,
-                 fh_event_name(a->event), ts);
-        it->dedupe = fh_strdup(key);
+        /* The same key fh_alert_dedupe_key reads back from the topic. */
+        if (fh_alert_key(a, key, sizeof(key)) == 0)
+                it->dedupe = fh_strdup(key);
         out_send(d, o, FH_SINK_KAFKA | FH_SINK_REDIS);
 }
 
