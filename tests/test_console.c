@@ -431,16 +431,30 @@ static void test_a_silenced_station_is_marked_and_its_sms_channel_stays_quiet(vo
         freeReplyObject(rep);
         daemon_writes("rainstorm", "MY-RG-0001", "raised", "red", 112.5, 1764813600000LL);
         daemon_writes("rainstorm", "MY-RG-0002", "raised", "red", 101, 1764813600000LL);
-        /* The silenced one only on the all-events channel; the other on both. */
+        /* The silenced one only on the all-events channel, marked with who
+         * silenced it and until when; the other on both, unmarked. */
         const char *want[][2] = { { "fenghuo:alerts", "MY-RG-0001" }, { "fenghuo:alerts", "MY-RG-0002" },
                                   { "fenghuo:alerts:red", "MY-RG-0002" } };
         for (size_t i = 0; i < 3; i++) {
                 assert_int_equal(redisGetReply(sub, (void **) &rep), REDIS_OK);
                 assert_string_equal(rep->element[1]->str, want[i][0]);
                 assert_non_null(strstr(rep->element[2]->str, want[i][1]));
+                const char *mark = strstr(rep->element[2]->str, ",\"silenced\":true,\"silenced_by\":\"op\",\"silenced_until\":");
+                if (i == 0) {
+                        assert_non_null(mark);
+                        redisReply *pttl = rq("PTTL fenghuo:alerts:silence:sensor:MY-RG-0001");
+                        long long until = atoll(mark + 53), expect = fh_console_now_ms() + pttl->integer;
+                        assert_true(until > expect - 5000 && until < expect + 5000);
+                        freeReplyObject(pttl);
+                } else
+                        assert_null(strstr(rep->element[2]->str, "silenced"));
                 freeReplyObject(rep);
         }
         redisFree(sub);
+        /* The station page's history is the stream: the event is marked there too. */
+        h = request("GET", "/api/station?id=MY-RG-0001", cookie, NULL);
+        assert_non_null(strstr(h.body, "\"silenced\":true,\"silenced_by\":\"op\""));
+        http_free(&h);
 
         h = request("GET", "/api/active", cookie, NULL);
         const char *one = strstr(h.body, "\"field\":\"rainstorm:MY-RG-0001\"");

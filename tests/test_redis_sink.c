@@ -937,7 +937,8 @@ static void test_an_event_sent_twice_with_its_id_is_delivered_once(void **state)
 
 /* The console's silence (docs/integration.md): the per-level channel an SMS
  * gateway follows stays quiet while the key lives; the event still reaches
- * the all-events channel, the stream (marked) and the active hash. */
+ * the all-events channel and the stream, marked silenced (with who and until
+ * when the key holds the console's JSON), and the active hash unmarked. */
 static void test_a_silenced_sensor_or_rule_keeps_its_events_off_the_level_channels(void **state) {
         fixture *f = *state;
         redisContext *sub = client(f->srv.port);
@@ -948,7 +949,10 @@ static void test_a_silenced_sensor_or_rule_keeps_its_events_off_the_level_channe
         freeReplyObject(rep);
         assert_int_equal(redisGetReply(sub, (void **)&rep), REDIS_OK);
         freeReplyObject(rep);
-        redis_do(f, "SET %s:silence:sensor:MY-RG-0001 x PX 60000", CHANNEL);
+        redis_do(f, "SET %s:silence:sensor:MY-RG-0001 %s PX 60000", CHANNEL,
+                 "{\"scope\":\"sensor\",\"id\":\"MY-RG-0001\",\"until\":1764900000000,"
+                 "\"user\":\"zhang \\\"wei\\\"\",\"ts\":1764896400000,\"note\":\"检修\"}");
+        /* Set by hand: not JSON. */
         redis_do(f, "SET %s:silence:rule:landslide x PX 60000", CHANNEL);
 
         sink_open(f);
@@ -965,12 +969,17 @@ static void test_a_silenced_sensor_or_rule_keeps_its_events_off_the_level_channe
 
         /* In order: three on the all-events channel, then only MY-RG-0002 on
          * the red one (the publishes of one script arrive together). */
-        const char *want[][2] = { { CHANNEL, "MY-RG-0001" }, { CHANNEL, "MY-RG-0001" },
-                                  { CHANNEL, "MY-RG-0002" }, { CHANNEL ":red", "MY-RG-0002" } };
+        const char *marked_1 = "{\"alert_id\":\"rainstorm:MY-RG-0001:1690697100000\",\"seq\":1,\"level\":\"red\","
+                               "\"silenced\":true,\"silenced_by\":\"zhang \\\"wei\\\"\","
+                               "\"silenced_until\":1764900000000}";
+        const char *marked_2 = "{\"alert_id\":\"rainstorm:MY-RG-0001:1690697100000\",\"seq\":1,\"level\":\"red\","
+                               "\"silenced\":true}";
+        const char *want[][2] = { { CHANNEL, marked_1 }, { CHANNEL, marked_2 },
+                                  { CHANNEL, json }, { CHANNEL ":red", json } };
         for (size_t i = 0; i < 4; i++) {
                 assert_int_equal(redisGetReply(sub, (void **)&rep), REDIS_OK);
                 assert_string_equal(rep->element[1]->str, want[i][0]);
-                assert_non_null(strstr(rep->element[2]->str, want[i][1]));
+                assert_string_equal(rep->element[2]->str, want[i][1]);
                 freeReplyObject(rep);
         }
         redisFree(sub);
@@ -980,6 +989,7 @@ static void test_a_silenced_sensor_or_rule_keeps_its_events_off_the_level_channe
         for (size_t i = 0; i < 3; i++) {
                 redisReply *kv = rep->element[i]->element[1];
                 assert_int_equal(kv->elements, i < 2 ? 4 : 2);
+                assert_string_equal(kv->element[1]->str, want[i][1]);
                 if (i < 2) {
                         assert_string_equal(kv->element[2]->str, "silenced");
                         assert_string_equal(kv->element[3]->str, "1");
@@ -988,6 +998,10 @@ static void test_a_silenced_sensor_or_rule_keeps_its_events_off_the_level_channe
         freeReplyObject(rep);
         rep = query(f, "HLEN %s", HASH);
         assert_int_equal(rep->integer, 3);
+        freeReplyObject(rep);
+        rep = query(f, "HGET %s rainstorm:MY-RG-0001", HASH);
+        alert_json(json, sizeof(json), 1, "red");
+        assert_string_equal(rep->str, json);
         freeReplyObject(rep);
         assert_int_equal(sink_close(f, 1000), 0);
 }

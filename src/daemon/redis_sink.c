@@ -736,20 +736,34 @@ static void cmd(fh_redis *r, item *it, int *rc, int argc, const char **argv, con
  * re-sending its outbox) changes nothing the second time.
  * A silence the console set ("<channel>:silence:sensor:<sensor>" or
  * "...:rule:<rule>", ARGV[5] being "<rule>:<sensor>") keeps the event off
- * the per-level channels the SMS gateways follow; the stream entry says
- * `silenced`, the active hash and the all-events channel are unchanged.
+ * the per-level channels the SMS gateways follow. The all-events channel
+ * and the stream get the event marked `"silenced":true`, with who set the
+ * silence and its end when the key holds the console's JSON (a key set by
+ * hand may hold anything: it is decoded under pcall); the stream entry also
+ * has a `silenced` field for readers that skip without parsing. The active
+ * hash keeps the event unmarked: a silence can end or start while the alert
+ * stays, and the console reads the silence keys for it.
  * The silence keys are not in KEYS: fenghuo's Redis is one node. */
 static const char once_script[] =
         "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[7]) then "
         "local r, s = string.match(ARGV[5], '^([^:]*):(.*)$') "
-        "local quiet = r ~= nil and redis.call('EXISTS', ARGV[2] .. ':silence:sensor:' .. s, "
-        "ARGV[2] .. ':silence:rule:' .. r) > 0 "
-        "redis.call('PUBLISH', ARGV[2], ARGV[1]) "
-        "if quiet then "
-        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', ARGV[1], 'silenced', '1') "
+        "local sil = r ~= nil and (redis.call('GET', ARGV[2] .. ':silence:sensor:' .. s) "
+        "or redis.call('GET', ARGV[2] .. ':silence:rule:' .. r)) "
+        "local m = ARGV[1] "
+        "if sil and #m > 2 and string.sub(m, -1) == '}' then "
+        "local x = ',\"silenced\":true' "
+        "local ok, d = pcall(cjson.decode, sil) "
+        "if ok and type(d) == 'table' then "
+        "if type(d.user) == 'string' then x = x .. ',\"silenced_by\":' .. cjson.encode(d.user) end "
+        "if type(d['until']) == 'number' and d['until'] >= 0 and d['until'] < 1e15 then "
+        "x = x .. ',\"silenced_until\":' .. string.format('%d', math.floor(d['until'])) end end "
+        "m = string.sub(m, 1, -2) .. x .. '}' end "
+        "redis.call('PUBLISH', ARGV[2], m) "
+        "if sil then "
+        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', m, 'silenced', '1') "
         "else "
-        "redis.call('PUBLISH', ARGV[3], ARGV[1]) "
-        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', ARGV[1]) end "
+        "redis.call('PUBLISH', ARGV[3], m) "
+        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', m) end "
         "if ARGV[6] == '1' then redis.call('HDEL', KEYS[3], ARGV[5]) "
         "else redis.call('HSET', KEYS[3], ARGV[5], ARGV[1]) end "
         "return 1 end return 0";

@@ -48,6 +48,14 @@ function chart(rule, thresholds, events) {
   return svg;
 }
 
+// The daemon marks an event that happened under a silence: it went to the
+// all-events channel and the stream, not to the SMS channels.
+function silencedTag(e) {
+  const who = e.silenced_by ? `由 ${e.silenced_by} 设置` : '';
+  const until = typeof e.silenced_until === 'number' ? `至 ${fmtTime(e.silenced_until)}` : '';
+  return el('span', { class: 'tag sil', title: [who, until].filter(Boolean).join('，') || '静默中' }, '已静默，未发短信');
+}
+
 async function load() {
   const id = new URLSearchParams(location.search).get('id');
   let me;
@@ -82,7 +90,7 @@ async function load() {
   }
   document.querySelector('#history tbody').replaceChildren(...d.history.map(e => el('tr', {},
     el('td', {}, fmtTime(Date.parse(e.ts))), el('td', {}, e.title || e.rule),
-    el('td', {}, EVENTS[e.event] || e.event),
+    el('td', {}, EVENTS[e.event] || e.event, e.silenced ? silencedTag(e) : null),
     el('td', {}, el('span', { class: `badge ${e.level}` }, tierLabel(e.level))),
     el('td', {}, fmtValue(e.value, (d.rules.find(r => r.rule.id === e.rule) || { rule: {} }).rule.unit)),
     el('td', {}, e.message || ''))));
