@@ -3,6 +3,7 @@
  * own Redis sink, as `fenghuo run` writes them. The HTTP client is a plain
  * socket: what a browser sends, nothing more. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@ static struct {
         int redis_port;
         fh_engine *e;
         char users[400];
+        char *hash;            /* of the test password */
         fh_console_config cfg;
         fh_console *con;
         int port;
@@ -176,6 +178,65 @@ static void login(const char *user, char *cookie, size_t n) {
         http_free(&h);
 }
 
+/* A login attempt; extra: header lines. The status, and Retry-After or -1. */
+static int try_login(const char *user, const char *password, const char *extra, int *retry_after) {
+        char body[256], hdr[256];
+        snprintf(body, sizeof(body), "user=%s&password=%s", user, password);
+        snprintf(hdr, sizeof(hdr), "X-Fenghuo: 1\r\n%s", extra);
+        http h = request("POST", "/api/login", hdr, body);
+        const char *ra = strstr(h.head, "Retry-After: ");
+        if (retry_after)
+                *retry_after = ra ? atoi(ra + 13) : -1;
+        int status = h.status;
+        http_free(&h);
+        return status;
+}
+
+#define RIGHT "s3cret+%E5%AF%86"
+
+/* What the console logs meanwhile (its standard error). */
+static int log_fd = -1;
+static char log_path[600];
+
+static void log_capture(void) {
+        snprintf(log_path, sizeof(log_path), "%s/console.log", it.tmpdir);
+        fflush(stderr);
+        log_fd = dup(2);
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        dup2(fd, 2);
+        close(fd);
+}
+
+static char *log_captured(void) {
+        fflush(stderr);
+        dup2(log_fd, 2);
+        close(log_fd);
+        log_fd = -1;
+        char *text = it_read_file(log_path, NULL);
+        fputs(text, stderr);
+        return text;
+}
+
+static void restart_console(void) {
+        char err[256];
+        fh_console_stop(w.con);
+        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.e, err, sizeof(err)), 0);
+        w.port = fh_console_port(w.con);
+}
+
+/* Replaced as an editor or a deployment would: a new file renamed over. */
+static void write_users(const char *path, const char *fmt, ...) {
+        char tmp[700], text[4096];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        snprintf(tmp, sizeof(tmp), "%s.new", path);
+        it_write_file(tmp, text);
+        assert_int_equal(rename(tmp, path), 0);
+}
+
 /* ---- fixtures ------------------------------------------------------------- */
 
 static int group_setup(void **state) {
@@ -212,7 +273,7 @@ static int group_setup(void **state) {
         FILE *f = fopen(w.users, "w");
         fprintf(f, "# operators\nop:%s\nwatcher:%s:viewer\n", hash, hash);
         fclose(f);
-        free(hash);
+        w.hash = hash;
         w.up = true;
         return 0;
 }
@@ -225,6 +286,7 @@ static int group_teardown(void **state) {
                 it_run(argv, NULL, NULL, NULL);
         }
         fh_engine_free(w.e);
+        free(w.hash);
         it_remove_tmpdir();
         return 0;
 }
@@ -546,7 +608,7 @@ static void test_the_console_section_is_read_and_checked(void **state) {
         it_write_file(path, "rules: /r\nstations: /s.csv\nkafka:\n  brokers: b:9092\n  topics:\n    rain: r\n"
                             "redis:\n  port: 6390\nconsole:\n  listen: 0.0.0.0\n  port: 8443\n"
                             "  users_file: /etc/fenghuo/users\n  user_header: X-Remote-User\n"
-                            "  anonymous_read: true\n  session_ttl: 8h\n");
+                            "  anonymous_read: true\n  session_ttl: 8h\n  client_header: X-Real-IP\n  login_lock: 30s\n");
         assert_int_equal(fh_console_config_load(path, &c, &rules, &stations, &d), 0);
         assert_string_equal(c.listen, "0.0.0.0");
         assert_int_equal(c.port, 8443);
@@ -554,6 +616,8 @@ static void test_the_console_section_is_read_and_checked(void **state) {
         assert_string_equal(c.user_header, "X-Remote-User");
         assert_true(c.anonymous_read);
         assert_int_equal(c.session_ttl_ms, 8 * 3600 * 1000);
+        assert_string_equal(c.client_header, "X-Real-IP");
+        assert_int_equal(c.login_lock_ms, 30000);
         assert_int_equal(c.redis_port, 6390);
         assert_string_equal(rules, "/r");
         assert_null(c.redis_username);
@@ -562,10 +626,10 @@ static void test_the_console_section_is_read_and_checked(void **state) {
         free(stations);
 
         it_write_file(path, "rules: /r\nstations: /s.csv\nkafka:\n  brokers: b:9092\n  topics:\n    rain: r\n"
-                            "console:\n  port: http\n  colour: red\n  ack_timeout: 15m\n");
+                            "console:\n  port: http\n  colour: red\n  ack_timeout: 15m\n  login_lock: 0s\n");
         assert_int_equal(fh_console_config_load(path, &c, &rules, &stations, &d), -EINVAL);
-        /* The port, the unknown key, no way in, no topic to escalate on. */
-        assert_int_equal(d.n_errors, 4);
+        /* The port, the unknown key, the lock, no way in, no topic to escalate on. */
+        assert_int_equal(d.n_errors, 5);
         fh_diags_clear(&d);
 }
 
@@ -670,10 +734,187 @@ static void test_the_console_logs_in_to_redis_as_an_acl_user(void **state) {
         freeReplyObject(rq("ACL DELUSER fhconsole"));
 }
 
+static void test_the_login_guard_locks_backs_off_and_forgets(void **state) {
+        fh_login_guard *g = fh_login_guard_new(60000);
+        const char *what;
+        int64_t t = 1000000000;
+
+        for (int i = 0; i < 4; i++)
+                assert_int_equal(fh_login_guard_fail(g, "op", "10.0.0.66", t, &what), 0);
+        assert_int_equal(fh_login_guard_wait(g, "op", "10.0.0.66", false, t), 0);
+        /* The fifth failure of a name from one address locks that pair. */
+        assert_int_equal(fh_login_guard_fail(g, "op", "10.0.0.66", t, &what), 60000);
+        assert_string_equal(what, "user+address");
+        assert_int_equal(fh_login_guard_wait(g, "op", "10.0.0.66", false, t + 1000), 59000);
+        assert_int_equal(fh_login_guard_wait(g, "op", "10.0.0.66", true, t + 1000), 59000);
+        assert_int_equal(fh_login_guard_wait(g, "op", "10.0.0.1", false, t + 1000), 0);
+        assert_int_equal(fh_login_guard_wait(g, "other", "10.0.0.66", false, t + 1000), 0);
+        t += 60000;
+        assert_int_equal(fh_login_guard_wait(g, "op", "10.0.0.66", false, t), 0);
+
+        /* Five more from another address: that pair locks, and the name has
+         * failed ten times, so it locks from every address it has not
+         * logged in from before. */
+        for (int i = 0; i < 4; i++)
+                assert_int_equal(fh_login_guard_fail(g, "op", "10.0.0.67", t, &what), 0);
+        assert_int_equal(fh_login_guard_fail(g, "op", "10.0.0.67", t, &what), 60000);
+        assert_int_equal(fh_login_guard_wait(g, "op", "10.0.0.68", false, t), 60000);
+        assert_int_equal(fh_login_guard_wait(g, "op", "10.0.0.1", true, t), 0);
+
+        /* The same pair again: the lock doubles each time, up to 15 min. */
+        int64_t want[] = { 120000, 240000, 480000, 900000, 900000 };
+        for (size_t k = 0; k < 5; k++) {
+                t += 900000;
+                for (int i = 0; i < 4; i++)
+                        fh_login_guard_fail(g, "op", "10.0.0.66", t, &what);
+                assert_int_equal(fh_login_guard_fail(g, "op", "10.0.0.66", t, &what), want[k]);
+                assert_string_equal(what, "user+address");
+        }
+        /* A right password there restarts the pair's count. */
+        t += 900000;
+        fh_login_guard_ok(g, "op", "10.0.0.66", t);
+        for (int i = 0; i < 4; i++) {
+                fh_login_guard_fail(g, "op", "10.0.0.66", t, &what);
+                assert_int_equal(fh_login_guard_wait(g, "op", "10.0.0.66", true, t), 0);
+        }
+        fh_login_guard_fail(g, "op", "10.0.0.66", t, &what);
+        assert_int_equal(fh_login_guard_wait(g, "op", "10.0.0.66", true, t), 60000);
+
+        /* One address trying many names locks after twenty, for every name
+         * not known there. */
+        for (int i = 0; i < 19; i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "u%d", i);
+                assert_int_equal(fh_login_guard_fail(g, name, "10.0.0.99", t, &what), 0);
+        }
+        assert_int_equal(fh_login_guard_fail(g, "u19", "10.0.0.99", t, &what), 60000);
+        assert_string_equal(what, "address");
+        assert_int_equal(fh_login_guard_wait(g, "anyone", "10.0.0.99", false, t), 60000);
+        assert_int_equal(fh_login_guard_wait(g, "anyone", "10.0.0.99", true, t), 0);
+
+        /* An hour without failures: the back-off starts from one minute. */
+        t += 60000 + 3600 * 1000;
+        for (int i = 0; i < 4; i++)
+                fh_login_guard_fail(g, "op", "10.0.0.66", t, &what);
+        assert_int_equal(fh_login_guard_fail(g, "op", "10.0.0.66", t, &what), 60000);
+        fh_login_guard_free(g);
+}
+
+static void test_failed_logins_are_throttled_without_locking_out_a_known_address(void **state) {
+        NEED_REDIS();
+        int retry;
+
+        w.cfg.client_header = "X-Real-IP";
+        w.cfg.login_lock_ms = 2000;
+        restart_console();
+        /* op has worked from 10.0.0.1 before. */
+        assert_int_equal(try_login("op", RIGHT, "X-Real-IP: 10.0.0.1\r\n", NULL), 200);
+
+        log_capture();
+        for (int i = 0; i < 4; i++)
+                assert_int_equal(try_login("op", "guess", "X-Real-IP: 10.0.0.66\r\n", NULL), 401);
+        assert_int_equal(try_login("op", "guess", "X-Real-IP: 10.0.0.66\r\n", &retry), 429);
+        assert_int_equal(retry, 2);
+        /* Locked: not even the right password is tried. */
+        assert_int_equal(try_login("op", RIGHT, "X-Real-IP: 10.0.0.66\r\n", &retry), 429);
+        assert_true(retry >= 1 && retry <= 2);
+        /* Five more from elsewhere: the name is locked for new addresses... */
+        for (int i = 0; i < 4; i++)
+                assert_int_equal(try_login("op", "guess", "X-Real-IP: 10.0.0.67\r\n", NULL), 401);
+        assert_int_equal(try_login("op", "guess", "X-Real-IP: 10.0.0.67\r\n", NULL), 429);
+        assert_int_equal(try_login("op", RIGHT, "X-Real-IP: 10.0.0.68\r\n", NULL), 429);
+        /* ...but not where its owner has logged in before. */
+        assert_int_equal(try_login("op", RIGHT, "X-Real-IP: 10.0.0.1\r\n", NULL), 200);
+        /* Another user is not affected. */
+        assert_int_equal(try_login("watcher", RIGHT, "X-Real-IP: 10.0.0.68\r\n", NULL), 200);
+        char *text = log_captured();
+        assert_non_null(strstr(text, "login failed user=op addr=10.0.0.66"));
+        assert_non_null(strstr(text, "warning: login locked after repeated failures user=op addr=10.0.0.66 "
+                                     "scope=user+address lock_s=2"));
+        assert_non_null(strstr(text, "login locked after repeated failures user=op addr=10.0.0.67 scope=user"));
+        free(text);
+
+        /* The lock ends. */
+        it_nap_ms(2100);
+        assert_int_equal(try_login("op", RIGHT, "X-Real-IP: 10.0.0.66\r\n", NULL), 200);
+        /* Without the header the peer's address counts. */
+        for (int i = 0; i < 4; i++)
+                assert_int_equal(try_login("watcher", "guess", "", NULL), 401);
+        assert_int_equal(try_login("watcher", "guess", "", NULL), 429);
+        assert_int_equal(try_login("watcher", RIGHT, "X-Real-IP: 10.0.0.68\r\n", NULL), 200);
+        w.cfg.client_header = NULL;
+        w.cfg.login_lock_ms = 0;
+}
+
+static void test_the_users_file_is_read_again_and_kept_when_broken(void **state) {
+        NEED_REDIS();
+        char path[600], temp[256], op[256];
+        int retry;
+
+        snprintf(path, sizeof(path), "%s/users-reload", it.tmpdir);
+        write_users(path, "op:%s\ntemp:%s\n", w.hash, w.hash);
+        w.cfg.users_file = path;
+        restart_console();
+        login("temp", temp, sizeof(temp));
+        login("op", op, sizeof(op));
+        http h = request("GET", "/api/me", temp, NULL);
+        assert_int_equal(h.status, 200);
+        http_free(&h);
+
+        /* temp leaves, newbie comes, op becomes a viewer: the next login
+         * sees the changed file. */
+        log_capture();
+        write_users(path, "op:%s:viewer\nnewbie:%s\n", w.hash, w.hash);
+        assert_int_equal(try_login("newbie", RIGHT, "", &retry), 200);
+        h = request("GET", "/api/me", temp, NULL);
+        assert_int_equal(h.status, 401);
+        http_free(&h);
+        redisReply *rep = rq("KEYS fenghuo:console:session:*");
+        assert_int_equal(rep->elements, 2);     /* op's and newbie's */
+        freeReplyObject(rep);
+        h = request("GET", "/api/me", op, NULL);
+        assert_non_null(strstr(h.body, "\"role\":\"viewer\""));
+        http_free(&h);
+        h = request("POST", "/api/ack", op, "alert_id=x%3Ay%3A1");
+        assert_int_equal(h.status, 403);
+        http_free(&h);
+
+        /* A broken file (and SIGHUP) keeps the users read before. */
+        write_users(path, "newbie:%s\nthis line is wrong\n", w.hash);
+        assert_int_equal(fh_console_reload_users(w.con), -EINVAL);
+        assert_int_equal(try_login("op", RIGHT, "", &retry), 200);
+        h = request("GET", "/api/me", op, NULL);
+        assert_int_equal(h.status, 200);
+        http_free(&h);
+        /* So does a missing one. */
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(fh_console_reload_users(w.con), -ENOENT);
+        assert_int_equal(try_login("newbie", RIGHT, "", &retry), 200);
+        /* SIGHUP with a good file again. */
+        write_users(path, "newbie:%s\n", w.hash);
+        assert_int_equal(fh_console_reload_users(w.con), 0);
+        h = request("GET", "/api/me", op, NULL);
+        assert_int_equal(h.status, 401);
+        http_free(&h);
+        char *text = log_captured();
+        assert_non_null(strstr(text, "notice: user removed, sessions ended user=temp"));
+        assert_non_null(strstr(text, "users file read path="));
+        assert_non_null(strstr(text, "users-reload:2: expected name:crypt-hash[:operator|viewer]; "
+                                     "keeping the 2 users read before"));
+        assert_non_null(strstr(text, "No such file or directory; keeping the 2 users read before"));
+        free(text);
+        w.cfg.users_file = w.users;
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_form_values_are_decoded_and_bad_ones_refused),
                 cmocka_unit_test(test_the_console_section_is_read_and_checked),
+                cmocka_unit_test(test_the_login_guard_locks_backs_off_and_forgets),
+                cmocka_unit_test_setup_teardown(test_failed_logins_are_throttled_without_locking_out_a_known_address,
+                                                setup, teardown),
+                cmocka_unit_test_setup_teardown(test_the_users_file_is_read_again_and_kept_when_broken,
+                                                setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pages_are_served_from_the_binary, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_login_needs_the_right_password_and_gives_a_session, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_an_alert_reaches_the_live_stream_within_a_second_and_the_active_list,

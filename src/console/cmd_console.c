@@ -13,7 +13,8 @@ static void usage(FILE *f) {
         fputs("usage: fenghuo console --config FILE\n"
               "       fenghuo console --hash-password < password\n"
               "Serves the command centre's web console (the `console:` section of the\n"
-              "daemon's config file; see docs/operations.md). SIGTERM or SIGINT stops it.\n"
+              "daemon's config file; see docs/operations.md). SIGTERM or SIGINT stops it;\n"
+              "SIGHUP re-reads the users file.\n"
               "  --hash-password   print a crypt(3) hash of the password on standard input,\n"
               "                    for the users file\n", f);
 }
@@ -87,6 +88,7 @@ int fh_cmd_console(int argc, char **argv) {
         sigemptyset(&set);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGHUP);
         sigaddset(&set, SIGPIPE);
         pthread_sigmask(SIG_BLOCK, &set, NULL);
 
@@ -101,9 +103,13 @@ int fh_cmd_console(int argc, char **argv) {
         printf("fenghuo console: http://%s:%d/\n", cfg.listen, fh_console_port(con));
         fflush(stdout);
         int sig;
-        do
+        for (;;) {
                 sigwait(&set, &sig);
-        while (sig == SIGPIPE);
+                if (sig == SIGHUP)
+                        fh_console_reload_users(con);   /* logs what it did */
+                else if (sig != SIGPIPE)
+                        break;
+        }
         fh_console_stop(con);
         fh_engine_free(e);
         fh_console_config_free(&cfg);

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <syslog.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <time.h>
@@ -56,8 +58,15 @@ struct fh_console {
         const fh_ruleset *rs;
         struct MHD_Daemon *mhd;
         int port;
+        pthread_mutex_t ulock; /* users, n_users, users_checked_ms */
         user *users;
         size_t n_users;
+        int64_t users_checked_ms;
+        pthread_mutex_t reload_lock;   /* one reader of the users file; users_st */
+        struct stat users_st;  /* the file last read (or found broken) */
+        bool users_st_valid;
+        char *dummy_hash;      /* checked for unknown names, so they take as long */
+        fh_login_guard *guard;
 
         pthread_mutex_t rlock; /* the shared Redis context */
         redisContext *rc;
@@ -298,16 +307,48 @@ static void sse_free(void *cls) {
 
 /* ---- users and sessions --------------------------------------------------- */
 
-static int load_users(fh_console *c, char *err, size_t err_len) {
-        if (!c->cfg->users_file)
-                return 0;
-        FILE *f = fopen(c->cfg->users_file, "re");
-        if (!f) {
-                snprintf(err, err_len, "cannot read users file %s: %s", c->cfg->users_file, strerror(errno));
-                return -errno;
+void fh_console_log(int prio, const char *fmt, ...) {
+        static const char *const names[] = { "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug" };
+        char line[1024];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof(line), fmt, ap);
+        va_end(ap);
+        if (getenv("JOURNAL_STREAM"))
+                fprintf(stderr, "<%d>fenghuo console: %s\n", prio & 7, line);
+        else
+                fprintf(stderr, "fenghuo console: %s: %s\n", names[prio & 7], line);
+}
+
+static void free_users(user *v, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(v[i].name);
+                free(v[i].hash);
         }
+        free(v);
+}
+
+static const user *find_in(const user *v, size_t n, const char *name) {
+        for (size_t i = 0; i < n; i++)
+                if (!strcmp(v[i].name, name))
+                        return &v[i];
+        return NULL;
+}
+
+/* The whole file or nothing: a broken line leaves *ret untouched. */
+static int parse_users(const char *path, user **ret, size_t *ret_n, char *err, size_t err_len) {
+        FILE *f = fopen(path, "re");
+        if (!f) {
+                int e = errno;
+                snprintf(err, err_len, "cannot read users file %s: %s", path, strerror(e));
+                return -e;
+        }
+        user *v = NULL;
+        size_t n = 0;
         char line[1024];
         unsigned lineno = 0;
+        int rc = 0;
         while (fgets(line, sizeof(line), f)) {
                 lineno++;
                 line[strcspn(line, "\r\n")] = '\0';
@@ -325,37 +366,132 @@ static int load_users(fh_console *c, char *err, size_t err_len) {
                 enum role r = !role || !strcmp(role, "operator") ? ROLE_OPERATOR
                             : !strcmp(role, "viewer") ? ROLE_VIEWER : ROLE_NONE;
                 if (!hash || !*name || hash[0] != '$' || r == ROLE_NONE) {
-                        snprintf(err, err_len, "%s:%u: expected name:crypt-hash[:operator|viewer]",
-                                 c->cfg->users_file, lineno);
-                        fclose(f);
-                        return -EINVAL;
+                        snprintf(err, err_len, "%s:%u: expected name:crypt-hash[:operator|viewer]", path, lineno);
+                        rc = -EINVAL;
+                        break;
                 }
-                c->users = fh_realloc(c->users, (c->n_users + 1) * sizeof(*c->users));
-                c->users[c->n_users++] = (user) { fh_strdup(name), fh_strdup(hash), r };
+                if (find_in(v, n, name)) {
+                        snprintf(err, err_len, "%s:%u: user '%s' is listed twice", path, lineno, name);
+                        rc = -EINVAL;
+                        break;
+                }
+                v = fh_realloc(v, (n + 1) * sizeof(*v));
+                v[n++] = (user) { fh_strdup(name), fh_strdup(hash), r };
+        }
+        if (rc == 0 && ferror(f)) {
+                snprintf(err, err_len, "cannot read users file %s: %s", path, strerror(EIO));
+                rc = -EIO;
         }
         fclose(f);
+        if (rc < 0) {
+                free_users(v, n);
+                return rc;
+        }
+        *ret = v;
+        *ret_n = n;
         return 0;
 }
 
-static const user *find_user(const fh_console *c, const char *name) {
-        for (size_t i = 0; i < c->n_users; i++)
-                if (!strcmp(c->users[i].name, name))
-                        return &c->users[i];
-        return NULL;
+static bool same_file(const struct stat *a, const struct stat *b) {
+        return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+               a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
-static bool check_password(const user *u, const char *password) {
+static void end_sessions(fh_console *c, const char *name);
+
+/* Re-reads the users file when forced (SIGHUP) or when it changed since it
+ * was last read. A file that cannot be read or parsed keeps the users as
+ * they were (logged once per version of the file). */
+static int reload_users(fh_console *c, bool force) {
+        const char *path = c->cfg->users_file;
+        struct stat st;
+        char err[600];
+        int rc = 0;
+
+        if (!path)
+                return 0;
+        pthread_mutex_lock(&c->reload_lock);
+        if (stat(path, &st) < 0) {
+                rc = -errno;
+                if (force || c->users_st_valid)
+                        fh_console_log(LOG_ERR, "cannot read users file %s: %s; keeping the %zu users read before",
+                                       path, strerror(-rc), c->n_users);
+                c->users_st_valid = false;
+                goto out;
+        }
+        if (!force && c->users_st_valid && same_file(&st, &c->users_st))
+                goto out;
+        user *nu;
+        size_t nn;
+        c->users_st = st;
+        c->users_st_valid = true;
+        if ((rc = parse_users(path, &nu, &nn, err, sizeof(err))) < 0) {
+                fh_console_log(LOG_ERR, "%s; keeping the %zu users read before", err, c->n_users);
+                goto out;
+        }
+        pthread_mutex_lock(&c->ulock);
+        user *old = c->users;
+        size_t on = c->n_users;
+        c->users = nu;
+        c->n_users = nn;
+        pthread_mutex_unlock(&c->ulock);
+        size_t removed = 0;
+        for (size_t i = 0; i < on; i++)
+                if (!find_in(nu, nn, old[i].name)) {
+                        end_sessions(c, old[i].name);
+                        fh_console_log(LOG_NOTICE, "user removed, sessions ended user=%s", old[i].name);
+                        removed++;
+                }
+        fh_console_log(LOG_NOTICE, "users file read path=%s users=%zu removed=%zu", path, nn, removed);
+        free_users(old, on);
+out:
+        pthread_mutex_unlock(&c->reload_lock);
+        return rc;
+}
+
+int fh_console_reload_users(fh_console *c) {
+        return reload_users(c, true);
+}
+
+/* The file's mtime is looked at on every login, and at most once a second
+ * while sessions are used, so an edit takes effect without a signal. */
+static void users_check(fh_console *c, bool always) {
+        int64_t now = fh_console_now_ms();
+        pthread_mutex_lock(&c->ulock);
+        bool due = always || now - c->users_checked_ms >= 1000;
+        if (due)
+                c->users_checked_ms = now;
+        pthread_mutex_unlock(&c->ulock);
+        if (due)
+                reload_users(c, false);
+}
+
+/* A copy of what the users file says of name: the list may be replaced
+ * by a reload at any time. */
+static bool lookup_user(fh_console *c, const char *name, char *hash, size_t n, enum role *role) {
+        pthread_mutex_lock(&c->ulock);
+        const user *u = find_in(c->users, c->n_users, name);
+        if (u) {
+                if (hash)
+                        snprintf(hash, n, "%s", u->hash);
+                *role = u->role;
+        }
+        pthread_mutex_unlock(&c->ulock);
+        return u != NULL;
+}
+
+static bool check_password(const char *hash, const char *password) {
         struct crypt_data cd;
         memset(&cd, 0, sizeof(cd));
-        const char *h = crypt_r(password, u->hash, &cd);
+        const char *h = crypt_r(password, hash, &cd);
         if (!h || h[0] == '*')
                 return false;
-        size_t n = strlen(u->hash);
+        size_t n = strlen(hash);
         if (strlen(h) != n)
                 return false;
         unsigned char d = 0;
         for (size_t i = 0; i < n; i++)
-                d |= (unsigned char) (h[i] ^ u->hash[i]);
+                d |= (unsigned char) (h[i] ^ hash[i]);
         return d == 0;
 }
 
@@ -381,27 +517,54 @@ static void session_key(const fh_console *c, const char *token, char *out, size_
         snprintf(out, n, "%ssession:%s", c->cfg->key_prefix, token);
 }
 
+static void user_sessions_key(const fh_console *c, const char *name, char *out, size_t n) {
+        snprintf(out, n, "%suser_sessions:%s", c->cfg->key_prefix, name);
+}
+
+/* Every session of name, found through the set of its tokens that a login
+ * adds to. */
+static void end_sessions(fh_console *c, const char *name) {
+        char set[256], key[256];
+        user_sessions_key(c, name, set, sizeof(set));
+        redisReply *rep = redis_cmd(c, 2, "SMEMBERS", set);
+        for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++)
+                if (rep->element[i]->type == REDIS_REPLY_STRING) {
+                        session_key(c, rep->element[i]->str, key, sizeof(key));
+                        freeReplyObject(redis_cmd(c, 2, "DEL", key));
+                }
+        freeReplyObject(rep);
+        freeReplyObject(redis_cmd(c, 2, "DEL", set));
+}
+
 static void identify(fh_console *c, struct MHD_Connection *conn, who *w) {
+        enum role r;
+
         w->user[0] = '\0';
         w->role = ROLE_NONE;
         w->anonymous = false;
         if (c->cfg->user_header) {
                 const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, c->cfg->user_header);
                 if (h && *h && strlen(h) < sizeof(w->user)) {
-                        const user *u = find_user(c, h);
                         snprintf(w->user, sizeof(w->user), "%s", h);
-                        w->role = u ? u->role : ROLE_OPERATOR;
+                        w->role = lookup_user(c, h, NULL, 0, &r) ? r : ROLE_OPERATOR;
                         return;
                 }
         }
         const char *tok = MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, "fh_session");
-        if (tok && strlen(tok) == 64 && strspn(tok, "0123456789abcdef") == 64) {
+        if (c->cfg->users_file && tok && strlen(tok) == 64 && strspn(tok, "0123456789abcdef") == 64) {
                 char key[256];
                 session_key(c, tok, key, sizeof(key));
+                users_check(c, false);
                 redisReply *rep = redis_cmd(c, 2, "GET", key);
                 if (rep && rep->type == REDIS_REPLY_STRING && rep->len > 2 && rep->str[1] == ' ') {
-                        snprintf(w->user, sizeof(w->user), "%s", rep->str + 2);
-                        w->role = rep->str[0] == 'o' ? ROLE_OPERATOR : ROLE_VIEWER;
+                        /* The role is the file's now: a user demoted or
+                         * removed since the login has that effect at once,
+                         * also when another console read the new file. */
+                        if (lookup_user(c, rep->str + 2, NULL, 0, &r)) {
+                                snprintf(w->user, sizeof(w->user), "%s", rep->str + 2);
+                                w->role = r;
+                        } else
+                                freeReplyObject(redis_cmd(c, 2, "DEL", key));
                 }
                 freeReplyObject(rep);
                 if (w->role != ROLE_NONE)
@@ -907,36 +1070,116 @@ static enum MHD_Result api_silence(fh_console *c, struct MHD_Connection *conn, c
         return r;
 }
 
-static enum MHD_Result api_login(fh_console *c, struct MHD_Connection *conn, const fh_buf *body) {
-        char name[128], password[512], key[256], token[65], cookie[256];
-        unsigned char raw[32];
-        const user *u = NULL;
+/* The client's address: the peer's, or what the trusted reverse-proxy
+ * header console.client_header says (an address, nothing else). */
+static void client_addr(const fh_console *c, struct MHD_Connection *conn, char *out, size_t n) {
+        if (c->cfg->client_header) {
+                const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, c->cfg->client_header);
+                size_t len = h ? strlen(h) : 0;
+                if (len && len < n && len < INET6_ADDRSTRLEN && strspn(h, "0123456789abcdefABCDEF.:") == len) {
+                        memcpy(out, h, len + 1);
+                        return;
+                }
+        }
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+        snprintf(out, n, "?");
+        if (sa && sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, out, (socklen_t) n);
+        else if (sa && sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, out, (socklen_t) n);
+}
 
-        if (fh_console_form_get(body->data, body->len, "user", name, sizeof(name)) &&
-            fh_console_form_get(body->data, body->len, "password", password, sizeof(password)))
-                u = find_user(c, name);
-        if (!u || !check_password(u, password))
+static void known_key(const fh_console *c, const char *name, const char *addr, char *out, size_t n) {
+        snprintf(out, n, "%slogin_ok:%s:%s", c->cfg->key_prefix, name, addr);
+}
+
+static enum MHD_Result too_many(struct MHD_Connection *conn, int64_t wait_ms) {
+        long long s = (wait_ms + 999) / 1000;
+        char msg[128], retry[32];
+        if (s < 120)
+                snprintf(msg, sizeof(msg), "登录失败次数过多，请 %lld 秒后再试", s);
+        else
+                snprintf(msg, sizeof(msg), "登录失败次数过多，请 %lld 分钟后再试", (s + 59) / 60);
+        fh_buf b = FH_BUF_NULL;
+        fh_buf_puts(&b, "{\"error\":");
+        fh_buf_json_string(&b, msg, strlen(msg));
+        fh_buf_printf(&b, ",\"retry_after_s\":%lld}", s);
+        struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
+        fh_buf_free(&b);
+        if (!r)
+                return MHD_NO;
+        snprintf(retry, sizeof(retry), "%lld", s);
+        MHD_add_response_header(r, "Retry-After", retry);
+        MHD_add_response_header(r, "Content-Type", "application/json; charset=utf-8");
+        MHD_add_response_header(r, "Cache-Control", "no-store");
+        enum MHD_Result ret = MHD_queue_response(conn, 429, r);
+        MHD_destroy_response(r);
+        return ret;
+}
+
+static enum MHD_Result api_login(fh_console *c, struct MHD_Connection *conn, const fh_buf *body) {
+        char name[128], password[512], key[256], token[65], cookie[256], addr[INET6_ADDRSTRLEN + 1];
+        char hash[512], known_k[512];
+        unsigned char raw[32];
+        enum role role = ROLE_NONE;
+
+        if (!fh_console_form_get(body->data, body->len, "user", name, sizeof(name)) || !*name ||
+            !fh_console_form_get(body->data, body->len, "password", password, sizeof(password)))
+                return json_error(conn, MHD_HTTP_BAD_REQUEST, "请填写用户名和密码");
+        client_addr(c, conn, addr, sizeof(addr));
+        users_check(c, true);
+        known_key(c, name, addr, known_k, sizeof(known_k));
+        redisReply *rep = redis_cmd(c, 2, "EXISTS", known_k);
+        bool known = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer > 0;
+        freeReplyObject(rep);
+        int64_t now = fh_console_now_ms();
+        int64_t wait = fh_login_guard_wait(c->guard, name, addr, known, now);
+        if (wait > 0)
+                return too_many(conn, wait);
+        bool found = lookup_user(c, name, hash, sizeof(hash), &role);
+        /* An unknown name costs a hash too: the time says nothing. */
+        bool ok = check_password(found ? hash : c->dummy_hash, password) && found;
+        memset(password, 0, sizeof(password));
+        if (!ok) {
+                const char *what;
+                int64_t lock = fh_login_guard_fail(c->guard, name, addr, fh_console_now_ms(), &what);
+                if (lock > 0) {
+                        fh_console_log(LOG_WARNING, "login locked after repeated failures user=%s addr=%s scope=%s lock_s=%lld",
+                                       name, addr, what, (long long) ((lock + 999) / 1000));
+                        return too_many(conn, lock);
+                }
+                fh_console_log(LOG_NOTICE, "login failed user=%s addr=%s", name, addr);
                 return json_error(conn, MHD_HTTP_UNAUTHORIZED, "用户名或密码错误");
+        }
+        fh_login_guard_ok(c->guard, name, addr, fh_console_now_ms());
+        freeReplyObject(redis_cmd(c, 5, "SET", known_k, "1", "EX", "2592000"));
         if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw))
                 return json_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "no randomness");
         for (size_t i = 0; i < sizeof(raw); i++)
                 snprintf(token + 2 * i, 3, "%02x", raw[i]);
         session_key(c, token, key, sizeof(key));
         fh_buf v = FH_BUF_NULL;
-        fh_buf_printf(&v, "%c %s", u->role == ROLE_OPERATOR ? 'o' : 'v', u->name);
-        char ttl[32];
+        fh_buf_printf(&v, "%c %s", role == ROLE_OPERATOR ? 'o' : 'v', name);
+        char ttl[32], set[256];
         snprintf(ttl, sizeof(ttl), "%lld", (long long) (c->cfg->session_ttl_ms / 1000));
-        redisReply *rep = redis_cmd(c, 5, "SET", key, v.data, "EX", ttl);
-        bool ok = reply_ok(rep);
+        rep = redis_cmd(c, 5, "SET", key, v.data, "EX", ttl);
+        ok = reply_ok(rep);
         freeReplyObject(rep);
         fh_buf_free(&v);
         if (!ok)
                 return json_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Redis 不可用");
+        /* So that removing the user from the file can end this session. */
+        user_sessions_key(c, name, set, sizeof(set));
+        freeReplyObject(redis_cmd(c, 3, "SADD", set, token));
+        freeReplyObject(redis_cmd(c, 3, "EXPIRE", set, ttl));
+        fh_console_log(LOG_INFO, "login user=%s addr=%s role=%s", name, addr,
+                       role == ROLE_OPERATOR ? "operator" : "viewer");
 
         fh_buf b = FH_BUF_NULL;
         fh_buf_puts(&b, "{\"user\":");
-        fh_buf_json_string(&b, u->name, strlen(u->name));
-        fh_buf_printf(&b, ",\"role\":\"%s\"}", u->role == ROLE_OPERATOR ? "operator" : "viewer");
+        fh_buf_json_string(&b, name, strlen(name));
+        fh_buf_printf(&b, ",\"role\":\"%s\"}", role == ROLE_OPERATOR ? "operator" : "viewer");
         struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
         fh_buf_free(&b);
         if (!r)
@@ -1106,10 +1349,20 @@ int fh_console_start(fh_console **ret, const fh_console_config *cfg, const fh_en
         c->rs = fh_engine_rules(e);
         pthread_mutex_init(&c->rlock, NULL);
         pthread_mutex_init(&c->lock, NULL);
+        pthread_mutex_init(&c->ulock, NULL);
+        pthread_mutex_init(&c->reload_lock, NULL);
         pthread_cond_init(&c->cond, NULL);
-        if ((rc = load_users(c, err, err_len)) < 0) {
-                fh_console_stop(c);
-                return rc;
+        c->guard = fh_login_guard_new(cfg->login_lock_ms);
+        c->dummy_hash = fh_console_hash_password("not a password");
+        if (!c->dummy_hash)
+                c->dummy_hash = fh_strdup("*");
+        if (cfg->users_file) {
+                if (stat(cfg->users_file, &c->users_st) == 0)
+                        c->users_st_valid = true;
+                if ((rc = parse_users(cfg->users_file, &c->users, &c->n_users, err, err_len)) < 0) {
+                        fh_console_stop(c);
+                        return rc;
+                }
         }
         if (inet_pton(AF_INET, cfg->listen, &sa.sin_addr) != 1) {
                 snprintf(err, err_len, "console.listen must be an IPv4 address, not '%s'", cfg->listen);
@@ -1170,14 +1423,14 @@ void fh_console_stop(fh_console *c) {
                 free(c->ring[i].event);
                 free(c->ring[i].data);
         }
-        for (size_t i = 0; i < c->n_users; i++) {
-                free(c->users[i].name);
-                free(c->users[i].hash);
-        }
-        free(c->users);
+        free_users(c->users, c->n_users);
+        free(c->dummy_hash);
+        fh_login_guard_free(c->guard);
         redisFree(c->rc);
         pthread_cond_destroy(&c->cond);
         pthread_mutex_destroy(&c->lock);
+        pthread_mutex_destroy(&c->ulock);
+        pthread_mutex_destroy(&c->reload_lock);
         pthread_mutex_destroy(&c->rlock);
         free(c);
 }

@@ -23,6 +23,9 @@ typedef struct fh_console_config {
         char *user_header;         /* trusted reverse-proxy header, e.g. X-Remote-User; NULL: off */
         int64_t session_ttl_ms;    /* default 12h */
         char *key_prefix;          /* sessions, acks: default "fenghuo:console:" */
+        char *client_header;       /* trusted reverse-proxy header naming the client address
+                                    * (X-Real-IP), for the login throttle; NULL: the peer's */
+        int64_t login_lock_ms;     /* first lock after repeated failed logins; 0: 1 min */
 
         /* From the daemon's sections of the same file. */
         char *redis_host;
@@ -58,6 +61,10 @@ int fh_console_start(fh_console **ret, const fh_console_config *cfg, const fh_en
                      size_t err_len);
 /* The port it listens on (the real one when cfg->port was 0). */
 int fh_console_port(const fh_console *c);
+/* Reads the users file again (SIGHUP). A file that cannot be read or
+ * parsed leaves the users as they were, with an error in the log; the
+ * sessions of users no longer in the file end. 0 or a negative errno. */
+int fh_console_reload_users(fh_console *c);
 /* Stops serving, ends the live streams, frees. NULL is fine. */
 void fh_console_stop(fh_console *c);
 

@@ -58,6 +58,12 @@ static void console_key(fh_console_config *c, const char *file, const char *key,
         } else if (!strcmp(key, "ack_timeout")) {
                 if (fh_duration_parse(s, strlen(s), &c->ack_timeout_ms) < 0)
                         err(d, file, v, "'console.ack_timeout' must be a duration like 15m, or 0s for none, not '%s'", s);
+        } else if (!strcmp(key, "client_header")) {
+                free(c->client_header);
+                c->client_header = fh_strdup(s);
+        } else if (!strcmp(key, "login_lock")) {
+                if (fh_duration_parse(s, strlen(s), &c->login_lock_ms) < 0 || c->login_lock_ms < 1000)
+                        err(d, file, v, "'console.login_lock' must be a duration of 1s or more, not '%s'", s);
         } else if (!strcmp(key, "key_prefix")) {
                 free(c->key_prefix);
                 c->key_prefix = fh_strdup(s);
@@ -73,6 +79,7 @@ int fh_console_config_load(const char *path, fh_console_config *ret, char **ret_
                 .port = 8090,
                 .session_ttl_ms = 12 * 3600 * 1000,
                 .key_prefix = fh_strdup("fenghuo:console:"),
+                .login_lock_ms = 60000,
         };
         size_t before = diags->n_errors;
         int rc = fh_daemon_config_load(path, &dc, diags);
@@ -150,6 +157,7 @@ void fh_console_config_free(fh_console_config *c) {
         free(c->listen);
         free(c->users_file);
         free(c->user_header);
+        free(c->client_header);
         free(c->key_prefix);
         free(c->redis_host);
         free(c->redis_username);
