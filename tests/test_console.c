@@ -715,6 +715,78 @@ static void test_an_unacknowledged_red_alert_is_escalated_once_across_restarts(v
         free(bootstraps);
 }
 
+/* Escalation needs a running console (docs/operations.md): one that was
+ * down while an alert turned red escalates it as soon as it is back, when
+ * ack_timeout has passed since the alert turned red (the stream's time),
+ * not ack_timeout after the console came back. */
+static void test_a_console_back_from_down_escalates_what_turned_red_meanwhile(void **state) {
+        NEED_REDIS();
+        char err[512], got[16384];
+
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        assert_int_equal(rd_kafka_conf_set(conf, "test.mock.num.brokers", "1", err, sizeof(err)), RD_KAFKA_CONF_OK);
+        rd_kafka_t *mock = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+        assert_non_null(mock);
+        rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(mock);
+        assert_int_equal(rd_kafka_mock_topic_create(mc, "fenghuo.alerts", 1, 1), 0);
+        char *bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(mc));
+
+        /* The console is down. */
+        fh_console_stop(w.con);
+        w.con = NULL;
+        long long t0 = fh_console_now_ms();
+        daemon_writes("rainstorm", "MY-RG-0008", "raised", "red", 120, 1764813600000LL);
+        /* Acknowledged (by another console) meanwhile: not escalated. */
+        daemon_writes("rainstorm", "MY-RG-0009", "raised", "red", 125, 1764813600000LL);
+        freeReplyObject(rq("SET fenghuo:console:ack:rainstorm:MY-RG-0009:1764813600000 %s",
+                           "{\"alert_id\":\"rainstorm:MY-RG-0009:1764813600000\",\"user\":\"op\",\"ts\":0,\"note\":\"\"}"));
+        /* Orange, not red: not escalated. */
+        daemon_writes("rainstorm", "MY-RG-0010", "raised", "orange", 60, 1764813600000LL);
+        it_nap_ms(2500);
+
+        w.cfg.ack_timeout_ms = 2000;
+        w.cfg.brokers = bootstraps;
+        w.cfg.alerts_topic = "fenghuo.alerts";
+        char err2[512];
+        assert_int_equal(fh_console_start(&w.con, &w.cfg, w.e, err2, sizeof(err2)), 0);
+        w.port = fh_console_port(w.con);
+        double t1 = it_now();
+        while (fh_escalator_produced(fh_console_escalator(w.con)) < 1 && it_now() < t1 + 1.5)
+                it_nap_ms(20);
+        assert_int_equal(fh_escalator_produced(fh_console_escalator(w.con)), 1);
+        /* The clock started when the daemon wrote the alert. */
+        redisReply *rep = rq("GET fenghuo:console:red_since:rainstorm:MY-RG-0008:1764813600000");
+        assert_int_equal(rep->type, REDIS_REPLY_STRING);
+        assert_true(atoll(rep->str) >= t0 - 1000 && atoll(rep->str) <= t0 + 1500);
+        freeReplyObject(rep);
+
+        /* One turning red now waits its full ack_timeout. */
+        daemon_writes("rainstorm", "MY-RG-0010", "escalated", "red", 101, 1764813600000LL);
+        double t2 = it_now();
+        it_nap_ms(1000);
+        assert_int_equal(fh_escalator_produced(fh_console_escalator(w.con)), 1);
+        while (fh_escalator_produced(fh_console_escalator(w.con)) < 2 && it_now() < t2 + 10)
+                it_nap_ms(50);
+        assert_int_equal(fh_escalator_produced(fh_console_escalator(w.con)), 2);
+        assert_true(it_now() - t2 >= 1.9);
+
+        assert_int_equal(consume_all(bootstraps, "fenghuo.alerts", got, sizeof(got)), 2);
+        assert_true(!strncmp(got, "MY-RG-0008 {\"alert_id\":\"rainstorm:MY-RG-0008:1764813600000\","
+                                  "\"event\":\"unacknowledged\"", 80));
+        const char *u = strstr(got, "\"unacknowledged_s\":");
+        assert_non_null(u);
+        assert_true(atoi(u + 19) >= 2);
+        assert_null(strstr(got, "MY-RG-0009"));
+        assert_non_null(strstr(got, "\nMY-RG-0010 {\"alert_id\":\"rainstorm:MY-RG-0010:1764813600000\""));
+        fh_console_stop(w.con);
+        w.con = NULL;
+        w.cfg.ack_timeout_ms = 0;
+        w.cfg.brokers = NULL;
+        w.cfg.alerts_topic = NULL;
+        rd_kafka_destroy(mock);
+        free(bootstraps);
+}
+
 static void test_the_console_logs_in_to_redis_as_an_acl_user(void **state) {
         NEED_REDIS();
         char err[256], cookie[256];
@@ -926,6 +998,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_a_trusted_proxy_header_names_the_user, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_the_console_logs_in_to_redis_as_an_acl_user, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_an_unacknowledged_red_alert_is_escalated_once_across_restarts,
+                                                setup, teardown),
+                cmocka_unit_test_setup_teardown(test_a_console_back_from_down_escalates_what_turned_red_meanwhile,
                                                 setup, teardown),
         };
         return cmocka_run_group_tests(tests, group_setup, group_teardown);

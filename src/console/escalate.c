@@ -4,11 +4,16 @@
  * producer, keyed by sensor like every alert.
  *
  * Once per alert, also across console restarts and several consoles: the
- * clock starts at "<prefix>red_since:<alert_id>" (SET NX, the first time any
- * console saw the alert red: within seconds of the event, and in wall time,
- * so a replayed storm with old timestamps does not escalate at once), and
- * only the console whose SET NX of "<prefix>escalated:<alert_id>" succeeds
- * produces. A failed delivery deletes that key so the next round retries. */
+ * clock is "<prefix>red_since:<alert_id>" (SET NX by the first console that
+ * sees the alert red), and only the console whose SET NX of
+ * "<prefix>escalated:<alert_id>" succeeds produces. A failed delivery
+ * deletes that key so the next round retries.
+ *
+ * The clock starts when the alert turned red, not when a console first
+ * looked: the stream entry of that event, whose id is the wall time Redis
+ * wrote it at (so a replayed storm with old timestamps does not escalate
+ * at once). A console that was down while an alert turned red therefore
+ * escalates it as soon as it is back, if ack_timeout has passed. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -22,6 +27,8 @@
 #include "console_internal.h"
 
 #define KEEP_S "2592000"       /* 30 days: longer than any alert needs */
+#define SCAN_BATCH "1000"      /* stream entries per XREVRANGE */
+#define SCAN_MAX 200000        /* entries read back to find when alerts turned red */
 
 struct fh_escalator {
         fh_console *con;
@@ -125,6 +132,64 @@ static void escalate(fh_escalator *e, const char *json, size_t json_len, const c
         }
 }
 
+/* When each alert of ids[] turned red, in Redis's wall-time ms, into
+ * since[] (0 for those not known yet): the newest stream entry of that
+ * alert with level red, since events are written on level changes only.
+ * The stream is read backwards from its end, where recent changes are, at
+ * most SCAN_MAX entries; an alert not found there (or in a trimmed stream)
+ * turned red before the oldest entry read, whose time it gets: red at least
+ * that long. false when Redis did not answer: nothing is known then. */
+static bool red_since_from_stream(fh_escalator *e, char **ids, int64_t *since, size_t n) {
+        char end[80] = "+";
+        size_t left = n, scanned = 0;
+        int64_t oldest = fh_console_now_ms();
+
+        while (left && scanned < SCAN_MAX) {
+                redisReply *rep = fh_console_redis(e->con, 6, "XREVRANGE", e->cfg->stream, end, "-", "COUNT", SCAN_BATCH);
+                if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+                        freeReplyObject(rep);
+                        return false;
+                }
+                size_t got = rep->elements;
+                for (size_t i = 0; i < got; i++) {
+                        redisReply *en = rep->element[i];
+                        if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 || en->element[0]->type != REDIS_REPLY_STRING)
+                                continue;
+                        oldest = atoll(en->element[0]->str);
+                        snprintf(end, sizeof(end), "(%s", en->element[0]->str);
+                        redisReply *kv = en->element[1];
+                        for (size_t j = 0; j + 1 < kv->elements; j += 2) {
+                                if (kv->element[j]->type != REDIS_REPLY_STRING || strcmp(kv->element[j]->str, "alert") ||
+                                    kv->element[j + 1]->type != REDIS_REPLY_STRING)
+                                        continue;
+                                char id[640], level[16];
+                                member(kv->element[j + 1]->str, "alert_id", id, sizeof(id));
+                                member(kv->element[j + 1]->str, "level", level, sizeof(level));
+                                if (strcmp(level, "red"))
+                                        continue;
+                                for (size_t k = 0; k < n; k++)
+                                        if (!since[k] && !strcmp(ids[k], id)) {
+                                                since[k] = oldest;
+                                                left--;
+                                        }
+                        }
+                }
+                freeReplyObject(rep);
+                scanned += got;
+                if (got < (size_t) atoi(SCAN_BATCH))
+                        break;
+        }
+        for (size_t k = 0; k < n; k++)
+                if (!since[k])
+                        since[k] = oldest;
+        return true;
+}
+
+typedef struct candidate {
+        const redisReply *event;
+        char alert_id[640];
+} candidate;
+
 /* One look at the active hash. */
 static void round_once(fh_escalator *e) {
         const fh_console_config *cfg = e->cfg;
@@ -134,29 +199,61 @@ static void round_once(fh_escalator *e) {
                 return;
         }
         int64_t now = fh_console_now_ms();
-        char now_s[32];
-        snprintf(now_s, sizeof(now_s), "%lld", (long long) now);
+        size_t n = 0, missing = 0;
+        candidate *cand = fh_calloc(all->elements / 2 + 1, sizeof(*cand));
+        int64_t *since = fh_calloc(all->elements / 2 + 1, sizeof(*since));
+        char **miss_ids = fh_calloc(all->elements / 2 + 1, sizeof(*miss_ids));
+        int64_t *miss_since = fh_calloc(all->elements / 2 + 1, sizeof(*miss_since));
+        size_t *miss_of = fh_calloc(all->elements / 2 + 1, sizeof(*miss_of));
+
         for (size_t i = 0; i + 1 < all->elements; i += 2) {
                 const redisReply *v = all->element[i + 1];
-                char level[16], alert_id[640], key[800];
+                char level[16], key[800];
+                candidate *c = &cand[n];
                 member(v->str, "level", level, sizeof(level));
-                member(v->str, "alert_id", alert_id, sizeof(alert_id));
-                if (strcmp(level, "red") || !*alert_id)
+                member(v->str, "alert_id", c->alert_id, sizeof(c->alert_id));
+                if (strcmp(level, "red") || !*c->alert_id)
                         continue;
-                snprintf(key, sizeof(key), "%sack:%s", cfg->key_prefix, alert_id);
+                snprintf(key, sizeof(key), "%sack:%s", cfg->key_prefix, c->alert_id);
                 redisReply *ack = fh_console_redis(e->con, 2, "EXISTS", key);
                 bool acked = ack && ack->type == REDIS_REPLY_INTEGER && ack->integer > 0;
                 freeReplyObject(ack);
                 if (acked)
                         continue;
-                snprintf(key, sizeof(key), "%sred_since:%s", cfg->key_prefix, alert_id);
-                freeReplyObject(fh_console_redis(e->con, 6, "SET", key, now_s, "NX", "EX", KEEP_S));
-                redisReply *since = fh_console_redis(e->con, 2, "GET", key);
-                int64_t t = since && since->type == REDIS_REPLY_STRING ? atoll(since->str) : now;
-                freeReplyObject(since);
-                if (now - t >= cfg->ack_timeout_ms)
-                        escalate(e, v->str, v->len, alert_id, t);
+                c->event = v;
+                snprintf(key, sizeof(key), "%sred_since:%s", cfg->key_prefix, c->alert_id);
+                redisReply *got = fh_console_redis(e->con, 2, "GET", key);
+                if (got && got->type == REDIS_REPLY_STRING)
+                        since[n] = atoll(got->str);
+                else {
+                        miss_ids[missing] = c->alert_id;
+                        miss_of[missing++] = n;
+                }
+                freeReplyObject(got);
+                n++;
         }
+        /* Alerts no console has seen red yet: when they turned red. */
+        if (missing && !red_since_from_stream(e, miss_ids, miss_since, missing))
+                missing = 0, n = 0;     /* Redis is away: next round */
+        for (size_t m = 0; m < missing; m++) {
+                char key[800], v[32];
+                size_t i = miss_of[m];
+                snprintf(key, sizeof(key), "%sred_since:%s", cfg->key_prefix, cand[i].alert_id);
+                snprintf(v, sizeof(v), "%lld", (long long) miss_since[m]);
+                freeReplyObject(fh_console_redis(e->con, 6, "SET", key, v, "NX", "EX", KEEP_S));
+                /* Another console may have been first. */
+                redisReply *got = fh_console_redis(e->con, 2, "GET", key);
+                since[i] = got && got->type == REDIS_REPLY_STRING ? atoll(got->str) : miss_since[m];
+                freeReplyObject(got);
+        }
+        for (size_t i = 0; i < n; i++)
+                if (since[i] && now - since[i] >= cfg->ack_timeout_ms)
+                        escalate(e, cand[i].event->str, cand[i].event->len, cand[i].alert_id, since[i]);
+        free(cand);
+        free(since);
+        free(miss_ids);
+        free(miss_since);
+        free(miss_of);
         freeReplyObject(all);
 }
 
