@@ -302,6 +302,11 @@ def main():
         browser.wait('document.querySelectorAll("#charts svg").length >= 1 && '
                      'document.querySelectorAll("#history tbody tr").length == 2', 5, 'station page')
         browser.shot('console-5-station.png')
+        # The event under the silence is marked in the history (the stream says so).
+        marks = browser.js('[...document.querySelectorAll("#history tbody tr")]'
+                           '.map(r => r.innerText.includes("已静默，未发短信")).join()')
+        if marks != 'true,false':
+            fail(f'only the newest event (under the silence) should be marked silenced: {marks}')
 
         # A laptop screen: the same overview, one column.
         browser.call('Emulation.setDeviceMetricsOverride', width=1366, height=768, deviceScaleFactor=1, mobile=False)

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -872,6 +873,11 @@ static void test_the_login_guard_locks_backs_off_and_forgets(void **state) {
         fh_login_guard_free(g);
 }
 
+static void *guess_in_parallel(void *arg) {
+        *(int *) arg = try_login("ghost", "guess", "X-Real-IP: 10.0.0.70\r\n", NULL);
+        return NULL;
+}
+
 static void test_failed_logins_are_throttled_without_locking_out_a_known_address(void **state) {
         NEED_REDIS();
         int retry;
@@ -905,6 +911,20 @@ static void test_failed_logins_are_throttled_without_locking_out_a_known_address
                                      "scope=user+address lock_s=2"));
         assert_non_null(strstr(text, "login locked after repeated failures user=op addr=10.0.0.67 scope=user"));
         free(text);
+
+        /* Guesses sent at once are counted one by one: four wrong, the
+         * fifth locks, the rest wait. */
+        pthread_t th[12];
+        int status[12], n401 = 0, n429 = 0;
+        for (int i = 0; i < 12; i++)
+                assert_int_equal(pthread_create(&th[i], NULL, guess_in_parallel, &status[i]), 0);
+        for (int i = 0; i < 12; i++) {
+                pthread_join(th[i], NULL);
+                n401 += status[i] == 401;
+                n429 += status[i] == 429;
+        }
+        assert_int_equal(n401, 4);
+        assert_int_equal(n429, 8);
 
         /* The lock ends. */
         it_nap_ms(2100);

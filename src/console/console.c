@@ -67,6 +67,7 @@ struct fh_console {
         bool users_st_valid;
         char *dummy_hash;      /* checked for unknown names, so they take as long */
         fh_login_guard *guard;
+        pthread_mutex_t login_lock;    /* one password check at a time */
 
         pthread_mutex_t rlock; /* the shared Redis context */
         redisContext *rc;
@@ -1133,17 +1134,27 @@ static enum MHD_Result api_login(fh_console *c, struct MHD_Connection *conn, con
         redisReply *rep = redis_cmd(c, 2, "EXISTS", known_k);
         bool known = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer > 0;
         freeReplyObject(rep);
-        int64_t now = fh_console_now_ms();
-        int64_t wait = fh_login_guard_wait(c->guard, name, addr, known, now);
-        if (wait > 0)
+        /* One password check at a time: parallel attempts cannot slip
+         * past a lock before their failures are counted, and a flood of
+         * them costs one core of hashing, not all of the machine's. */
+        pthread_mutex_lock(&c->login_lock);
+        int64_t wait = fh_login_guard_wait(c->guard, name, addr, known, fh_console_now_ms());
+        if (wait > 0) {
+                pthread_mutex_unlock(&c->login_lock);
                 return too_many(conn, wait);
+        }
         bool found = lookup_user(c, name, hash, sizeof(hash), &role);
         /* An unknown name costs a hash too: the time says nothing. */
         bool ok = check_password(found ? hash : c->dummy_hash, password) && found;
         memset(password, 0, sizeof(password));
+        const char *what = NULL;
+        int64_t lock = 0;
+        if (ok)
+                fh_login_guard_ok(c->guard, name, addr, fh_console_now_ms());
+        else
+                lock = fh_login_guard_fail(c->guard, name, addr, fh_console_now_ms(), &what);
+        pthread_mutex_unlock(&c->login_lock);
         if (!ok) {
-                const char *what;
-                int64_t lock = fh_login_guard_fail(c->guard, name, addr, fh_console_now_ms(), &what);
                 if (lock > 0) {
                         fh_console_log(LOG_WARNING, "login locked after repeated failures user=%s addr=%s scope=%s lock_s=%lld",
                                        name, addr, what, (long long) ((lock + 999) / 1000));
@@ -1152,7 +1163,6 @@ static enum MHD_Result api_login(fh_console *c, struct MHD_Connection *conn, con
                 fh_console_log(LOG_NOTICE, "login failed user=%s addr=%s", name, addr);
                 return json_error(conn, MHD_HTTP_UNAUTHORIZED, "用户名或密码错误");
         }
-        fh_login_guard_ok(c->guard, name, addr, fh_console_now_ms());
         freeReplyObject(redis_cmd(c, 5, "SET", known_k, "1", "EX", "2592000"));
         if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw))
                 return json_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "no randomness");
@@ -1351,6 +1361,7 @@ int fh_console_start(fh_console **ret, const fh_console_config *cfg, const fh_en
         pthread_mutex_init(&c->lock, NULL);
         pthread_mutex_init(&c->ulock, NULL);
         pthread_mutex_init(&c->reload_lock, NULL);
+        pthread_mutex_init(&c->login_lock, NULL);
         pthread_cond_init(&c->cond, NULL);
         c->guard = fh_login_guard_new(cfg->login_lock_ms);
         c->dummy_hash = fh_console_hash_password("not a password");
@@ -1431,6 +1442,7 @@ void fh_console_stop(fh_console *c) {
         pthread_mutex_destroy(&c->lock);
         pthread_mutex_destroy(&c->ulock);
         pthread_mutex_destroy(&c->reload_lock);
+        pthread_mutex_destroy(&c->login_lock);
         pthread_mutex_destroy(&c->rlock);
         free(c);
 }
