@@ -356,6 +356,45 @@ static void events_of_one_reading_come_in_rule_id_order(void **state) {
         fh_engine_free(e);
 }
 
+/* The daemon holds a message uncommitted until its alerts are delivered:
+ * fh_engine_ingest_to gives a reading's alerts (the event-clock ticks it
+ * runs included) to the caller's function with the caller's context, and
+ * nothing to the engine's callback; a later external tick goes to the
+ * engine's callback. */
+static void ingest_to_gives_the_readings_alerts_to_the_callers_function(void **state) {
+        rec r, mine;
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        fh_engine *e = engine("rules:\n"
+                              "  - id: g\n    kind: rain\n    levels:\n      blue: x >= 1\n"
+                              "  - id: q\n    kind: rain\n    levels:\n      yellow: age() > 300\n", &r, &cfg);
+        fh_reading rd = { 0 };
+
+        memset(&mine, 0, sizeof(mine));
+        mine.e = e;
+        feed(e, "B", 0, "x", 0);
+        /* A's reading at 10 min runs the ticks that find B silent first. */
+        snprintf(rd.sensor, sizeof(rd.sensor), "A");
+        rd.sensor_len = 1;
+        rd.ts_ms = T0 + 10 * MIN_;
+        rd.n_values = 1;
+        snprintf(rd.values[0].name, sizeof(rd.values[0].name), "x");
+        rd.values[0].name_len = 1;
+        rd.values[0].v = 1;
+        assert_int_equal(fh_engine_ingest_to(e, &rd, on_alert, &mine), FH_OUTCOME_ACCEPTED);
+        assert_int_equal(r.n, 0);
+        assert_int_equal(mine.n, 2);
+        assert_string_equal(mine.lines[0], "raised q B yellow 6");
+        assert_string_equal(mine.lines[1], "raised g A blue 10");
+        /* Readings through fh_engine_ingest, ticks included, go to the
+         * engine's callback. */
+        feed(e, "A", 20, "x", 1);
+        assert_int_equal(mine.n, 2);
+        assert_int_equal(r.n, 2);
+        assert_string_equal(r.lines[0], "raised q A yellow 16");
+        assert_string_equal(r.lines[1], "cleared q A none 20");
+        fh_engine_free(e);
+}
+
 static void alert_id_stays_from_raise_to_clear(void **state) {
         rec r;
         fh_engine *e = engine(levels_rule, &r, NULL);
@@ -1006,6 +1045,7 @@ int main(void) {
                 cmocka_unit_test(first_reading_only_sets_the_clock),
                 cmocka_unit_test(a_clock_jump_of_centuries_does_not_hang),
                 cmocka_unit_test(events_of_one_reading_come_in_rule_id_order),
+                cmocka_unit_test(ingest_to_gives_the_readings_alerts_to_the_callers_function),
                 cmocka_unit_test(alert_id_stays_from_raise_to_clear),
                 cmocka_unit_test(alert_json_has_every_field_of_the_contract),
                 cmocka_unit_test(station_attribute_a_station_lacks_makes_comparisons_false),

@@ -154,6 +154,11 @@ void fh_engine_set_eval_cb(fh_engine *e, fh_eval_fn fn, void *userdata);
 
 /* Applies one parsed reading. Returns the outcome (never negative). */
 fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r);
+/* The same, with the alerts this reading causes (ticks it runs in
+ * FH_CLOCK_EVENT included) given to fn instead of the alert callback: the
+ * caller tells them apart by what it passes in userdata, e.g. the message
+ * the reading came in. */
+fh_outcome fh_engine_ingest_to(fh_engine *e, const fh_reading *r, fh_alert_fn fn, void *userdata);
 /* The station of the last reading ingested (NULL if it was unknown). */
 const fh_station *fh_engine_last_station(const fh_engine *e);
 

@@ -95,6 +95,13 @@ void fh_pair_reset(fh_pair *p);
 void fh_recent_insert(fh_recent *r, int64_t ts, int64_t horizon);
 int64_t fh_recent_at(const fh_recent *r, size_t i);   /* i-th oldest */
 int64_t fh_recent_horizon(const fh_engine *e, int64_t latest);
-void fh_engine_eval_pair(fh_engine *e, fh_sensor *s, uint32_t pi, int64_t t);
+/* Where one call's alerts go: the engine's callback, or the caller's own
+ * for one reading (fh_engine_ingest_to). */
+typedef struct fh_alert_sink {
+        fh_alert_fn fn;
+        void *userdata;
+} fh_alert_sink;
+
+void fh_engine_eval_pair(fh_engine *e, const fh_alert_sink *out, fh_sensor *s, uint32_t pi, int64_t t);
 
 #endif

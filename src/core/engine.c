@@ -575,7 +575,7 @@ static inline int64_t elapsed(int64_t since, int64_t t) {
         return t > since ? t - since : 0;
 }
 
-static void emit(fh_engine *e, const fh_sensor *s, const fh_rule *rule, fh_pair *p,
+static void emit(fh_engine *e, const fh_alert_sink *out, const fh_sensor *s, const fh_rule *rule, fh_pair *p,
                  const fh_eval_env *env, fh_level to, int64_t t) {
         fh_alert a = {
                 .rule = rule,
@@ -603,11 +603,11 @@ static void emit(fh_engine *e, const fh_sensor *s, const fh_rule *rule, fh_pair 
                 p->raised = FH_TIME_NONE;
 
         e->stats.events[a.event]++;
-        if (e->alert_cb)
-                e->alert_cb(e->alert_data, &a);
+        if (out->fn)
+                out->fn(out->userdata, &a);
 }
 
-void fh_engine_eval_pair(fh_engine *e, fh_sensor *s, uint32_t pi, int64_t t) {
+void fh_engine_eval_pair(fh_engine *e, const fh_alert_sink *out, fh_sensor *s, uint32_t pi, int64_t t) {
         const fh_rule *rule = &e->rs->rules[s->prof->rules[pi]];
         fh_pair *p = &s->pairs[pi];
         evctx c = { e, s, t };
@@ -631,13 +631,13 @@ void fh_engine_eval_pair(fh_engine *e, fh_sensor *s, uint32_t pi, int64_t t) {
 
         if (ready > p->level) {
                 p->wait = FH_TIME_NONE;
-                emit(e, s, rule, p, &env, (fh_level) ready, t);
+                emit(e, out, s, rule, p, &env, (fh_level) ready, t);
         } else if (raw < p->level) {
                 if (p->wait == FH_TIME_NONE)
                         p->wait = t;
                 if (elapsed(p->wait, t) >= rule->clear_after_ms) {
                         p->wait = FH_TIME_NONE;
-                        emit(e, s, rule, p, &env, (fh_level) raw, t);
+                        emit(e, out, s, rule, p, &env, (fh_level) raw, t);
                 }
         } else
                 p->wait = FH_TIME_NONE;
@@ -648,19 +648,19 @@ void fh_engine_eval_pair(fh_engine *e, fh_sensor *s, uint32_t pi, int64_t t) {
         }
 }
 
-static void tick_at(fh_engine *e, int64_t b) {
+static void tick_at(fh_engine *e, const fh_alert_sink *out, int64_t b) {
         for (size_t k = 0; k < e->n_age_rules; k++) {
                 const fh_rule_bind *bd = &e->bind[e->age_rules[k]];
                 for (size_t i = 0; i < bd->n; i++) {
                         fh_sensor *s = &e->sensors[bd->sensor[i]];
                         if (s->latest != FH_TIME_NONE)
-                                fh_engine_eval_pair(e, s, bd->pair[i], b);
+                                fh_engine_eval_pair(e, out, s, bd->pair[i], b);
                 }
         }
 }
 
 /* Evaluates the tick boundaries b with from < b <= to, in order. */
-static void run_ticks(fh_engine *e, int64_t from, int64_t to) {
+static void run_ticks(fh_engine *e, const fh_alert_sink *out, int64_t from, int64_t to) {
         int64_t tick = e->cfg.tick_ms;
 
         if (e->n_age_rules == 0 || to <= from)
@@ -674,17 +674,17 @@ static void run_ticks(fh_engine *e, int64_t from, int64_t to) {
 
         if (n <= cap) {
                 for (int64_t b = first; b <= last; b += tick)
-                        tick_at(e, b);
+                        tick_at(e, out, b);
                 return;
         }
         /* A jump too long to walk (a clock years off): the first half shows
          * what silence does, the last half where it ends up. */
         uint64_t half = cap / 2;
         for (uint64_t i = 0; i < half; i++)
-                tick_at(e, first + (int64_t) i * tick);
+                tick_at(e, out, first + (int64_t) i * tick);
         e->stats.ticks_skipped += n - 2 * half;
         for (uint64_t i = half; i > 0; i--)
-                tick_at(e, last - (int64_t) (i - 1) * tick);
+                tick_at(e, out, last - (int64_t) (i - 1) * tick);
 }
 
 void fh_engine_tick(fh_engine *e, int64_t now_ms) {
@@ -694,7 +694,8 @@ void fh_engine_tick(fh_engine *e, int64_t now_ms) {
         }
         if (now_ms <= e->clock)
                 return;
-        run_ticks(e, e->clock, now_ms);
+        fh_alert_sink out = { e->alert_cb, e->alert_data };
+        run_ticks(e, &out, e->clock, now_ms);
         e->clock = now_ms;
 }
 
@@ -719,6 +720,11 @@ static bool over_samples(const fh_sensor *s, const int *ks, unsigned n, uint32_t
 }
 
 fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
+        return fh_engine_ingest_to(e, r, e->alert_cb, e->alert_data);
+}
+
+fh_outcome fh_engine_ingest_to(fh_engine *e, const fh_reading *r, fh_alert_fn fn, void *userdata) {
+        const fh_alert_sink out = { fn, userdata };
         const fh_station *st = fh_registry_find(e->reg, r->sensor, r->sensor_len);
         int64_t ts = r->ts_ms;
         bool late = false;
@@ -761,7 +767,7 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
                 if (e->clock == FH_TIME_NONE)
                         e->clock = ts;
                 else if (ts > e->clock) {
-                        run_ticks(e, e->clock, ts);
+                        run_ticks(e, &out, e->clock, ts);
                         e->clock = ts;
                 }
         }
@@ -784,7 +790,7 @@ fh_outcome fh_engine_ingest(fh_engine *e, const fh_reading *r) {
         }
 
         for (uint32_t i = 0; i < p->n_rules; i++)
-                fh_engine_eval_pair(e, s, i, s->latest);
+                fh_engine_eval_pair(e, &out, s, i, s->latest);
         return late ? FH_OUTCOME_LATE : FH_OUTCOME_ACCEPTED;
 }
 

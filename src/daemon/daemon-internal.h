@@ -114,7 +114,6 @@ struct fh_daemon {
         fh_out *retry;            /* Kafka deliveries to try again */
         uv_timer_t retry_timer;
         uint64_t suppressed;
-        fh_track *current;        /* the message being processed */
         fh_out outs;              /* list head of alerts in flight */
         size_t n_outs;
         fh_buf json;
@@ -187,11 +186,22 @@ static inline int64_t wall_ms(void) {
         return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The input message an alert or dead letter comes from: it is committed
+ * only once they are delivered. */
+typedef struct fhd_source {
+        fh_daemon *d;
+        fh_track *track;
+} fhd_source;
+
 /* outbox.c */
 void fhd_on_redis_ack(void *userdata, void *token, int status);
 void fhd_on_redis_state(void *userdata, bool up);
+/* The engine's alert callback: alerts of ticks and reloads, no message. */
 void fhd_on_alert(void *userdata, const fh_alert *a);
-void fhd_dead_letter(fh_daemon *d, const rd_kafka_message_t *m, const char *reason, const char *why);
+/* fh_engine_ingest_to's: userdata is an fhd_source. */
+void fhd_on_message_alert(void *userdata, const fh_alert *a);
+void fhd_dead_letter(fh_daemon *d, fh_track *track, const rd_kafka_message_t *m, const char *reason,
+                     const char *why);
 void fhd_resend_outbox(fh_daemon *d, fh_checkpoint *c);
 void fhd_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
 

@@ -21,7 +21,10 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
         }
         d->consumed++;
         d->last_input_ms = d->batch_now;
-        d->current = fh_tracker_begin(d->tracker, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
+        /* The message travels with its alerts as a parameter: each holds
+         * it until delivered. */
+        fh_track *t = fh_tracker_begin(d->tracker, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
+        fhd_source src = { d, t };
 
         if (!m->payload || m->len == 0) {
                 rej = FH_REJECT_MALFORMED_JSON;
@@ -30,7 +33,7 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
                 rej = fh_reading_parse(m->payload, m->len, &rd, why, sizeof(why));
         if (rej != FH_REJECT_NONE) {
                 fh_engine_count_reject(d->engine, rej);
-                fhd_dead_letter(d, m, fh_reject_name(rej), why);
+                fhd_dead_letter(d, t, m, fh_reject_name(rej), why);
         } else if (!d->cfg.event_clock && rd.ts_ms > d->last_input_ms + d->cfg.future_ms) {
                 /* SPEC §3.3: a gauge with a wrong clock must not push
                  * windows into the future. */
@@ -39,10 +42,11 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
                 snprintf(why, sizeof(why), "timestamp %s is more than %lld s ahead of this machine's clock",
                          ts, (long long) (d->cfg.future_ms / 1000));
                 d->future_rejected++;
-                fhd_dead_letter(d, m, "future_timestamp", why);
-        } else if ((o = fh_engine_ingest(d->engine, &rd)), fh_outcome_reject(o) != FH_REJECT_NONE) {
+                fhd_dead_letter(d, t, m, "future_timestamp", why);
+        } else if ((o = fh_engine_ingest_to(d->engine, &rd, fhd_on_message_alert, &src)),
+                   fh_outcome_reject(o) != FH_REJECT_NONE) {
                 fh_engine_explain(d->engine, &rd, o, why, sizeof(why));
-                fhd_dead_letter(d, m, fh_reject_name(fh_outcome_reject(o)), why);
+                fhd_dead_letter(d, t, m, fh_reject_name(fh_outcome_reject(o)), why);
         } else {
                 if (rd.ts_ms > d->newest_ts)
                         d->newest_ts = rd.ts_ms;
@@ -52,8 +56,6 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
                 if (d->sensor_slot[st->index] == 0)
                         d->sensor_slot[st->index] = fhd_slot_of(d, rd_kafka_topic_name(m->rkt), m->partition, true);
         }
-        fh_track *t = d->current;
-        d->current = NULL;
         fh_tracker_release(d->tracker, t);
 }
 

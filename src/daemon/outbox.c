@@ -187,7 +187,9 @@ void fhd_on_redis_state(void *userdata, bool up) {
         free(l.jsons);
 }
 
-static void publish(fh_daemon *d, const fh_alert *a) {
+/* track: the message whose reading caused the alert (NULL for a tick or a
+ * reload's ending): it stays uncommitted until every sink confirmed. */
+static void publish(fh_daemon *d, const fh_alert *a, fh_track *track) {
         fh_buf *j = &d->json;
         char key[512];   /* an alert key is at most about 190 bytes */
         fh_out *o;
@@ -202,7 +204,7 @@ static void publish(fh_daemon *d, const fh_alert *a) {
         if (d->hooks.on_alert)
                 d->hooks.on_alert(d->hooks.userdata, a, j->data, j->len);
 
-        o = out_new(d, d->current);
+        o = out_new(d, track);
         fh_outbox_item *it = &o->it;
         it->kind = FH_OUT_ALERT;
         it->key = fh_strndup(a->station->id, a->station->id_len);
@@ -220,18 +222,24 @@ static void publish(fh_daemon *d, const fh_alert *a) {
 }
 
 void fhd_on_alert(void *userdata, const fh_alert *a) {
-        publish(userdata, a);
+        publish(userdata, a, NULL);
+}
+
+void fhd_on_message_alert(void *userdata, const fh_alert *a) {
+        const fhd_source *src = userdata;
+        publish(src->d, a, src->track);
 }
 
 /* ---- dead letters ---- */
 
-void fhd_dead_letter(fh_daemon *d, const rd_kafka_message_t *m, const char *reason, const char *why) {
+void fhd_dead_letter(fh_daemon *d, fh_track *track, const rd_kafka_message_t *m, const char *reason,
+                     const char *why) {
         d->dlq++;
         log_debug("rejected reading topic=%s partition=%d offset=%" PRId64 " reason=%s: %s",
                   rd_kafka_topic_name(m->rkt), m->partition, m->offset, reason, why);
         if (!d->producer || !d->cfg.dead_letter_topic)
                 return;
-        fh_out *o = out_new(d, d->current);
+        fh_out *o = out_new(d, track);
         fh_outbox_item *it = &o->it;
         it->kind = FH_OUT_DEAD_LETTER;
         it->key = m->key ? fh_strndup(m->key, m->key_len) : NULL;
