@@ -495,6 +495,170 @@ static void snapshot_and_restore_continue_exactly_where_they_left_off(void **sta
         fh_buf_free(&snap);
 }
 
+static fh_model *model(const char *yaml, const char *csv) {
+        fh_diags d = FH_DIAGS_NULL;
+        fh_ruleset *rs;
+        fh_registry *reg;
+        fh_model *m;
+
+        assert_int_equal(fh_ruleset_new(&rs), 0);
+        assert_int_equal(fh_ruleset_parse(rs, "t.yaml", yaml, strlen(yaml), &d), 0);
+        assert_int_equal(fh_ruleset_finish(rs, &d), 0);
+        assert_int_equal(fh_registry_parse("s.csv", csv, strlen(csv), &reg, &d), 0);
+        assert_int_equal(fh_model_new(&m, rs, reg, &d), 0);
+        fh_diags_clear(&d);
+        return m;
+}
+
+static fh_engine *shard(fh_model *m, rec *r, const fh_engine_config *cfg) {
+        fh_engine *e;
+
+        assert_int_equal(fh_engine_new_shared(&e, m, cfg), 0);
+        memset(r, 0, sizeof(*r));
+        r->e = e;
+        fh_engine_set_alert_cb(e, on_alert, r);
+        return e;
+}
+
+/* The lines of r about one sensor, in order, one string. */
+static void lines_of(const rec *r, const char *sensor, char *out, size_t n) {
+        char want[8];
+        size_t len = 0;
+
+        snprintf(want, sizeof(want), " %s ", sensor);
+        out[0] = '\0';
+        for (int i = 0; i < r->n; i++)
+                if (strstr(r->lines[i], want))
+                        len += (size_t) snprintf(out + len, n - len, "%s\n", r->lines[i]);
+}
+
+static bool sensor_is(void *userdata, const fh_station *st) {
+        return !strcmp(st->id, userdata);
+}
+
+static void snapshot_restored(fh_model *m, const fh_buf *snap, fh_buf *out) {
+        rec r;
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        cfg.clock = FH_CLOCK_EXTERNAL;
+        fh_engine *e = shard(m, &r, &cfg);
+        assert_int_equal(fh_engine_restore(e, snap->data, snap->len), 0);
+        fh_engine_snapshot(e, NULL, NULL, out);
+        fh_engine_free(e);
+}
+
+/* A daemon's shards: engines sharing one model, each fed its own sensors
+ * and ticked at the same times, make for each (rule, sensor) exactly what
+ * one engine fed everything makes; the union of their state is one
+ * snapshot, the same as the one engine's, and restores into shards again
+ * sensor by sensor. */
+static void shards_of_one_model_make_what_one_engine_makes(void **state) {
+        const char *yaml =
+                "rules:\n"
+                "  - id: s\n    kind: rain\n    for: 20m\n    clear_after: 30m\n    levels:\n"
+                "      red: sum(rain_mm, 1h) >= 40\n      blue: max(rain_mm, 2h) >= 5\n"
+                "  - id: q\n    kind: rain\n    levels:\n      yellow: age() > 1500\n";
+        static rec whole, ra, rb, rc, rd;
+        double rain[] = { 0, 6, 3, 12, 15, 20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+        fh_engine_config cfg = FH_ENGINE_CONFIG_DEFAULT;
+        cfg.clock = FH_CLOCK_EXTERNAL;
+        fh_model *m = model(yaml, stations_csv);
+        fh_engine *one = shard(m, &whole, &cfg), *a = shard(m, &ra, &cfg), *b = shard(m, &rb, &cfg);
+
+        for (int i = 0; i < 20; i++) {
+                int64_t tb = i * 10 + (i % 3 ? 0 : 9);
+                fh_engine_tick(one, T0 + i * 10 * MIN_);
+                fh_engine_tick(a, T0 + i * 10 * MIN_);
+                fh_engine_tick(b, T0 + i * 10 * MIN_);
+                if (i < 6 || i > 12) {   /* A silent in between: age() */
+                        feed(one, "A", i * 10, "rain_mm", rain[i]);
+                        feed(a, "A", i * 10, "rain_mm", rain[i]);
+                }
+                feed(one, "B", tb, "rain_mm", rain[i] / 2);
+                feed(b, "B", tb, "rain_mm", rain[i] / 2);
+        }
+        char w[4096], got[4096];
+        lines_of(&whole, "A", w, sizeof(w));
+        lines_of(&ra, "A", got, sizeof(got));
+        assert_string_equal(got, w);
+        lines_of(&whole, "B", w, sizeof(w));
+        lines_of(&rb, "B", got, sizeof(got));
+        assert_string_equal(got, w);
+        assert_int_equal(ra.n + rb.n, whole.n);
+        assert_true(strstr(w, "raised q B") == NULL && ra.n >= 3);
+
+        /* The union of the shards is the one engine's state. */
+        const fh_engine *both[] = { a, b };
+        fh_buf s1 = FH_BUF_NULL, s2 = FH_BUF_NULL, r1 = FH_BUF_NULL, r2 = FH_BUF_NULL;
+        fh_engine_snapshot(one, NULL, NULL, &s1);
+        fh_engine_snapshot_many(both, 2, NULL, NULL, &s2);
+        snapshot_restored(m, &s1, &r1);
+        snapshot_restored(m, &s2, &r2);
+        assert_int_equal(r1.len, r2.len);
+        assert_memory_equal(r1.data, r2.data, r1.len);
+
+        /* Restored sensor by sensor into two new shards, they go on as the
+         * one engine does. */
+        fh_engine *c = shard(m, &rc, &cfg), *d = shard(m, &rd, &cfg);
+        assert_int_equal(fh_engine_restore_some(c, s2.data, s2.len, sensor_is, "A", NULL, NULL), 0);
+        assert_int_equal(fh_engine_restore_some(d, s2.data, s2.len, sensor_is, "B", NULL, NULL), 0);
+        int n_whole = whole.n;
+        for (int i = 20; i < 30; i++) {
+                fh_engine_tick(one, T0 + i * 10 * MIN_);
+                fh_engine_tick(c, T0 + i * 10 * MIN_);
+                fh_engine_tick(d, T0 + i * 10 * MIN_);
+                feed(one, "A", i * 10, "rain_mm", 30);
+                feed(c, "A", i * 10, "rain_mm", 30);
+                feed(one, "B", i * 10, "rain_mm", i == 25 ? 45 : 0);
+                feed(d, "B", i * 10, "rain_mm", i == 25 ? 45 : 0);
+        }
+        assert_true(whole.n > n_whole);
+        assert_int_equal(rc.n + rd.n, whole.n - n_whole);
+        for (int i = n_whole, ic = 0, id = 0; i < whole.n; i++) {
+                if (strstr(whole.lines[i], " A "))
+                        assert_string_equal(rc.lines[ic++], whole.lines[i]);
+                else
+                        assert_string_equal(rd.lines[id++], whole.lines[i]);
+        }
+        fh_buf_free(&s1);
+        fh_buf_free(&s2);
+        fh_buf_free(&r1);
+        fh_buf_free(&r2);
+        /* The model goes with its last engine, whatever the order. */
+        fh_model_unref(m);
+        fh_engine_free(one);
+        fh_engine_free(c);
+        fh_engine_free(a);
+        fh_engine_free(d);
+        fh_engine_free(b);
+}
+
+/* N shards must not cost N registries: an engine holds state only for the
+ * sensors it has seen, and forgetting them gives their memory back. */
+static void an_engine_holds_state_only_for_the_sensors_it_has_seen(void **state) {
+        fh_buf csv = FH_BUF_NULL;
+        rec r;
+
+        fh_buf_puts(&csv, "id,kind,name\n");
+        for (int i = 0; i < 20000; i++)
+                fh_buf_printf(&csv, "S%d,rain,s\n", i);
+        fh_buf_putc(&csv, '\0');
+        fh_model *m = model("rules:\n  - id: s\n    kind: rain\n    levels:\n"
+                            "      red: sum(rain_mm, 1h) >= 40\n      blue: max(rain_mm, 2h) >= 5\n", csv.data);
+        fh_engine *e = shard(m, &r, NULL);
+        size_t empty = fh_engine_memory(e);
+        /* A pointer a station, no more. */
+        assert_true(empty <= 20000 * sizeof(void *) + 4096);
+        feed(e, "S7", 0, "rain_mm", 1);
+        feed(e, "S19999", 0, "rain_mm", 1);
+        size_t two = fh_engine_memory(e);
+        assert_true(two > empty && two - empty < 8192);
+        fh_engine_forget(e, NULL, NULL);
+        assert_int_equal(fh_engine_memory(e), empty);
+        fh_engine_free(e);
+        fh_model_unref(m);
+        fh_buf_free(&csv);
+}
+
 static void restore_keeps_windows_but_resets_the_state_of_a_changed_rule(void **state) {
         rec a, b;
         fh_engine *e = engine("rules:\n  - id: s\n    kind: rain\n    levels:\n      blue: sum(rain_mm, 1h) >= 10\n", &a, NULL);
@@ -1050,6 +1214,8 @@ int main(void) {
                 cmocka_unit_test(alert_json_has_every_field_of_the_contract),
                 cmocka_unit_test(station_attribute_a_station_lacks_makes_comparisons_false),
                 cmocka_unit_test(snapshot_and_restore_continue_exactly_where_they_left_off),
+                cmocka_unit_test(shards_of_one_model_make_what_one_engine_makes),
+                cmocka_unit_test(an_engine_holds_state_only_for_the_sensors_it_has_seen),
                 cmocka_unit_test(restore_keeps_windows_but_resets_the_state_of_a_changed_rule),
                 cmocka_unit_test(unknown_sensor_is_rejected_without_changing_state),
                 cmocka_unit_test(restore_refuses_times_that_would_overflow_the_next_evaluation),

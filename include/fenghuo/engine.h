@@ -1,11 +1,13 @@
 /* The rule engine: readings in, alert events out, time given by the caller.
  *
- * It owns the rule set, the registry, one window store per (sensor, field)
- * and the alert state of every (rule, sensor) pair. It does no I/O and reads
+ * It holds a reference to a model (the rule set and the registry, bound),
+ * one window store per (sensor, field) and the alert state of every
+ * (rule, sensor) pair of the sensors it has seen. It does no I/O and reads
  * no clock, so `replay`, the daemon and the tests all drive the same code and
  * a replay of history is exactly what the daemon would have done live.
  *
- * Not thread-safe: one engine belongs to one thread (the daemon's loop). */
+ * Not thread-safe: one engine belongs to one thread at a time; engines
+ * sharing one fh_model may run on different threads. */
 #ifndef FENGHUO_ENGINE_H
 #define FENGHUO_ENGINE_H
 
@@ -122,13 +124,33 @@ typedef struct fh_engine_stats {
 
 typedef struct fh_engine fh_engine;
 
-/* Takes ownership of rules and stations, also on failure. Binds rules to
- * stations (match), lays out window stores. Warnings (a rule that applies to
- * no station, a station column a rule reads that the registry lacks) go to
- * diags. 0, -ENOMEM, or -EINVAL with diags. */
+/* A rule set bound to a registry, immutable once built: rules matched to
+ * stations, window stores laid out. Engines that share it (a daemon's
+ * shards, each over its own partitions' sensors) cost one registry and one
+ * binding; an engine holds state only for the sensors it has seen.
+ * Reference-counted; the references may be dropped from any thread. */
+typedef struct fh_model fh_model;
+
+/* Takes ownership of rules and stations, also on failure. Warnings (a rule
+ * that applies to no station, a station column a rule reads that the
+ * registry lacks) go to diags. 0 with one reference, -ENOMEM, or -EINVAL
+ * with diags. */
+int fh_model_new(fh_model **ret, fh_ruleset *rules, fh_registry *stations, fh_diags *diags);
+fh_model *fh_model_ref(fh_model *m);
+/* Drops a reference (NULL accepted); returns NULL. */
+fh_model *fh_model_unref(fh_model *m);
+const fh_ruleset *fh_model_rules(const fh_model *m);
+const fh_registry *fh_model_registry(const fh_model *m);
+
+/* An engine over m, holding its own reference: the caller keeps its own.
+ * Engines of one model may run on different threads. 0 or -EINVAL. */
+int fh_engine_new_shared(fh_engine **ret, fh_model *m, const fh_engine_config *cfg);
+/* fh_model_new and fh_engine_new_shared in one: takes ownership of rules
+ * and stations, also on failure. */
 int fh_engine_new(fh_engine **ret, fh_ruleset *rules, fh_registry *stations,
                   const fh_engine_config *cfg, fh_diags *diags);
 fh_engine *fh_engine_free(fh_engine *e);
+fh_model *fh_engine_model(const fh_engine *e);
 
 /* Alerts are delivered synchronously, from inside ingest/tick, in order. */
 void fh_engine_set_alert_cb(fh_engine *e, fh_alert_fn fn, void *userdata);
@@ -224,10 +246,21 @@ bool fh_rule_threshold(const fh_engine *e, const fh_rule *rule, const fh_station
  * not in the registry are skipped. Returns 0 or -EBADMSG (nothing changed). */
 typedef bool (*fh_sensor_filter)(void *userdata, const fh_station *s);
 void fh_engine_snapshot(const fh_engine *e, fh_sensor_filter filter, void *userdata, fh_buf *out);
+/* One snapshot of the union of n engines' sensors (engines of one model,
+ * each sensor in one of them; should one be in several, the one of the
+ * last engine wins at restore), with the latest of their clocks: what
+ * fh_engine_restore reads, the same format as one engine's. */
+void fh_engine_snapshot_many(const fh_engine *const *es, size_t n, fh_sensor_filter filter, void *userdata,
+                             fh_buf *out);
 int fh_engine_restore(fh_engine *e, const void *data, size_t len);
 /* The same, calling fn for each sensor restored. */
 typedef void (*fh_station_fn)(void *userdata, const fh_station *s);
 int fh_engine_restore_each(fh_engine *e, const void *data, size_t len, fh_station_fn fn, void *userdata);
+/* The same, restoring only the sensors for which filter returns true
+ * (all when NULL); the others are checked and skipped. The clock is
+ * restored all the same. */
+int fh_engine_restore_some(fh_engine *e, const void *data, size_t len, fh_sensor_filter filter, void *filter_data,
+                           fh_station_fn fn, void *userdata);
 /* Forget the state of the filtered sensors (partition revoked). */
 void fh_engine_forget(fh_engine *e, fh_sensor_filter filter, void *userdata);
 

@@ -65,19 +65,15 @@ typedef struct fh_rule_bind {
         size_t n, cap;
 } fh_rule_bind;
 
-struct fh_engine {
-        fh_engine_config cfg;
+/* What engines running the same rules over the same registry share, built
+ * once and never changed after: N shards of a daemon cost one registry,
+ * one binding and one set of profiles. Freed with its last reference,
+ * which any thread may drop. */
+struct fh_model {
+        size_t refs;                 /* __atomic */
         fh_ruleset *rs;
         fh_registry *reg;
-        fh_alert_fn alert_cb;
-        void *alert_data;
-        fh_eval_fn eval_cb;
-        void *eval_data;
-        fh_engine_stats stats;
-        int64_t clock;
-        const fh_station *last_station;
-
-        fh_sensor *sensors;          /* one per station, same index */
+        const fh_profile **prof_of;  /* per station index */
         fh_rule_bind *bind;          /* one per rule */
         uint32_t *age_rules;
         size_t n_age_rules;
@@ -88,6 +84,37 @@ struct fh_engine {
         fh_profile **profile_slots;
         size_t profile_mask;
 };
+
+struct fh_engine {
+        fh_engine_config cfg;
+        fh_model *m;
+        /* Borrowed from m, for the hot paths. */
+        const fh_ruleset *rs;
+        const fh_registry *reg;
+        const fh_rule_bind *bind;
+        const uint32_t *age_rules;
+        size_t n_age_rules;
+        const int *attr_col;
+
+        fh_alert_fn alert_cb;
+        void *alert_data;
+        fh_eval_fn eval_cb;
+        void *eval_data;
+        fh_engine_stats stats;
+        int64_t clock;
+        const fh_station *last_station;
+
+        /* One per station index, allocated with the sensor's first reading
+         * or restore: an engine that sees a few partitions' sensors holds
+         * state for those alone. NULL: no state. */
+        fh_sensor **sensors;
+        size_t n_live;
+};
+
+/* The state of station index i, allocated when missing. */
+fh_sensor *fh_engine_sensor(fh_engine *e, size_t i);
+/* Frees it (forgotten). */
+void fh_engine_sensor_drop(fh_engine *e, size_t i);
 
 void fh_sensor_init(fh_sensor *s, const fh_profile *p);
 void fh_sensor_clear(fh_sensor *s);

@@ -267,7 +267,7 @@ static fh_profile *profile_free(fh_profile *p) {
         return NULL;
 }
 
-static fh_profile *profile_intern(fh_engine *e, const uint32_t *rules, size_t n) {
+static fh_profile *profile_intern(fh_model *e, const uint32_t *rules, size_t n) {
         uint64_t h = hash_u32s(rules, n);
         size_t mask = e->profile_mask;
 
@@ -312,7 +312,7 @@ static bool match_value_equals(const fh_match_value *mv, const fh_attr *a) {
         return false;
 }
 
-static bool rule_matches(const fh_engine *e, const fh_rule *r, const int *match_cols, const fh_station *st) {
+static bool rule_matches(const fh_rule *r, const int *match_cols, const fh_station *st) {
         if (r->kind != st->kind)
                 return false;
         for (size_t m = 0; m < r->n_match; m++) {
@@ -374,7 +374,7 @@ static void sensor_done(fh_sensor *s) {
         free(s->recent.hi);
 }
 
-static void warn_missing_columns(fh_engine *e, const fh_rule *r, fh_diags *diags) {
+static void warn_missing_columns(fh_model *e, const fh_rule *r, fh_diags *diags) {
         const fh_symbols *syms = &e->rs->syms;
         const fh_program *progs[FH_LEVEL__MAX + 1];
         size_t np = 0;
@@ -403,7 +403,7 @@ static void warn_missing_columns(fh_engine *e, const fh_rule *r, fh_diags *diags
                 }
 }
 
-static int engine_bind(fh_engine *e, fh_diags *diags) {
+static int model_bind(fh_model *e, fh_diags *diags) {
         const fh_ruleset *rs = e->rs;
         const fh_registry *reg = e->reg;
         int **match_cols = fh_calloc(rs->n_rules, sizeof(*match_cols));
@@ -422,7 +422,7 @@ static int engine_bind(fh_engine *e, fh_diags *diags) {
         }
 
         e->bind = fh_calloc(rs->n_rules + 1, sizeof(*e->bind));
-        e->sensors = fh_calloc(reg->n_stations + 1, sizeof(*e->sensors));
+        e->prof_of = fh_calloc(reg->n_stations + 1, sizeof(*e->prof_of));
         e->profile_mask = 15;
         e->profile_slots = fh_calloc(e->profile_mask + 1, sizeof(*e->profile_slots));
 
@@ -431,11 +431,10 @@ static int engine_bind(fh_engine *e, fh_diags *diags) {
                 size_t n = 0;
 
                 for (size_t i = 0; i < rs->n_rules; i++)
-                        if (rule_matches(e, &rs->rules[i], match_cols[i], st))
+                        if (rule_matches(&rs->rules[i], match_cols[i], st))
                                 list[n++] = (uint32_t) i;
                 fh_profile *p = profile_intern(e, list, n);
-                e->sensors[si].st = st;
-                fh_sensor_init(&e->sensors[si], p);
+                e->prof_of[si] = p;
                 for (size_t k = 0; k < n; k++) {
                         fh_rule_bind *b = &e->bind[list[k]];
                         if (b->n == b->cap) {
@@ -470,10 +469,30 @@ static int engine_bind(fh_engine *e, fh_diags *diags) {
         return r;
 }
 
-int fh_engine_new(fh_engine **ret, fh_ruleset *rules, fh_registry *stations,
-                  const fh_engine_config *cfg, fh_diags *diags) {
-        static const fh_engine_config defaults = FH_ENGINE_CONFIG_DEFAULT;
-        fh_engine *e;
+static fh_model *model_free(fh_model *m) {
+        if (!m)
+                return NULL;
+        if (m->bind)
+                for (size_t i = 0; i < m->rs->n_rules; i++) {
+                        free(m->bind[i].sensor);
+                        free(m->bind[i].pair);
+                }
+        free(m->bind);
+        for (size_t i = 0; i < m->n_profiles; i++)
+                profile_free(m->profiles[i]);
+        free(m->profiles);
+        free(m->profile_slots);
+        free(m->prof_of);
+        free(m->age_rules);
+        free(m->attr_col);
+        fh_ruleset_free(m->rs);
+        fh_registry_free(m->reg);
+        free(m);
+        return NULL;
+}
+
+int fh_model_new(fh_model **ret, fh_ruleset *rules, fh_registry *stations, fh_diags *diags) {
+        fh_model *m;
         int r;
 
         if (!rules || !stations || !rules->finished) {
@@ -481,9 +500,56 @@ int fh_engine_new(fh_engine **ret, fh_ruleset *rules, fh_registry *stations,
                 fh_registry_free(stations);
                 return -EINVAL;
         }
+        m = fh_calloc(1, sizeof(*m));
+        m->refs = 1;
+        m->rs = rules;
+        m->reg = stations;
+        r = model_bind(m, diags);
+        if (r < 0) {
+                model_free(m);
+                return r;
+        }
+        *ret = m;
+        return 0;
+}
+
+fh_model *fh_model_ref(fh_model *m) {
+        if (m)
+                __atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+        return m;
+}
+
+fh_model *fh_model_unref(fh_model *m) {
+        /* Release, then acquire by the last one: every engine's reads of
+         * the model happen before it is freed, on whichever thread. */
+        if (m && __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0)
+                model_free(m);
+        return NULL;
+}
+
+const fh_ruleset *fh_model_rules(const fh_model *m) {
+        return m->rs;
+}
+
+const fh_registry *fh_model_registry(const fh_model *m) {
+        return m->reg;
+}
+
+int fh_engine_new_shared(fh_engine **ret, fh_model *m, const fh_engine_config *cfg) {
+        static const fh_engine_config defaults = FH_ENGINE_CONFIG_DEFAULT;
+        fh_engine *e;
+
+        if (!m)
+                return -EINVAL;
         e = fh_calloc(1, sizeof(*e));
-        e->rs = rules;
-        e->reg = stations;
+        e->m = fh_model_ref(m);
+        e->rs = m->rs;
+        e->reg = m->reg;
+        e->bind = m->bind;
+        e->age_rules = m->age_rules;
+        e->n_age_rules = m->n_age_rules;
+        e->attr_col = m->attr_col;
+        e->sensors = fh_calloc(m->reg->n_stations + 1, sizeof(*e->sensors));
         e->cfg = cfg ? *cfg : defaults;
         if (e->cfg.tick_ms <= 0)
                 e->cfg.tick_ms = defaults.tick_ms;
@@ -492,37 +558,57 @@ int fh_engine_new(fh_engine **ret, fh_ruleset *rules, fh_registry *stations,
         if (e->cfg.max_ticks_per_advance < 2)
                 e->cfg.max_ticks_per_advance = defaults.max_ticks_per_advance;
         e->clock = FH_TIME_NONE;
-
-        r = engine_bind(e, diags);
-        if (r < 0) {
-                fh_engine_free(e);
-                return r;
-        }
         *ret = e;
         return 0;
+}
+
+int fh_engine_new(fh_engine **ret, fh_ruleset *rules, fh_registry *stations,
+                  const fh_engine_config *cfg, fh_diags *diags) {
+        fh_model *m;
+        int r = fh_model_new(&m, rules, stations, diags);
+
+        if (r < 0)
+                return r;
+        r = fh_engine_new_shared(ret, m, cfg);
+        fh_model_unref(m);
+        return r;
+}
+
+fh_model *fh_engine_model(const fh_engine *e) {
+        return e->m;
+}
+
+fh_sensor *fh_engine_sensor(fh_engine *e, size_t i) {
+        fh_sensor *s = e->sensors[i];
+
+        if (s)
+                return s;
+        s = fh_calloc(1, sizeof(*s));
+        s->st = &e->reg->stations[i];
+        fh_sensor_init(s, e->m->prof_of[i]);
+        e->sensors[i] = s;
+        e->n_live++;
+        return s;
+}
+
+void fh_engine_sensor_drop(fh_engine *e, size_t i) {
+        fh_sensor *s = e->sensors[i];
+
+        if (!s)
+                return;
+        sensor_done(s);
+        free(s);
+        e->sensors[i] = NULL;
+        e->n_live--;
 }
 
 fh_engine *fh_engine_free(fh_engine *e) {
         if (!e)
                 return NULL;
-        if (e->sensors)
-                for (size_t i = 0; i < e->reg->n_stations; i++)
-                        sensor_done(&e->sensors[i]);
+        for (size_t i = 0; e->sensors && i < e->reg->n_stations; i++)
+                fh_engine_sensor_drop(e, i);
         free(e->sensors);
-        if (e->bind)
-                for (size_t i = 0; i < e->rs->n_rules; i++) {
-                        free(e->bind[i].sensor);
-                        free(e->bind[i].pair);
-                }
-        free(e->bind);
-        for (size_t i = 0; i < e->n_profiles; i++)
-                profile_free(e->profiles[i]);
-        free(e->profiles);
-        free(e->profile_slots);
-        free(e->age_rules);
-        free(e->attr_col);
-        fh_ruleset_free(e->rs);
-        fh_registry_free(e->reg);
+        fh_model_unref(e->m);
         free(e);
         return NULL;
 }
@@ -652,8 +738,8 @@ static void tick_at(fh_engine *e, const fh_alert_sink *out, int64_t b) {
         for (size_t k = 0; k < e->n_age_rules; k++) {
                 const fh_rule_bind *bd = &e->bind[e->age_rules[k]];
                 for (size_t i = 0; i < bd->n; i++) {
-                        fh_sensor *s = &e->sensors[bd->sensor[i]];
-                        if (s->latest != FH_TIME_NONE)
+                        fh_sensor *s = e->sensors[bd->sensor[i]];
+                        if (s && s->latest != FH_TIME_NONE)
                                 fh_engine_eval_pair(e, out, s, bd->pair[i], b);
                 }
         }
@@ -734,7 +820,7 @@ fh_outcome fh_engine_ingest_to(fh_engine *e, const fh_reading *r, fh_alert_fn fn
                 e->stats.rejected[FH_REJECT_UNKNOWN_SENSOR]++;
                 return FH_OUTCOME_UNKNOWN_SENSOR;
         }
-        fh_sensor *s = &e->sensors[st->index];
+        fh_sensor *s = fh_engine_sensor(e, st->index);
         const fh_profile *p = s->prof;
 
         /* In-order readings, the common case, never search the history. */
@@ -876,7 +962,9 @@ void fh_engine_foreach_active(const fh_engine *e, fh_alert_fn fn, void *userdata
                 const fh_rule *rule = &e->rs->rules[ri];
 
                 for (size_t i = 0; i < b->n; i++) {
-                        const fh_sensor *s = &e->sensors[b->sensor[i]];
+                        const fh_sensor *s = e->sensors[b->sensor[i]];
+                        if (!s)
+                                continue;
                         const fh_pair *p = &s->pairs[b->pair[i]];
                         if (p->level == FH_LEVEL_NONE)
                                 continue;
@@ -910,7 +998,7 @@ static fh_end_reason pair_fate(const fh_engine *ne, const fh_rule *rule, const f
                 return FH_END_RULE_CHANGED;
         if (!nst)
                 return FH_END_STATION_REMOVED;
-        const fh_profile *p = ne->sensors[nst->index].prof;
+        const fh_profile *p = ne->m->prof_of[nst->index];
         for (uint32_t k = 0; k < p->n_rules; k++)
                 if (&ne->rs->rules[p->rules[k]] == nr)
                         return FH_END_NONE;
@@ -923,7 +1011,9 @@ void fh_engine_end_orphans(fh_engine *old, const fh_engine *ne, int64_t now_ms) 
                 const fh_rule *rule = &old->rs->rules[ri];
 
                 for (size_t i = 0; i < b->n; i++) {
-                        const fh_sensor *s = &old->sensors[b->sensor[i]];
+                        const fh_sensor *s = old->sensors[b->sensor[i]];
+                        if (!s)
+                                continue;
                         fh_pair *p = &s->pairs[b->pair[i]];
                         if (p->level == FH_LEVEL_NONE)
                                 continue;
@@ -952,9 +1042,11 @@ void fh_engine_end_orphans(fh_engine *old, const fh_engine *ne, int64_t now_ms) 
 }
 
 size_t fh_engine_memory(const fh_engine *e) {
-        size_t m = sizeof(*e);
+        size_t m = sizeof(*e) + e->reg->n_stations * sizeof(*e->sensors);
         for (size_t i = 0; i < e->reg->n_stations; i++) {
-                const fh_sensor *s = &e->sensors[i];
+                const fh_sensor *s = e->sensors[i];
+                if (!s)
+                        continue;
                 m += sizeof(*s) + s->recent.cap * (sizeof(uint32_t) + (s->recent.hi ? sizeof(uint32_t) : 0)) +
                      s->prof->n_rules * sizeof(fh_pair);
                 for (uint32_t k = 0; k < s->prof->n_stores; k++)
@@ -966,8 +1058,8 @@ size_t fh_engine_memory(const fh_engine *e) {
 size_t fh_engine_samples(const fh_engine *e) {
         size_t n = 0;
         for (size_t i = 0; i < e->reg->n_stations; i++) {
-                const fh_sensor *s = &e->sensors[i];
-                for (uint32_t k = 0; k < s->prof->n_stores; k++)
+                const fh_sensor *s = e->sensors[i];
+                for (uint32_t k = 0; s && k < s->prof->n_stores; k++)
                         n += s->stores[k].r.len;
         }
         return n;

@@ -77,23 +77,35 @@ static void snapshot_sensor(const fh_engine *e, const fh_sensor *s, fh_buf *out)
 }
 
 void fh_engine_snapshot(const fh_engine *e, fh_sensor_filter filter, void *userdata, fh_buf *out) {
+        fh_engine_snapshot_many(&e, 1, filter, userdata, out);
+}
+
+void fh_engine_snapshot_many(const fh_engine *const *es, size_t n_es, fh_sensor_filter filter, void *userdata,
+                             fh_buf *out) {
         size_t start = out->len, count_at;
         uint32_t n = 0;
+        int64_t clock = FH_TIME_NONE;
 
+        for (size_t k = 0; k < n_es; k++)
+                if (es[k]->clock != FH_TIME_NONE && (clock == FH_TIME_NONE || es[k]->clock > clock))
+                        clock = es[k]->clock;
         fh_buf_append(out, SNAP_MAGIC, 8);
         fh_buf_u32(out, SNAP_VERSION);
-        put_i64(out, e->clock);
+        put_i64(out, clock);
         count_at = out->len;
         fh_buf_u32(out, 0);
-        for (size_t i = 0; i < e->reg->n_stations; i++) {
-                const fh_sensor *s = &e->sensors[i];
-                /* A sensor that never sent a reading has no state to keep. */
-                if (s->latest == FH_TIME_NONE)
-                        continue;
-                if (filter && !filter(userdata, s->st))
-                        continue;
-                snapshot_sensor(e, s, out);
-                n++;
+        for (size_t k = 0; k < n_es; k++) {
+                const fh_engine *e = es[k];
+                for (size_t i = 0; i < e->reg->n_stations; i++) {
+                        const fh_sensor *s = e->sensors[i];
+                        /* A sensor that never sent a reading has no state to keep. */
+                        if (!s || s->latest == FH_TIME_NONE)
+                                continue;
+                        if (filter && !filter(userdata, s->st))
+                                continue;
+                        snapshot_sensor(e, s, out);
+                        n++;
+                }
         }
         for (int i = 0; i < 4; i++)
                 out->data[count_at + i] = (char) (n >> (8 * i));
@@ -136,7 +148,14 @@ static bool pair_ok(const fh_pair *p) {
 
 /* One pass that either only checks (e == NULL) or applies. Keeping the two
  * in one function means what is checked is exactly what is applied. */
-static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, void *userdata) {
+typedef struct walk_to {
+        fh_sensor_filter filter;
+        void *filter_data;
+        fh_station_fn fn;
+        void *userdata;
+} walk_to;
+
+static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, const walk_to *to) {
         for (uint32_t si = 0; si < n_sensors; si++) {
                 const char *id, *name;
                 size_t id_len, name_len;
@@ -153,10 +172,10 @@ static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, v
                         return -EBADMSG;
                 if (e) {
                         const fh_station *st = fh_registry_find(e->reg, id, id_len);
-                        if (st) {
-                                if (fn)
-                                        fn(userdata, st);
-                                s = &e->sensors[st->index];
+                        if (st && (!to->filter || to->filter(to->filter_data, st))) {
+                                if (to->fn)
+                                        to->fn(to->userdata, st);
+                                s = fh_engine_sensor(e, st->index);
                                 fh_sensor_clear(s);
                                 s->latest = latest;
                                 for (uint32_t k = 0; k < s->prof->n_stores; k++)
@@ -245,10 +264,16 @@ static int walk(fh_engine *e, fh_rd *rd, uint32_t n_sensors, fh_station_fn fn, v
 }
 
 int fh_engine_restore(fh_engine *e, const void *data, size_t len) {
-        return fh_engine_restore_each(e, data, len, NULL, NULL);
+        return fh_engine_restore_some(e, data, len, NULL, NULL, NULL, NULL);
 }
 
 int fh_engine_restore_each(fh_engine *e, const void *data, size_t len, fh_station_fn fn, void *userdata) {
+        return fh_engine_restore_some(e, data, len, NULL, NULL, fn, userdata);
+}
+
+int fh_engine_restore_some(fh_engine *e, const void *data, size_t len, fh_sensor_filter filter, void *filter_data,
+                           fh_station_fn fn, void *userdata) {
+        const walk_to to = { filter, filter_data, fn, userdata };
         const uint8_t *p = data;
         fh_rd rd;
         uint32_t version, n;
@@ -270,11 +295,11 @@ int fh_engine_restore_each(fh_engine *e, const void *data, size_t len, fh_statio
                 return -EBADMSG;
 
         size_t body = rd.off;
-        r = walk(NULL, &rd, n, NULL, NULL);
+        r = walk(NULL, &rd, n, &to);
         if (r < 0)
                 return r;
         rd.off = body;
-        r = walk(e, &rd, n, fn, userdata);
+        r = walk(e, &rd, n, &to);
         if (r < 0)
                 return r;   /* cannot happen: the same bytes passed the check */
         if (clock != FH_TIME_NONE && (e->clock == FH_TIME_NONE || clock > e->clock))
@@ -284,8 +309,10 @@ int fh_engine_restore_each(fh_engine *e, const void *data, size_t len, fh_statio
 
 void fh_engine_forget(fh_engine *e, fh_sensor_filter filter, void *userdata) {
         for (size_t i = 0; i < e->reg->n_stations; i++) {
-                fh_sensor *s = &e->sensors[i];
-                if (s->latest != FH_TIME_NONE && (!filter || filter(userdata, s->st)))
-                        fh_sensor_clear(s);
+                fh_sensor *s = e->sensors[i];
+                /* Freed, not cleared: a revoked partition's sensors leave
+                 * no memory behind. */
+                if (s && (!filter || filter(userdata, s->st)))
+                        fh_engine_sensor_drop(e, i);
         }
 }
