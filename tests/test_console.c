@@ -743,6 +743,17 @@ static void test_a_console_back_from_down_escalates_what_turned_red_meanwhile(vo
                            "{\"alert_id\":\"rainstorm:MY-RG-0009:1764813600000\",\"user\":\"op\",\"ts\":0,\"note\":\"\"}"));
         /* Orange, not red: not escalated. */
         daemon_writes("rainstorm", "MY-RG-0010", "raised", "orange", 60, 1764813600000LL);
+        /* A busy stream since: the change to red is 2500 entries back. */
+        redisContext *rc = rclient();
+        for (int i = 0; i < 2500; i++)
+                redisAppendCommand(rc, "XADD fenghuo:alerts:stream * alert %s",
+                                   "{\"alert_id\":\"rainstorm:MY-RG-0020:1\",\"level\":\"blue\"}");
+        for (int i = 0; i < 2500; i++) {
+                redisReply *r;
+                assert_int_equal(redisGetReply(rc, (void **) &r), REDIS_OK);
+                freeReplyObject(r);
+        }
+        redisFree(rc);
         it_nap_ms(2500);
 
         w.cfg.ack_timeout_ms = 2000;

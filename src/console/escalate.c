@@ -132,6 +132,21 @@ static void escalate(fh_escalator *e, const char *json, size_t json_len, const c
         }
 }
 
+/* The stream id just before id ("ms-seq"), for reading on from there: the
+ * exclusive "(id" form needs Redis 6.2, and Redis 6.0 is supported. */
+static void before(const char *id, char *out, size_t n) {
+        unsigned long long ms = strtoull(id, NULL, 10), seq = 0;
+        const char *dash = strchr(id, '-');
+        if (dash)
+                seq = strtoull(dash + 1, NULL, 10);
+        if (seq > 0)
+                snprintf(out, n, "%llu-%llu", ms, seq - 1);
+        else if (ms > 0)
+                snprintf(out, n, "%llu-18446744073709551615", ms - 1);
+        else
+                snprintf(out, n, "0-0");        /* nothing is before: the loop ends on an empty read */
+}
+
 /* When each alert of ids[] turned red, in Redis's wall-time ms, into
  * since[] (0 for those not known yet): the newest stream entry of that
  * alert with level red, since events are written on level changes only.
@@ -156,7 +171,7 @@ static bool red_since_from_stream(fh_escalator *e, char **ids, int64_t *since, s
                         if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 || en->element[0]->type != REDIS_REPLY_STRING)
                                 continue;
                         oldest = atoll(en->element[0]->str);
-                        snprintf(end, sizeof(end), "(%s", en->element[0]->str);
+                        before(en->element[0]->str, end, sizeof(end));
                         redisReply *kv = en->element[1];
                         for (size_t j = 0; j + 1 < kv->elements; j += 2) {
                                 if (kv->element[j]->type != REDIS_REPLY_STRING || strcmp(kv->element[j]->str, "alert") ||
