@@ -339,7 +339,7 @@ int main(int argc, char **argv) {
         }
         cp.n_sensors = reg->n_stations;
         t0 = now_s();
-        if (fh_state_save(state_dir, e, &cp) < 0) {
+        if (fh_state_save(state_dir, (const fh_engine *[]) { e }, 1, &cp) < 0) {
                 fprintf(stderr, "bench_stall: cannot save %s\n", b.state_path);
                 return 1;
         }

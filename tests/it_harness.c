@@ -1077,6 +1077,8 @@ void it_config_write(const it_env *t, const char *path, const it_config *c) {
                 t->rules, it.stations, c->state_dir);
         if (c->checkpoint_interval)
                 fprintf(f, "checkpoint_interval: %s\n", c->checkpoint_interval);
+        if (c->shards)
+                fprintf(f, "shards: %d\n", c->shards);
         fprintf(f, "metrics_file: \"%s/metrics.prom\"\n", c->state_dir);
         fprintf(f,
                 "stdout: false\n"

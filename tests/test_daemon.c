@@ -269,10 +269,15 @@ static void relay_stop(void) {
 /* ---- the daemon ---- */
 
 /* A test's topics and its one config: redis is the port the daemon sends
- * alerts to, 0 for none; rules NULL for a rules directory of its own. */
-static void env_init(it_env *t, const char *name, int in_partitions, int redis, const char *rules) {
+ * alerts to, 0 for none; rules NULL for a rules directory of its own;
+ * shards 0 for the default. */
+static void env_init_shards(it_env *t, const char *name, int in_partitions, int redis, const char *rules, int shards) {
         it_env_init(t, name, in_partitions, rules, false);
-        it_config_write(t, t->config, &(it_config) { .state_dir = t->state, .redis_port = redis });
+        it_config_write(t, t->config, &(it_config) { .state_dir = t->state, .redis_port = redis, .shards = shards });
+}
+
+static void env_init(it_env *t, const char *name, int in_partitions, int redis, const char *rules) {
+        env_init_shards(t, name, in_partitions, redis, rules, 0);
 }
 
 static it_proc start_daemon(const it_env *t, const char *log_name) {
@@ -332,14 +337,14 @@ static void wait_xlen(const char *stream, it_proc *d, long long n, double second
 
 /* ---- the tests ---- */
 
-static void alerts_through_real_kafka_equal_replay_of_the_same_input(void **state) {
+static void live_equals_replay(const char *name, int shards) {
         it_env t;
         it_input in;
         size_t rejected;
         it_reader alerts, dlq;
 
         IT_NEED_SERVERS();
-        env_init(&t, "t1", 4, it.redis_port, it.rules_dir);
+        env_init_shards(&t, name, 4, it.redis_port, it.rules_dir, shards);
         it_simulate(&t, 21, &in);
         it_strs want = it_replay(&t, &in, in.line.n, "full", &rejected);
         assert_true(want.n >= 50);
@@ -402,6 +407,19 @@ static void alerts_through_real_kafka_equal_replay_of_the_same_input(void **stat
         it_reader_close(&alerts);
         it_strs_free(&want);
         it_input_free(&in);
+}
+
+static void alerts_through_real_kafka_equal_replay_of_the_same_input(void **state) {
+        (void) state;
+        live_equals_replay("t1", 1);
+}
+
+/* Four partitions over three shards (one shard has two): each sensor's
+ * state in the shard of its partition, the same alerts as replay, and the
+ * health figures added up over the shards. */
+static void alerts_at_three_shards_equal_replay_of_the_same_input(void **state) {
+        (void) state;
+        live_equals_replay("t1s", 3);
 }
 
 static void malformed_messages_land_in_the_dead_letter_topic_with_their_reason(void **state) {
@@ -629,7 +647,8 @@ static void sighup_ends_the_alerts_of_a_changed_and_a_removed_rule_everywhere(vo
         char text[300];
 
         IT_NEED_SERVERS();
-        env_init(&t, "t9", 1, it.redis_port, NULL);
+        /* One partition, two shards: one has nothing to do. */
+        env_init_shards(&t, "t9", 1, it.redis_port, NULL, 2);
         snprintf(a_path, sizeof(a_path), "%s/a.yaml", t.rules);
         snprintf(b_path, sizeof(b_path), "%s/b.yaml", t.rules);
         snprintf(text, sizeof(text), heavy, 50);
@@ -708,7 +727,7 @@ static void sigterm_mid_stream_then_restart_gives_exactly_the_alerts_of_one_run(
         int code = -1;
 
         IT_NEED_SERVERS();
-        env_init(&t, "t5", 4, 0, it.rules_dir);
+        env_init_shards(&t, "t5", 4, 0, it.rules_dir, 2);
         it_simulate(&t, 22, &in);
         it_strs want = it_replay(&t, &in, in.line.n, "full", NULL);
         assert_true(want.n >= 50);
@@ -860,7 +879,7 @@ static void redis_down_for_30_seconds_loses_no_alert_and_kafka_is_not_held_up(vo
 
         IT_NEED_SERVERS();
         relay_start(it.redis_port);
-        env_init(&t, "t6", 4, rl.port, it.rules_dir);
+        env_init_shards(&t, "t6", 4, rl.port, it.rules_dir, 3);
         it_simulate(&t, 23, &in);
         size_t n1 = in.line.n / 4, n2 = in.line.n * 3 / 4;
         it_strs want = it_replay(&t, &in, in.line.n, "full", NULL);
@@ -1170,6 +1189,8 @@ static int teardown(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(alerts_through_real_kafka_equal_replay_of_the_same_input,
+                                                it_test_setup, test_teardown),
+                cmocka_unit_test_setup_teardown(alerts_at_three_shards_equal_replay_of_the_same_input,
                                                 it_test_setup, test_teardown),
                 cmocka_unit_test_setup_teardown(malformed_messages_land_in_the_dead_letter_topic_with_their_reason,
                                                 it_test_setup, test_teardown),

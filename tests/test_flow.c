@@ -78,7 +78,7 @@ static int header_int(rd_kafka_headers_t *hdrs, const char *name, long long *ret
         return 0;
 }
 
-static void pause_and_resume_under_flow_control_skip_no_offset(void **state) {
+static void flow_control(int shards) {
         char err[512], cfgpath[] = "/tmp/fenghuo-flow-XXXXXX";
         const char *src = getenv("SRCDIR");
         flow f = { 0 };
@@ -113,8 +113,8 @@ static void pause_and_resume_under_flow_control_skip_no_offset(void **state) {
         FILE *cf = fdopen(fd, "w");
         fprintf(cf, "rules: %s/rules\nstations: %s/stations/miyun.csv\nstats_interval: 0s\ncheckpoint_interval: 0s\n"
                     "log_level: error\nkafka:\n  brokers: \"%s\"\n  group_id: flow\n  topics: {rain: flow.in}\n"
-                    "  dead_letter_topic: flow.dlq\n  max_in_flight: 100\n",
-                src, src, rd_kafka_mock_cluster_bootstraps(mc));
+                    "  dead_letter_topic: flow.dlq\n  max_in_flight: 100\nshards: %d\n",
+                src, src, rd_kafka_mock_cluster_bootstraps(mc), shards);
         fclose(cf);
         assert_int_equal(fh_daemon_config_load(cfgpath, &cfg, &diags), 0);
         unlink(cfgpath);
@@ -189,9 +189,21 @@ static void pause_and_resume_under_flow_control_skip_no_offset(void **state) {
         rd_kafka_destroy(feeder);
 }
 
+static void pause_and_resume_under_flow_control_skip_no_offset(void **state) {
+        (void) state;
+        flow_control(1);
+}
+
+/* Three partitions over two shards: the same record. */
+static void pause_and_resume_at_two_shards_skip_no_offset(void **state) {
+        (void) state;
+        flow_control(2);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(pause_and_resume_under_flow_control_skip_no_offset),
+                cmocka_unit_test(pause_and_resume_at_two_shards_skip_no_offset),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -74,10 +74,15 @@ static void sigkill(it_proc *d) {
 /* One instance's configuration, with frequent heartbeats: with the
  * broker's minimum session (6 s), a killed instance's partitions are given
  * out again close to 6 s after the kill. */
-static void write_config(const it_env *t, const char *path, const char *state_dir, const char *checkpoint) {
+static void write_config_shards(const it_env *t, const char *path, const char *state_dir, const char *checkpoint,
+                                int shards) {
         it_config_write(t, path,
                         &(it_config) { .state_dir = state_dir, .checkpoint_interval = checkpoint,
-                                       .heartbeat_ms = 500, .redis_port = it.redis_port });
+                                       .heartbeat_ms = 500, .redis_port = it.redis_port, .shards = shards });
+}
+
+static void write_config(const it_env *t, const char *path, const char *state_dir, const char *checkpoint) {
+        write_config_shards(t, path, state_dir, checkpoint, 0);
 }
 
 /* A clean stop: exit 0. A leaving instance hands its partitions over after
@@ -255,7 +260,7 @@ static unsigned test_seed(void) {
  * alerts topic must be replay's, Redis must hold every event. checkpoint
  * NULL runs the daemon's default interval (30 s), which no run here lives
  * to see: only what it writes at start protects it. */
-static void chaos(const char *name, const char *checkpoint, bool redis_exactly_once) {
+static void chaos(const char *name, const char *checkpoint, bool redis_exactly_once, int shards) {
         char log[600];
         struct {
                 bool startup;     /* before the partitions are assigned, else while consuming */
@@ -271,7 +276,7 @@ static void chaos(const char *name, const char *checkpoint, bool redis_exactly_o
         unsigned seed = test_seed();
         rng_state = 0x9E3779B97F4A7C15ULL ^ seed;
         it_env_init(&t, name, 4, it.rules_dir, false);
-        write_config(&t, t.config, t.state, checkpoint);
+        write_config_shards(&t, t.config, t.state, checkpoint, shards);
         it_simulate(&t, seed, &in);
         it_strs want = it_replay(&t, &in, in.line.n, "full", NULL);
         assert_true(want.n >= 50);
@@ -383,7 +388,9 @@ static void chaos(const char *name, const char *checkpoint, bool redis_exactly_o
 
 static void sigkill_at_random_points_and_restarts_lose_no_alert_and_repeat_none(void **state) {
         (void) state;
-        chaos("chaos", "1s", false);
+        /* Four partitions over two shards: a checkpoint holds the union of
+         * their state, a restart spreads it again. */
+        chaos("chaos", "1s", false, 2);
 }
 
 /* The default checkpoint_interval (30 s) and every run killed within its
@@ -392,7 +399,7 @@ static void sigkill_at_random_points_and_restarts_lose_no_alert_and_repeat_none(
  * to read them back from, show up here as lost or doubled events. */
 static void sigkill_in_the_first_seconds_with_the_default_config_loses_no_alert_and_repeats_none(void **state) {
         (void) state;
-        chaos("early", NULL, true);
+        chaos("early", NULL, true, 1);
 }
 
 /* Two cases the chaos test only hits by luck. The group's committed offsets
@@ -519,7 +526,9 @@ static void instances_joining_and_leaving_mid_stream_hand_over_without_losing_or
                 snprintf(config[i], sizeof(config[i]), "%s/%s.yaml", t.dir, names[i]);
                 snprintf(state_dir[i], sizeof(state_dir[i]), "%s/state-%s", t.dir, names[i]);
                 snprintf(log[i], sizeof(log[i]), "%s/%s.log", t.dir, names[i]);
-                write_config(&t, config[i], state_dir[i], "1s");
+                /* 1, 2 and 3 shards: a partition's state moves between
+                 * instances that split it differently. */
+                write_config_shards(&t, config[i], state_dir[i], "1s", i + 1);
         }
         it_simulate(&t, 31, &in);
         it_strs want = it_replay(&t, &in, in.line.n, "full", NULL);
@@ -605,7 +614,8 @@ static void a_hand_over_of_several_megabytes_arrives_whole_and_alerts_continue_a
                 snprintf(config[i], sizeof(config[i]), "%s/%s.yaml", t.dir, names[i]);
                 snprintf(state_dir[i], sizeof(state_dir[i]), "%s/state-%s", t.dir, names[i]);
                 snprintf(log[i], sizeof(log[i]), "%s/%s.log", t.dir, names[i]);
-                write_config(&t, config[i], state_dir[i], "5s");
+                /* More shards than partitions on the receiving side. */
+                write_config_shards(&t, config[i], state_dir[i], "5s", i == 0 ? 1 : 3);
         }
         snprintf(path, sizeof(path), "%s/input.jsonl", t.dir);
         const char *argv[] = { it.bin, "simulate", "--stations", it.stations, "--duration", "12h", "--step", "10s",

@@ -115,7 +115,7 @@ static void save_then_load_continues_exactly_where_it_stopped(void **state) {
         fh_checkpoint c = sample_checkpoint(), got = { 0 };
 
         feed(e, "A", 0, 6);
-        assert_int_equal(fh_state_save(dir, e, &c), 0);
+        assert_int_equal(fh_state_save(dir, (const fh_engine *[]) { e }, 1, &c), 0);
         assert_int_equal(fh_state_load(dir, e2, &got), 0);
         assert_int_equal(fh_offsets_get(&got.positions, "rain", 0), 42);
         assert_int_equal(fh_offsets_get(&got.positions, "rain", 1), 7);
@@ -157,7 +157,7 @@ static void damaged_state_is_refused_and_the_engine_untouched(void **state) {
         fh_checkpoint c = sample_checkpoint(), got = { 0 };
 
         feed(e, "A", 0, 6);
-        assert_int_equal(fh_state_save(dir, e, &c), 0);
+        assert_int_equal(fh_state_save(dir, (const fh_engine *[]) { e }, 1, &c), 0);
         snprintf(path, sizeof(path), "%s/state", dir);
         int fd = open(path, O_RDWR);
         assert_true(fd >= 0);
@@ -188,7 +188,7 @@ static void save_to_a_missing_directory_fails_with_errno(void **state) {
         fh_engine *e = engine();
         fh_checkpoint c = { 0 };
 
-        assert_int_equal(fh_state_save("/nonexistent/fenghuo", e, &c), -ENOENT);
+        assert_int_equal(fh_state_save("/nonexistent/fenghuo", (const fh_engine *[]) { e }, 1, &c), -ENOENT);
         fh_engine_free(e);
 }
 

@@ -19,7 +19,9 @@ void fhd_on_tick(uv_timer_t *h) {
         }
         /* Boundaries follow wall time; a late timer still evaluates every
          * boundary it passed. */
-        fh_engine_tick(d->engine, now);
+        /* Each shard's sensors, shard after shard: SPEC's tick order
+         * (rule, then sensor) holds within a shard. */
+        fhd_shards_tick(d, now);
         uv_timer_start(&d->tick_timer, fhd_on_tick, (uint64_t) ((fh_floor_div(now, t) + 1) * t - now), 0);
 }
 
@@ -55,7 +57,7 @@ static void checkpoint_cut(fh_daemon *d, fh_checkpoint *c) {
                 *it = o->it;
                 it->sinks &= FH_SINK_KAFKA | FH_SINK_REDIS;
         }
-        const fh_registry *reg = fh_engine_registry(d->engine);
+        const fh_registry *reg = fhd_registry(d);
         for (size_t i = 1; i < d->n_slots; i++)
                 fh_offsets_add(&c->partitions, d->slots[i].topic, d->slots[i].partition, (int64_t) i);
         c->sensor_ids = fh_calloc(reg->n_stations + 1, sizeof(*c->sensor_ids));
@@ -133,14 +135,16 @@ void fhd_checkpoint_start(fh_daemon *d) {
         }
         checkpoint_cut(d, &c);
         d->checkpoint_t0 = uv_hrtime();
-        r = fh_state_save_fork(d->cfg.state_dir, d->engine, &c, &pid);
+        const fh_engine *es[FH_SHARDS_MAX];
+        fhd_shard_engines(d, es);
+        r = fh_state_save_fork(d->cfg.state_dir, es, d->n_shards, &c, &pid);
         if (r == 0) {
                 d->checkpoint_pid = pid;
                 d->checkpoint_positions = c.positions;
                 c.positions = (fh_offsets) { 0 };
         } else {
                 log_warning("cannot fork to write the checkpoint (%s); writing it on the loop", strerror(-r));
-                checkpoint_done(d, fh_state_save(d->cfg.state_dir, d->engine, &c), &c.positions);
+                checkpoint_done(d, fh_state_save(d->cfg.state_dir, es, d->n_shards, &c), &c.positions);
         }
         checkpoint_cut_free(&c);
 }
@@ -155,7 +159,9 @@ int fhd_checkpoint(fh_daemon *d) {
         /* A child still writing an older cut must not rename it over this one. */
         fhd_checkpoint_reap(d, true);
         checkpoint_cut(d, &c);
-        r = fh_state_save(d->cfg.state_dir, d->engine, &c);
+        const fh_engine *es[FH_SHARDS_MAX];
+        fhd_shard_engines(d, es);
+        r = fh_state_save(d->cfg.state_dir, es, d->n_shards, &c);
         checkpoint_done(d, r, &c.positions);
         checkpoint_cut_free(&c);
         return r;

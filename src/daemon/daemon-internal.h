@@ -63,11 +63,25 @@ typedef struct kafka_wake {
         bool started;
 } kafka_wake;
 
+/* One engine over the sensors of some input partitions: the state of a
+ * partition's sensors lives in its shard's engine (shard.c). The engines
+ * of all shards share one model. */
+typedef struct fhd_shard {
+        fh_engine *engine;
+} fhd_shard;
+
 struct fh_daemon {
         uv_loop_t *loop;
         fh_daemon_config cfg;
         fh_daemon_hooks hooks;
-        fh_engine *engine;
+        fhd_shard *shards;
+        size_t n_shards;
+        uint8_t *slot_shard;      /* per slot (like slots): its shard */
+        /* The slot of the last message's partition: most messages come
+         * in runs of one partition. */
+        const rd_kafka_topic_t *last_rkt;
+        int32_t last_partition;
+        uint16_t last_slot;
 
         rd_kafka_t *consumer;
         rd_kafka_t *producer;
@@ -215,6 +229,10 @@ int fhd_kafka_subscribe(fh_daemon *d);
 
 /* rebalance.c */
 uint16_t fhd_slot_of(fh_daemon *d, const char *topic, int32_t partition, bool create);
+/* The same, created for an assignment of parts (its shard chosen among
+ * theirs). */
+uint16_t fhd_slot_of_assigned(fh_daemon *d, const char *topic, int32_t partition,
+                              const rd_kafka_topic_partition_list_t *parts);
 void fhd_handover_delivered(fh_daemon *d, handover *h, rd_kafka_resp_err_t err);
 void fhd_rebalance_free(fh_daemon *d, rebalance *rb);
 bool fhd_revoking(const fh_daemon *d);
@@ -235,3 +253,42 @@ void fhd_on_stats(uv_timer_t *h);
 
 /* reload.c */
 void fhd_reload(fh_daemon *d);
+
+/* shard.c */
+/* n shards, the first running e0 (taken), the others engines of its
+ * model with its configuration; alerts to fhd_on_alert(d). */
+fhd_shard *fhd_shards_new(fh_engine *e0, size_t n, fh_daemon *d);
+/* Frees the engines of shards (an array of n), NULL accepted. */
+void fhd_shards_free(fhd_shard *shards, size_t n);
+/* The first shard's engine: what every shard's engine shares (the model,
+ * the configuration) is read from it. */
+static inline fh_engine *fhd_engine0(const fh_daemon *d) {
+        return d->shards[0].engine;
+}
+const fh_registry *fhd_registry(const fh_daemon *d);
+/* The shard holding the state of a slot's sensors (slot 0: the first). */
+fhd_shard *fhd_shard_of_slot(const fh_daemon *d, uint16_t slot);
+uint8_t fhd_shard_for_new_slot(const fh_daemon *d, const rd_kafka_topic_partition_list_t *pending);
+/* The slot of a partition, created with its shard when new. */
+uint16_t fhd_slot_of_message(fh_daemon *d, const rd_kafka_message_t *m);
+/* Maps the new slots of an assignment to the shards with the fewest of
+ * its partitions, and counts them. */
+void fhd_shards_assign(fh_daemon *d, const rd_kafka_topic_partition_list_t *parts);
+void fhd_shards_tick(fh_daemon *d, int64_t now);
+void fhd_shards_set_clock(fh_daemon *d, int64_t now);
+/* Every shard's engine's active alerts, shard after shard. */
+void fhd_shards_foreach_active(const fh_daemon *d, fh_alert_fn fn, void *userdata);
+/* es[i] = shard i's engine, for i < n_shards (es has FH_SHARDS_MAX). */
+void fhd_shard_engines(const fh_daemon *d, const fh_engine **es);
+/* The union of the shards' state: one snapshot. */
+void fhd_shards_snapshot(const fh_daemon *d, fh_buf *out);
+/* A snapshot's sensors restored each into the shard of its slot
+ * (sensor_slot); 0 or -EBADMSG. */
+int fhd_shards_restore(fh_daemon *d, fhd_shard *shards, const void *data, size_t len);
+/* After a state file restored into the first shard, with sensor_slot
+ * set: each sensor's state moved to the shard of its partition. */
+void fhd_shards_spread(fh_daemon *d);
+/* Adds the counts of s to *ret. */
+void fhd_stats_add(fh_engine_stats *restrict ret, const fh_engine_stats *restrict s);
+/* The shards' counts added up. */
+void fhd_shards_stats(const fhd_shard *shards, size_t n, fh_engine_stats *ret);

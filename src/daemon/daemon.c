@@ -235,7 +235,8 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         ecfg.max_readings_per_minute = (uint32_t) d->cfg.max_readings_per_minute;
         ecfg.max_window_samples = (uint32_t) d->cfg.max_window_samples;
         ecfg.tz_offset_min = d->cfg.tz_offset_min;
-        r = fh_load_engine(d->cfg.rules, d->cfg.stations, &ecfg, &d->engine, &diags);
+        fh_engine *e0 = NULL;
+        r = fh_load_engine(d->cfg.rules, d->cfg.stations, &ecfg, &e0, &diags);
         fh_diags_sort(&diags);
         for (size_t i = 0; i < diags.n; i++) {
                 fh_diag_format(&diags.v[i], line, sizeof(line));
@@ -246,8 +247,10 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                 log_err("refusing to start: the rules or the station registry have errors");
                 goto fail;
         }
-        fh_engine_set_alert_cb(d->engine, fhd_on_alert, d);
-        d->sensor_slot = fh_calloc(fh_engine_registry(d->engine)->n_stations + 1, sizeof(*d->sensor_slot));
+        /* A configuration built in code (the demo's) may leave it 0. */
+        d->n_shards = d->cfg.shards >= 1 && d->cfg.shards <= FH_SHARDS_MAX ? (size_t) d->cfg.shards : 1;
+        d->shards = fhd_shards_new(e0, d->n_shards, d);
+        d->sensor_slot = fh_calloc(fhd_registry(d)->n_stations + 1, sizeof(*d->sensor_slot));
 
         if (d->cfg.state_dir) {
                 r = state_dir_check(d->cfg.state_dir);
@@ -261,7 +264,9 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                         log_err("refusing to start: cannot keep state in %s: %s", d->cfg.state_dir, strerror(-r));
                         goto fail;
                 }
-                r = fh_state_load(d->cfg.state_dir, d->engine, &cp);
+                /* Into the first shard, then each sensor into the shard
+                 * of its partition, once they are known. */
+                r = fh_state_load(d->cfg.state_dir, fhd_engine0(d), &cp);
                 if (r == 0) {
                         restored = true;
                         for (size_t i = 0; i < cp.positions.n; i++)
@@ -271,13 +276,17 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                         cp.positions = (fh_offsets) { 0 };
                         log_info("state restored from %s/state partitions=%zu unconfirmed=%zu",
                                  d->cfg.state_dir, d->resume.n, cp.n_outbox);
-                        const fh_registry *reg = fh_engine_registry(d->engine);
+                        const fh_registry *reg = fhd_registry(d);
+                        /* Slots in the order the file lists them. */
+                        for (size_t i = 0; i < cp.partitions.n; i++)
+                                fhd_slot_of(d, cp.partitions.v[i].topic, cp.partitions.v[i].partition, true);
                         for (size_t i = 0; i < cp.n_sensors; i++) {
                                 const fh_station *st = fh_registry_find(reg, cp.sensor_ids[i], strlen(cp.sensor_ids[i]));
                                 const fh_offset *po = &cp.partitions.v[cp.sensor_part[i]];
                                 if (st)
                                         d->sensor_slot[st->index] = fhd_slot_of(d, po->topic, po->partition, true);
                         }
+                        fhd_shards_spread(d);
                 } else if (r != -ENOENT)
                         log_err("cannot restore state from %s/state: %s; starting from committed offsets",
                                 d->cfg.state_dir, strerror(-r));
@@ -358,7 +367,7 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                 /* Not the boundaries of the time we were down: the readings
                  * of that time are still in Kafka, unread, and would make
                  * every sensor look silent. */
-                fh_engine_set_clock(d->engine, wall_ms());
+                fhd_shards_set_clock(d, wall_ms());
                 fhd_on_tick(&d->tick_timer);
         }
         if (d->cfg.checkpoint_ms > 0)
@@ -372,7 +381,7 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                 d->watchdog_usec = 0;
 
         log_notice("started rules=%zu stations=%zu brokers=%s group=%s redis=%s",
-                   fh_engine_rules(d->engine)->n_rules, fh_engine_registry(d->engine)->n_stations,
+                   fh_engine_rules(fhd_engine0(d))->n_rules, fhd_registry(d)->n_stations,
                    d->cfg.brokers, d->cfg.group_id, d->redis ? "on" : "off");
         sd_notify(0, "READY=1");
         *ret = d;
@@ -388,7 +397,15 @@ fail:
 }
 
 const fh_engine *fh_daemon_engine(const fh_daemon *d) {
-        return d->engine;
+        return d->shards ? fhd_engine0(d) : NULL;
+}
+
+void fh_daemon_foreach_active(const fh_daemon *d, fh_alert_fn fn, void *userdata) {
+        fhd_shards_foreach_active(d, fn, userdata);
+}
+
+void fh_daemon_engine_stats(const fh_daemon *d, fh_engine_stats *ret) {
+        fhd_shards_stats(d->shards, d->n_shards, ret);
 }
 
 int fh_daemon_assigned(const fh_daemon *d) {
@@ -466,7 +483,8 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
                 free(d->slots[i].topic);
         free(d->slots);
         fh_tracker_free(d->tracker);
-        fh_engine_free(d->engine);
+        fhd_shards_free(d->shards, d->n_shards);
+        free(d->slot_shard);
         fh_buf_free(&d->json);
         fh_daemon_config_free(&d->cfg);
         free(d);

@@ -422,7 +422,7 @@ static void active_alerts(demo *dm) {
         fh_buf text = FH_BUF_NULL;
         char ts[FH_TIME_LOCAL_MAX];
 
-        fh_engine_foreach_active(fh_daemon_engine(dm->daemon), collect_active, &l);
+        fh_daemon_foreach_active(dm->daemon, collect_active, &l);
         qsort(l.items, l.n, sizeof(*l.items), active_order);
         say(dm->out, "%s", "");
         if (l.n == 0) {
@@ -454,9 +454,11 @@ static void active_alerts(demo *dm) {
 }
 
 static void summary(demo *dm) {
-        const fh_engine *e = fh_daemon_engine(dm->daemon);
-        const fh_engine_stats *s = fh_engine_stats_get(e);
+        fh_engine_stats all;
+        const fh_engine_stats *s = &all;
         size_t total = 0;
+
+        fh_daemon_engine_stats(dm->daemon, &all);
 
         for (int i = 0; i < FH_EVENT__MAX; i++)
                 total += dm->by_event[i];

@@ -25,6 +25,9 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
          * it until delivered. */
         fh_track *t = fh_tracker_begin(d->tracker, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
         fhd_source src = { d, t };
+        /* The state of a partition's sensors is in its shard's engine. */
+        uint16_t slot = fhd_slot_of_message(d, m);
+        fh_engine *e = fhd_shard_of_slot(d, slot)->engine;
 
         if (!m->payload || m->len == 0) {
                 rej = FH_REJECT_MALFORMED_JSON;
@@ -32,7 +35,7 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
         } else
                 rej = fh_reading_parse(m->payload, m->len, &rd, why, sizeof(why));
         if (rej != FH_REJECT_NONE) {
-                fh_engine_count_reject(d->engine, rej);
+                fh_engine_count_reject(e, rej);
                 fhd_dead_letter(d, t, m, fh_reject_name(rej), why);
         } else if (!d->cfg.event_clock && rd.ts_ms > d->last_input_ms + d->cfg.future_ms) {
                 /* SPEC §3.3: a gauge with a wrong clock must not push
@@ -43,18 +46,18 @@ static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
                          ts, (long long) (d->cfg.future_ms / 1000));
                 d->future_rejected++;
                 fhd_dead_letter(d, t, m, "future_timestamp", why);
-        } else if ((o = fh_engine_ingest_to(d->engine, &rd, fhd_on_message_alert, &src)),
+        } else if ((o = fh_engine_ingest_to(e, &rd, fhd_on_message_alert, &src)),
                    fh_outcome_reject(o) != FH_REJECT_NONE) {
-                fh_engine_explain(d->engine, &rd, o, why, sizeof(why));
+                fh_engine_explain(e, &rd, o, why, sizeof(why));
                 fhd_dead_letter(d, t, m, fh_reject_name(fh_outcome_reject(o)), why);
         } else {
                 if (rd.ts_ms > d->newest_ts)
                         d->newest_ts = rd.ts_ms;
                 /* Remember the sensor's partition: its state moves with it,
                  * and after a crash only its alerts are looked for again. */
-                const fh_station *st = fh_engine_last_station(d->engine);
+                const fh_station *st = fh_engine_last_station(e);
                 if (d->sensor_slot[st->index] == 0)
-                        d->sensor_slot[st->index] = fhd_slot_of(d, rd_kafka_topic_name(m->rkt), m->partition, true);
+                        d->sensor_slot[st->index] = slot;
         }
         fh_tracker_release(d->tracker, t);
 }

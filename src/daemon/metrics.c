@@ -34,22 +34,10 @@ static long long consumer_lag(const fh_daemon *d) {
 }
 
 /* This run's counts: those of the engines reloads replaced, plus the
- * current one's. */
+ * current ones'. */
 void fhd_stats_total(const fh_daemon *d, fh_engine_stats *restrict ret) {
-        const fh_engine_stats *s = fh_engine_stats_get(d->engine);
-        const fh_engine_stats *restrict b = &d->stats_before;
-
-        *ret = *s;
-        ret->accepted += b->accepted;
-        ret->late += b->late;
-        ret->duplicates += b->duplicates;
-        ret->dropped += b->dropped;
-        for (int i = 0; i < FH_REJECT__MAX; i++)
-                ret->rejected[i] += b->rejected[i];
-        for (int i = 0; i < FH_EVENT__MAX; i++)
-                ret->events[i] += b->events[i];
-        ret->evaluations += b->evaluations;
-        ret->ticks_skipped += b->ticks_skipped;
+        fhd_shards_stats(d->shards, d->n_shards, ret);
+        fhd_stats_add(ret, &d->stats_before);
 }
 
 static void metric_head(fh_buf *b, const char *name, const char *type, const char *help) {

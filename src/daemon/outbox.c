@@ -167,7 +167,7 @@ static void collect_active(void *userdata, const fh_alert *a) {
  * made exactly the engine's alerts active now, whatever Redis lost. */
 void fhd_on_redis_state(void *userdata, bool up) {
         fh_daemon *d = userdata;
-        active_list l = { .e = d->engine };
+        active_list l = { .e = fhd_engine0(d) };
 
         if (!up) {
                 if (!d->stopping)
@@ -175,7 +175,7 @@ void fhd_on_redis_state(void *userdata, bool up) {
                                     fh_redis_last_error(d->redis), fh_redis_backlog(d->redis));
                 return;
         }
-        fh_engine_foreach_active(d->engine, collect_active, &l);
+        fhd_shards_foreach_active(d, collect_active, &l);
         if (fh_redis_sync_active(d->redis, (const char *const *) l.fields, (const char *const *) l.jsons, l.n) < 0)
                 log_err("Redis: cannot queue the active-alerts resync (backlog full)");
         log_notice("Redis connected; backlog=%zu active=%zu", fh_redis_backlog(d->redis), l.n);
@@ -195,7 +195,9 @@ static void publish(fh_daemon *d, const fh_alert *a, fh_track *track) {
         fh_out *o;
 
         fh_buf_reset(j);
-        fh_alert_to_json(d->engine, a, j);
+        /* What the JSON reads of the engine (its configuration, the
+         * registry's columns) is the same in every shard. */
+        fh_alert_to_json(fhd_engine0(d), a, j);
         if (d->cfg.stdout_alerts) {
                 fwrite(j->data, 1, j->len, stdout);
                 fputc('\n', stdout);

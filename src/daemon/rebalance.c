@@ -5,7 +5,8 @@
  * threads. */
 #include "daemon-internal.h"
 
-uint16_t fhd_slot_of(fh_daemon *d, const char *topic, int32_t partition, bool create) {
+static uint16_t slot_of(fh_daemon *d, const char *topic, int32_t partition, bool create,
+                        const rd_kafka_topic_partition_list_t *pending) {
         for (size_t i = 1; i < d->n_slots; i++)
                 if (d->slots[i].partition == partition && !strcmp(d->slots[i].topic, topic))
                         return (uint16_t) i;
@@ -13,9 +14,21 @@ uint16_t fhd_slot_of(fh_daemon *d, const char *topic, int32_t partition, bool cr
                 return 0;
         if (d->n_slots == 0)
                 d->n_slots = 1;  /* slot 0 means "none" */
+        uint8_t shard = fhd_shard_for_new_slot(d, pending);
         d->slots = fh_realloc(d->slots, (d->n_slots + 1) * sizeof(*d->slots));
+        d->slot_shard = fh_realloc(d->slot_shard, (d->n_slots + 1) * sizeof(*d->slot_shard));
         d->slots[d->n_slots] = (fh_offset) { fh_strdup(topic), partition, 0 };
+        d->slot_shard[d->n_slots] = shard;
         return (uint16_t) d->n_slots++;
+}
+
+uint16_t fhd_slot_of(fh_daemon *d, const char *topic, int32_t partition, bool create) {
+        return slot_of(d, topic, partition, create, NULL);
+}
+
+uint16_t fhd_slot_of_assigned(fh_daemon *d, const char *topic, int32_t partition,
+                              const rd_kafka_topic_partition_list_t *parts) {
+        return slot_of(d, topic, partition, true, parts);
 }
 
 typedef struct slot_filter {
@@ -51,8 +64,8 @@ static uint64_t next_generation(fh_daemon *d) {
 static void handover_forget(fh_daemon *d, handover *h) {
         slot_filter f = { d, h->slot };
 
-        fh_engine_forget(d->engine, in_slot, &f);
-        for (size_t s = 0; s < fh_engine_registry(d->engine)->n_stations; s++)
+        fh_engine_forget(fhd_shard_of_slot(d, h->slot)->engine, in_slot, &f);
+        for (size_t s = 0; s < fhd_registry(d)->n_stations; s++)
                 if (d->sensor_slot[s] == h->slot)
                         d->sensor_slot[s] = 0;
 }
@@ -102,7 +115,7 @@ static handover *handover_produce(fh_daemon *d, const char *topic, int32_t p) {
                 pos = fh_offsets_get(&d->carried, topic, p);
         if (slot == 0 || pos < 0)
                 return NULL;
-        fh_engine_snapshot(d->engine, in_slot, &f, &snap);
+        fh_engine_snapshot(fhd_shard_of_slot(d, slot)->engine, in_slot, &f, &snap);
         fh_handoff_encode(&rec, pos, &d->watermarks, snap.data, snap.len);
         fh_buf_free(&snap);
         fh_handoff_key(base, sizeof(base), d->cfg.group_id, topic, p);
@@ -175,7 +188,7 @@ static void handoff_save_now(fh_daemon *d, rd_kafka_topic_partition_list_t *part
 
 static bool sensor_in_slots(void *userdata, const void *key, size_t len) {
         const slot_set *ss = userdata;
-        const fh_station *st = key ? fh_registry_find(fh_engine_registry(ss->d->engine), key, len) : NULL;
+        const fh_station *st = key ? fh_registry_find(fhd_registry(ss->d), key, len) : NULL;
         uint16_t slot = st ? ss->d->sensor_slot[st->index] : 0;
         return slot != 0 && (!ss->slots || ss->slots[slot]);
 }
@@ -249,6 +262,7 @@ static void assign_now(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         offsets_drop(&d->resume, parts);
         offsets_drop(&d->carried, parts);
         offsets_drop(&d->eof, parts);
+        fhd_shards_assign(d, parts);
         for (int i = 0; i < parts->cnt; i++)
                 if (parts->elems[i].offset >= 0)
                         fh_offsets_add(&d->carried, parts->elems[i].topic, parts->elems[i].partition,
@@ -342,9 +356,9 @@ static void assign_restore(fh_daemon *d, rebalance *rb, int i) {
                 fh_offsets_clear(&wm);
                 return;
         }
-        slot_filter f = { d, fhd_slot_of(d, topic, p, true) };
+        slot_filter f = { d, fhd_slot_of_assigned(d, topic, p, parts) };
         rb->taken[f.slot] = true;
-        if (fh_engine_restore_each(d->engine, snap, snap_len, mark_slot, &f) < 0) {
+        if (fh_engine_restore_each(fhd_shard_of_slot(d, f.slot)->engine, snap, snap_len, mark_slot, &f) < 0) {
                 log_err("rebalance: the state snapshot for %s [%d] is corrupt", topic, p);
                 fh_offsets_clear(&wm);
                 return;

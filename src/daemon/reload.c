@@ -18,7 +18,7 @@ typedef struct reload_job {
         uv_work_t req;
         fh_daemon *d;
         fh_engine_config ecfg;
-        fh_engine *ne;
+        fhd_shard *ns;            /* the new shards, d->n_shards of them */
         fh_diags diags;
         int r;
         uint64_t t0, frozen_t0;
@@ -26,12 +26,13 @@ typedef struct reload_job {
 
 typedef struct fh_engine_free_req {
         uv_work_t req;
-        fh_engine *e;
+        fhd_shard *shards;
+        size_t n;
 } fh_engine_free_req;
 
 static void engine_free_work(uv_work_t *req) {
         fh_engine_free_req *fr = req->data;
-        fh_engine_free(fr->e);
+        fhd_shards_free(fr->shards, fr->n);
 }
 
 static void engine_free_done(uv_work_t *req, int status) {
@@ -41,7 +42,11 @@ static void engine_free_done(uv_work_t *req, int status) {
 
 static void reload_load(uv_work_t *req) {
         reload_job *j = req->data;
-        j->r = fh_load_engine(j->d->cfg.rules, j->d->cfg.stations, &j->ecfg, &j->ne, &j->diags);
+        fh_engine *ne = NULL;
+
+        j->r = fh_load_engine(j->d->cfg.rules, j->d->cfg.stations, &j->ecfg, &ne, &j->diags);
+        if (j->r == 0)
+                j->ns = fhd_shards_new(ne, j->d->n_shards, j->d);
 }
 
 static void reload_carry(uv_work_t *req) {
@@ -49,14 +54,15 @@ static void reload_carry(uv_work_t *req) {
         fh_buf snap = FH_BUF_NULL;
 
         /* Carry windows and alert states across: rules that did not change
-         * keep their state; changed ones start from none. */
-        fh_engine_snapshot(j->d->engine, NULL, NULL, &snap);
-        j->r = fh_engine_restore(j->ne, snap.data, snap.len);
+         * keep their state; changed ones start from none. Each sensor to
+         * the same shard as before. */
+        fhd_shards_snapshot(j->d, &snap);
+        j->r = fhd_shards_restore(j->d, j->ns, snap.data, snap.len);
         fh_buf_free(&snap);
 }
 
 static void reload_end(fh_daemon *d, reload_job *j) {
-        fh_engine_free(j->ne);
+        fhd_shards_free(j->ns, d->n_shards);
         fh_diags_clear(&j->diags);
         free(j);
         d->reloading = false;
@@ -76,7 +82,7 @@ static void reload_end(fh_daemon *d, reload_job *j) {
 static void reload_swapped(uv_work_t *req, int status) {
         reload_job *j = req->data;
         fh_daemon *d = j->d;
-        fh_engine *ne = j->ne;
+        fhd_shard *ns = j->ns;
 
         if (status < 0 || d->stopping) {
                 reload_end(d, j);
@@ -89,16 +95,21 @@ static void reload_swapped(uv_work_t *req, int status) {
         }
         /* An alert whose rule changed, went away or no longer applies to its
          * station would otherwise stay open forever for everyone who saw it
-         * raised: end it, through the old engine, which still knows how the
-         * rule and the station were described. */
-        int64_t now = d->cfg.event_clock && fh_engine_clock(d->engine) != FH_TIME_NONE ? fh_engine_clock(d->engine)
-                                                                                      : wall_ms();
-        uint64_t cleared_before = fh_engine_stats_get(d->engine)->events[FH_EVENT_CLEARED];
-        fh_engine_end_orphans(d->engine, ne, now);
-        uint64_t ended = fh_engine_stats_get(d->engine)->events[FH_EVENT_CLEARED] - cleared_before;
-        fh_engine_set_alert_cb(ne, fhd_on_alert, d);
+         * raised: end it, through the old engines, which still know how the
+         * rule and the station were described. What becomes of a pair is
+         * the new model's, the same in every new shard. */
+        fh_engine_stats before, after;
+        fhd_shards_stats(d->shards, d->n_shards, &before);
+        for (size_t k = 0; k < d->n_shards; k++) {
+                fh_engine *old = d->shards[k].engine;
+                int64_t now = d->cfg.event_clock && fh_engine_clock(old) != FH_TIME_NONE ? fh_engine_clock(old)
+                                                                                        : wall_ms();
+                fh_engine_end_orphans(old, ns[k].engine, now);
+        }
+        fhd_shards_stats(d->shards, d->n_shards, &after);
+        uint64_t ended = after.events[FH_EVENT_CLEARED] - before.events[FH_EVENT_CLEARED];
         /* Stations may have moved in the new registry: carry partitions by id. */
-        const fh_registry *oreg = fh_engine_registry(d->engine), *nreg = fh_engine_registry(ne);
+        const fh_registry *oreg = fhd_registry(d), *nreg = fh_engine_registry(ns[0].engine);
         uint16_t *slots = fh_calloc(nreg->n_stations + 1, sizeof(*slots));
         for (size_t i = 0; i < oreg->n_stations; i++)
                 if (d->sensor_slot[i]) {
@@ -114,18 +125,19 @@ static void reload_swapped(uv_work_t *req, int status) {
         /* Freeing a large engine takes long too (0.7 s at 100,000 stations):
          * on a worker, and nothing refers to it any more. */
         fh_engine_free_req *fr = fh_calloc(1, sizeof(*fr));
-        fr->e = d->engine;
+        fr->shards = d->shards;
+        fr->n = d->n_shards;
         fr->req.data = fr;
         uv_queue_work(d->loop, &fr->req, engine_free_work, engine_free_done);
-        d->engine = ne;
-        j->ne = NULL;
+        d->shards = ns;
+        j->ns = NULL;
         /* The closing events are in the outbox now: a checkpoint makes them
          * and the new state survive a crash (a restart with the new rules
          * from an older state would drop those alerts without a word). */
         if (ended > 0)
                 fhd_checkpoint_start(d);
         log_notice("reloaded rules=%zu stations=%zu ended=%llu in %.1f s (input held for %.1f s)",
-                   fh_engine_rules(ne)->n_rules, fh_engine_registry(ne)->n_stations, (unsigned long long) ended,
+                   fh_engine_rules(fhd_engine0(d))->n_rules, fhd_registry(d)->n_stations, (unsigned long long) ended,
                    (double) (uv_hrtime() - j->t0) / 1e9, (double) (uv_hrtime() - j->frozen_t0) / 1e9);
         reload_end(d, j);
         /* Boundaries passed while frozen are evaluated now. */
@@ -175,7 +187,7 @@ void fhd_reload(fh_daemon *d) {
         }
         reload_job *j = fh_calloc(1, sizeof(*j));
         j->d = d;
-        j->ecfg = *fh_engine_config_get(d->engine);
+        j->ecfg = *fh_engine_config_get(fhd_engine0(d));
         j->diags = (fh_diags) FH_DIAGS_NULL;
         j->req.data = j;
         j->t0 = uv_hrtime();

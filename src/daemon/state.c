@@ -187,7 +187,7 @@ static int write_all(int fd, const char *p, size_t n) {
         return 0;
 }
 
-int fh_state_save(const char *dir, const fh_engine *e, const fh_checkpoint *c) {
+int fh_state_save(const char *dir, const fh_engine *const *es, size_t n_es, const fh_checkpoint *c) {
         char path[PATH_MAX], tmp[PATH_MAX];
         fh_buf b = FH_BUF_NULL;
         int fd, r;
@@ -208,7 +208,7 @@ int fh_state_save(const char *dir, const fh_engine *e, const fh_checkpoint *c) {
         }
         size_t at = b.len;
         fh_buf_u64(&b, 0);
-        fh_engine_snapshot(e, NULL, NULL, &b);
+        fh_engine_snapshot_many(es, n_es, NULL, NULL, &b);
         uint64_t snap_len = b.len - at - 8;
         for (int i = 0; i < 8; i++)
                 b.data[at + i] = (char) (snap_len >> (8 * i));
@@ -315,7 +315,8 @@ int fh_state_load(const char *dir, fh_engine *e, fh_checkpoint *ret) {
         return r;
 }
 
-int fh_state_save_fork(const char *dir, const fh_engine *e, const fh_checkpoint *c, pid_t *ret_pid) {
+int fh_state_save_fork(const char *dir, const fh_engine *const *es, size_t n_es, const fh_checkpoint *c,
+                       pid_t *ret_pid) {
         sigset_t all, old;
         pid_t pid;
 
@@ -336,7 +337,7 @@ int fh_state_save_fork(const char *dir, const fh_engine *e, const fh_checkpoint 
                 /* Only this thread exists here: no librdkafka, no libuv,
                  * nothing that takes another thread's lock but malloc,
                  * which glibc makes safe after fork. */
-                int r = fh_state_save(dir, e, c);
+                int r = fh_state_save(dir, es, n_es, c);
                 _exit(r < 0 ? (-r > 0 && -r < 255 ? -r : EIO) : 0);
         }
         int err = errno;

@@ -64,13 +64,16 @@ typedef struct fh_checkpoint {
 
 void fh_checkpoint_clear(fh_checkpoint *c);
 
-/* Writes dir/state (through dir/state.tmp). 0 or -errno (ENOSPC, EROFS...). */
-int fh_state_save(const char *dir, const fh_engine *e, const fh_checkpoint *c);
+/* Writes dir/state (through dir/state.tmp) with the state of the n_es
+ * engines (a daemon's shards) as one snapshot. 0 or -errno (ENOSPC,
+ * EROFS...). */
+int fh_state_save(const char *dir, const fh_engine *const *es, size_t n_es, const fh_checkpoint *c);
 /* The same in a child process: it sees the engine and c as they are at
  * the call (copy-on-write), whatever the caller changes afterwards, so the
  * caller's thread pays only for the fork. The caller may free c at once.
  * 0 with *ret_pid, or -errno (nothing started). */
-int fh_state_save_fork(const char *dir, const fh_engine *e, const fh_checkpoint *c, pid_t *ret_pid);
+int fh_state_save_fork(const char *dir, const fh_engine *const *es, size_t n_es, const fh_checkpoint *c,
+                       pid_t *ret_pid);
 /* 1 once the child has ended, with fh_state_save's result in *ret_result;
  * 0 while it runs (only when !block); -errno. */
 int fh_state_save_wait(pid_t pid, bool block, int *ret_result);
