@@ -5,6 +5,7 @@
 
 #include "fenghuo/diag.h"
 #include "fenghuo/engine.h"
+#include "fenghuo/load.h"
 #include "fenghuo/reading.h"
 
 int fh_cmd_check(int argc, char **argv);
@@ -16,18 +17,6 @@ int fh_cmd_test(int argc, char **argv);
 int fh_cmd_diff(int argc, char **argv);
 int fh_cmd_plot(int argc, char **argv);
 int fh_cmd_console(int argc, char **argv);
-
-/* Reads a whole file ("-" is standard input). 0, or a negative errno. */
-#define FH_RULE_FILE_MAX    (4u << 20)
-#define FH_STATION_FILE_MAX (512u << 20)
-int fh_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
-
-/* Every *.yaml in dir, in name order. Problems go to diags. */
-int fh_load_rules(const char *dir, fh_ruleset **ret, fh_diags *diags);
-int fh_load_registry(const char *path, fh_registry **ret, fh_diags *diags);
-/* Rules + registry + engine; on error diags say why. */
-int fh_load_engine(const char *rules_dir, const char *stations, const fh_engine_config *cfg,
-                   fh_engine **ret, fh_diags *diags);
 
 /* Opens an input file ("-" is standard input); on failure says why as
  * "fenghuo CMD: cannot open ..." and returns -1. */
@@ -64,7 +53,5 @@ typedef struct fh_feed_opts {
 int fh_feed(int fd, fh_engine *const *engines, size_t n_engines, const fh_feed_opts *opts,
             unsigned long long *ret_lines);
 
-/* "prog: " prefixed lines on stderr, errors then warnings, sorted. */
-void fh_print_diags(const fh_diags *diags);
 
 #endif

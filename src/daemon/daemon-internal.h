@@ -19,7 +19,7 @@
 #include <unistd.h>
 #include "fenghuo/buf.h"
 #include "fenghuo/timeutil.h"
-#include "../cli/cli.h"
+#include "fenghuo/load.h"
 #include "daemon.h"
 #include "log.h"
 #include "redis_sink.h"

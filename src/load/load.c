@@ -1,3 +1,6 @@
+/* Loading what an engine is built from: rule files and the station
+ * registry, with every problem reported as a diagnostic. Shared by the
+ * command line, the daemon and the console. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,7 +12,7 @@
 
 #include "fenghuo/buf.h"
 #include "fenghuo/timeutil.h"
-#include "cli.h"
+#include "fenghuo/load.h"
 
 int fh_read_file(const char *path, size_t max, char **ret, size_t *ret_len) {
         int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
@@ -161,40 +164,4 @@ void fh_print_diags(const fh_diags *diags) {
                         fh_diag_format(d, line, sizeof(line));
                         fprintf(stderr, "%s\n", line);
                 }
-}
-
-int fh_engine_option(fh_engine_config *cfg, int opt, const char *arg, const char *cmd) {
-        switch (opt) {
-        case 't':
-                if (fh_duration_parse(arg, strlen(arg), &cfg->tick_ms) < 0 || cfg->tick_ms <= 0) {
-                        fprintf(stderr, "fenghuo %s: --tick wants a positive duration like 60s, got '%s'\n", cmd, arg);
-                        return -1;
-                }
-                return 0;
-        case 'l':
-                if (fh_duration_parse(arg, strlen(arg), &cfg->lateness_ms) < 0) {
-                        fprintf(stderr, "fenghuo %s: --lateness wants a duration like 1h, got '%s'\n", cmd, arg);
-                        return -1;
-                }
-                return 0;
-        case 'M':
-        case 'W': {
-                char *end;
-                errno = 0;
-                unsigned long long n = strtoull(arg, &end, 10);
-                if (errno || end == arg || *end || arg[0] == '-' || n > UINT32_MAX) {
-                        fprintf(stderr, "fenghuo %s: --%s wants a count (0: no cap), got '%s'\n", cmd,
-                                opt == 'M' ? "max-readings-per-minute" : "max-window-samples", arg);
-                        return -1;
-                }
-                *(opt == 'M' ? &cfg->max_readings_per_minute : &cfg->max_window_samples) = (uint32_t) n;
-                return 0;
-        }
-        default:
-                if (fh_offset_parse(arg, strlen(arg), &cfg->tz_offset_min) < 0) {
-                        fprintf(stderr, "fenghuo %s: --tz wants an offset like +08:00, got '%s'\n", cmd, arg);
-                        return -1;
-                }
-                return 0;
-        }
 }
