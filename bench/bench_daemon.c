@@ -458,6 +458,7 @@ typedef struct opts {
         bool skip_throughput, skip_latency;
         double soak_s;                 /* > 0: only the soak, this long */
         const char *lateness;          /* the daemon's lateness, NULL: its default */
+        int shards;                    /* the daemon's shards, 0: its default */
         char tag[32];
 } opts;
 
@@ -516,12 +517,15 @@ static void config_text(fh_buf *b, const opts *o, const char *rules, const char 
                         const char *alerts, const char *consumer_props, const char *daemon_linger) {
         static const char *const kinds[FH_KIND__MAX] = { "rain", "water_level", "landslide", "bridge" };
 
+        if (o->shards > 0)
+                fh_buf_printf(b, "shards: %d\n", o->shards);
         fh_buf_printf(b, "rules: %s\nstations: %s\nstdout: false\nstats_interval: 1s\nlog_level: info\n"
                       "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  alerts_topic: %s\n  topics:\n",
                       rules, o->stations, o->brokers, group, alerts);
         for (int k = 0; k < FH_KIND__MAX; k++)
                 if (topics[k])
                         fh_buf_printf(b, "    %s: %s\n", kinds[k], topics[k]);
+
         /* Committed offsets are what the observer sees; the default 5 s
          * auto-commit interval would hide when the work was done. */
         fh_buf_printf(b, "  consumer_properties:\n    auto.commit.interval.ms: \"100\"\n");
@@ -1439,7 +1443,7 @@ static void usage(FILE *f) {
         fputs("usage: bench_daemon --brokers HOST:PORT --fenghuo PATH --rules DIR --stations FILE\n"
               "                    --workdir DIR [--readings N] [--variant NAME:PROPS]...\n"
               "                    [--rate PER_S] [--seconds S] [--latency-run NAME:LINGER:DAEMON_LINGER]...\n"
-              "                    [--skip-throughput] [--skip-latency]\n"
+              "                    [--skip-throughput] [--skip-latency] [--shards N]\n"
               "       bench_daemon --soak SECONDS --rate PER_S --brokers .. --fenghuo .. --rules DIR\n"
               "                    --stations FILE --workdir DIR [--lateness DURATION]\n"
               "Throughput of `fenghuo run` from Kafka against a plain consumer, and the\n"
@@ -1495,6 +1499,7 @@ int main(int argc, char **argv) {
                 { "skip-latency", no_argument, NULL, 'L' },
                 { "soak", required_argument, NULL, 'K' },
                 { "lateness", required_argument, NULL, 'A' },
+                { "shards", required_argument, NULL, 'H' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -1524,6 +1529,7 @@ int main(int argc, char **argv) {
                 case 'L': o.skip_latency = true; break;
                 case 'K': o.soak_s = atof(optarg); break;
                 case 'A': o.lateness = optarg; break;
+                case 'H': o.shards = atoi(optarg); break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }

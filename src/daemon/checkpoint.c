@@ -21,6 +21,7 @@ void fhd_on_tick(uv_timer_t *h) {
          * boundary it passed. */
         /* Each shard's sensors, shard after shard: SPEC's tick order
          * (rule, then sensor) holds within a shard. */
+        fhd_shards_quiesce(d);
         fhd_shards_tick(d, now);
         uv_timer_start(&d->tick_timer, fhd_on_tick, (uint64_t) ((fh_floor_div(now, t) + 1) * t - now), 0);
 }
@@ -38,6 +39,8 @@ static void collect_all(void *userdata, const char *topic, int32_t partition, in
 static void checkpoint_cut(fh_daemon *d, fh_checkpoint *c) {
         const fh_offsets *wm;
 
+        /* Every message given to a shard is in its engine and tracked. */
+        fhd_shards_quiesce(d);
         *c = (fh_checkpoint) { 0 };
         fh_tracker_foreach_processed(d->tracker, collect_all, &c->positions);
         for (int k = 0; k < 2; k++) {

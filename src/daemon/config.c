@@ -387,7 +387,7 @@ static void top_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
         else if (!strcmp(key, "max_window_samples"))
                 set_long(c, v, key, 0, 1000000000, &cfg->max_window_samples);
         else if (!strcmp(key, "shards"))
-                set_long(c, v, key, 1, FH_SHARDS_MAX, &cfg->shards);
+                set_long(c, v, key, 0, FH_SHARDS_MAX, &cfg->shards);
         else if (!strcmp(key, "shutdown_timeout"))
                 set_duration(c, v, key, &cfg->shutdown_timeout_ms);
         else if (!strcmp(key, "checkpoint_interval"))
@@ -439,7 +439,7 @@ static void defaults(fh_daemon_config *c) {
                 .future_ms = 600000,
                 .max_readings_per_minute = 60,
                 .max_window_samples = 50000,
-                .shards = 1,
+                .shards = 0,
                 .tz_offset_min = 480,
                 .log_level = LOG_INFO,
                 .shutdown_timeout_ms = 10000,

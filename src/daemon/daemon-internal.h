@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,11 +64,61 @@ typedef struct kafka_wake {
         bool started;
 } kafka_wake;
 
-/* One engine over the sensors of some input partitions: the state of a
- * partition's sensors lives in its shard's engine (shard.c). The engines
- * of all shards share one model. */
+/* A message handed to a shard, and what became of it. */
+typedef struct fhd_work {
+        rd_kafka_message_t *m;
+        uint16_t slot;
+} fhd_work;
+
+enum { FHD_READ_OK, FHD_READ_REJECTED, FHD_READ_FUTURE };
+
+typedef struct fhd_read {
+        rd_kafka_message_t *m;
+        uint16_t slot;
+        uint8_t what;             /* FHD_READ_* */
+        fh_reject rej;            /* FHD_READ_REJECTED: why */
+        uint32_t station;         /* FHD_READ_OK: its index */
+        uint32_t n_alerts;        /* its alerts, next in the batch's alerts */
+        int64_t ts;
+        char *why;                /* rejected: the explanation (malloc) */
+} fhd_read;
+
+/* What a shard hands back: the messages in the order given, with their
+ * alerts (copies: their rule and station belong to the model, which
+ * outlives them). */
+typedef struct fhd_batch {
+        fhd_read *r;
+        size_t n, cap;
+        fh_alert *a;
+        size_t na, cap_a;
+} fhd_batch;
+
+typedef struct fhd_work_list {
+        fhd_work *v;
+        size_t n, cap;
+} fhd_work_list;
+
+/* One engine over the sensors of some input partitions, on a thread of its
+ * own: the state of a partition's sensors lives in its shard's engine
+ * (shard.c). The engines of all shards share one model. */
 typedef struct fhd_shard {
-        fh_engine *engine;
+        fh_daemon *d;
+        fh_engine *engine;        /* changed by the loop only while the shard is idle */
+        pthread_t thread;
+        bool started;
+        pthread_mutex_t mu;
+        pthread_cond_t work, idle;
+        /* Under mu. */
+        fhd_work_list in;         /* given, not yet taken */
+        int64_t now;              /* wall time of the input, for the future check */
+        bool busy, quit;
+        fhd_batch done;           /* handed back, not yet collected */
+        /* The loop's alone. */
+        fhd_work_list staged;     /* for in, at the end of the loop's turn */
+        fhd_batch collected;
+        /* The thread's alone. */
+        fhd_work_list taken;
+        fhd_batch mine;
 } fhd_shard;
 
 struct fh_daemon {
@@ -76,6 +127,10 @@ struct fh_daemon {
         fh_daemon_hooks hooks;
         fhd_shard *shards;
         size_t n_shards;
+        uv_async_t shard_async;   /* a shard handed a batch back */
+        bool shard_async_started;
+        size_t outstanding;       /* messages given to shards, not yet collected */
+        bool collecting;
         uint8_t *slot_shard;      /* per slot (like slots): its shard */
         /* The slot of the last message's partition: most messages come
          * in runs of one partition. */
@@ -255,11 +310,11 @@ void fhd_on_stats(uv_timer_t *h);
 void fhd_reload(fh_daemon *d);
 
 /* shard.c */
-/* n shards, the first running e0 (taken), the others engines of its
- * model with its configuration; alerts to fhd_on_alert(d). */
-fhd_shard *fhd_shards_new(fh_engine *e0, size_t n, fh_daemon *d);
-/* Frees the engines of shards (an array of n), NULL accepted. */
-void fhd_shards_free(fhd_shard *shards, size_t n);
+/* n engines, the first e0 (taken), the others engines of its model with
+ * its configuration; alerts to fhd_on_alert(d). */
+fh_engine **fhd_engines_new(fh_engine *e0, size_t n, fh_daemon *d);
+/* Frees n engines and their array, NULL accepted. */
+void fhd_engines_free(fh_engine **es, size_t n);
 /* The first shard's engine: what every shard's engine shares (the model,
  * the configuration) is read from it. */
 static inline fh_engine *fhd_engine0(const fh_daemon *d) {
@@ -284,11 +339,26 @@ void fhd_shard_engines(const fh_daemon *d, const fh_engine **es);
 void fhd_shards_snapshot(const fh_daemon *d, fh_buf *out);
 /* A snapshot's sensors restored each into the shard of its slot
  * (sensor_slot); 0 or -EBADMSG. */
-int fhd_shards_restore(fh_daemon *d, fhd_shard *shards, const void *data, size_t len);
+int fhd_shards_restore(fh_daemon *d, fh_engine **es, const void *data, size_t len);
+/* The shards' threads; stopped (and what they still hold dropped) by
+ * fhd_shards_stop, which fh_daemon_free calls. */
+int fhd_shards_start(fh_daemon *d);
+void fhd_shards_stop(fh_daemon *d);
+/* A message for its partition's shard, staged: given at fhd_shards_flush. */
+void fhd_shards_give(fh_daemon *d, rd_kafka_message_t *m);
+void fhd_shards_flush(fh_daemon *d);
+/* Enough given and not yet collected: the input waits for the shards. */
+bool fhd_shards_full(const fh_daemon *d);
+/* Takes in what the shards handed back: tracks, alerts, dead letters. */
+void fhd_shards_collect(fh_daemon *d);
+/* Every message given is processed and collected, and the shards are
+ * idle until the loop gives them more: what touches the engines from the
+ * loop (ticks, checkpoints, reloads, hand-overs, stats) comes after this. */
+void fhd_shards_quiesce(fh_daemon *d);
 /* After a state file restored into the first shard, with sensor_slot
  * set: each sensor's state moved to the shard of its partition. */
 void fhd_shards_spread(fh_daemon *d);
 /* Adds the counts of s to *ret. */
 void fhd_stats_add(fh_engine_stats *restrict ret, const fh_engine_stats *restrict s);
 /* The shards' counts added up. */
-void fhd_shards_stats(const fhd_shard *shards, size_t n, fh_engine_stats *ret);
+void fhd_shards_stats(const fh_daemon *d, fh_engine_stats *ret);

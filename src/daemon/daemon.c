@@ -26,6 +26,8 @@ static void close_handles(fh_daemon *d, void (*close_one)(fh_daemon *d, uv_handl
         close_one(d, (uv_handle_t *) &d->commit_timer);
         close_one(d, (uv_handle_t *) &d->stop_timer);
         close_one(d, (uv_handle_t *) &d->drain_idle);
+        if (d->shard_async_started)
+                close_one(d, (uv_handle_t *) &d->shard_async);
         if (d->cwake.started)
                 close_one(d, (uv_handle_t *) &d->cwake.poll);
         if (d->pwake.started)
@@ -107,8 +109,9 @@ void fh_daemon_stop(fh_daemon *d) {
         d->stopping = true;
         sd_notify(0, "STOPPING=1");
         log_notice("stopping: finishing readings in hand and flushing alerts");
-        /* Messages already polled were handled synchronously: what is "in
-         * hand" is what the sinks have not confirmed yet. */
+        /* Messages already polled are processed first: what is "in hand"
+         * then is what the sinks have not confirmed yet. */
+        fhd_shards_quiesce(d);
         if (d->consumer && d->assignment)
                 rd_kafka_pause_partitions(d->consumer, d->assignment);
         uv_idle_stop(&d->drain_idle);
@@ -247,9 +250,13 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                 log_err("refusing to start: the rules or the station registry have errors");
                 goto fail;
         }
-        /* A configuration built in code (the demo's) may leave it 0. */
-        d->n_shards = d->cfg.shards >= 1 && d->cfg.shards <= FH_SHARDS_MAX ? (size_t) d->cfg.shards : 1;
-        d->shards = fhd_shards_new(e0, d->n_shards, d);
+        long cpus = d->cfg.shards > 0 ? d->cfg.shards : sysconf(_SC_NPROCESSORS_ONLN);
+        d->n_shards = cpus < 1 ? 1 : cpus > FH_SHARDS_MAX ? FH_SHARDS_MAX : (size_t) cpus;
+        fh_engine **es = fhd_engines_new(e0, d->n_shards, d);
+        d->shards = fh_calloc(d->n_shards, sizeof(*d->shards));
+        for (size_t i = 0; i < d->n_shards; i++)
+                d->shards[i].engine = es[i];
+        free(es);
         d->sensor_slot = fh_calloc(fhd_registry(d)->n_stations + 1, sizeof(*d->sensor_slot));
 
         if (d->cfg.state_dir) {
@@ -358,6 +365,10 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                 log_err("failed to install signal handlers: %s", uv_strerror(r));
                 goto abort;
         }
+        if ((r = fhd_shards_start(d)) < 0) {
+                log_err("failed to start the shards' threads: %s", strerror(-r));
+                goto abort;
+        }
         if ((r = fhd_kafka_subscribe(d)) < 0)
                 goto abort;
         fhd_resend_outbox(d, &cp);
@@ -380,8 +391,8 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         if (sd_watchdog_enabled(0, &d->watchdog_usec) <= 0)
                 d->watchdog_usec = 0;
 
-        log_notice("started rules=%zu stations=%zu brokers=%s group=%s redis=%s",
-                   fh_engine_rules(fhd_engine0(d))->n_rules, fhd_registry(d)->n_stations,
+        log_notice("started rules=%zu stations=%zu shards=%zu brokers=%s group=%s redis=%s",
+                   fh_engine_rules(fhd_engine0(d))->n_rules, fhd_registry(d)->n_stations, d->n_shards,
                    d->cfg.brokers, d->cfg.group_id, d->redis ? "on" : "off");
         sd_notify(0, "READY=1");
         *ret = d;
@@ -400,12 +411,14 @@ const fh_engine *fh_daemon_engine(const fh_daemon *d) {
         return d->shards ? fhd_engine0(d) : NULL;
 }
 
-void fh_daemon_foreach_active(const fh_daemon *d, fh_alert_fn fn, void *userdata) {
+void fh_daemon_foreach_active(fh_daemon *d, fh_alert_fn fn, void *userdata) {
+        fhd_shards_quiesce(d);
         fhd_shards_foreach_active(d, fn, userdata);
 }
 
-void fh_daemon_engine_stats(const fh_daemon *d, fh_engine_stats *ret) {
-        fhd_shards_stats(d->shards, d->n_shards, ret);
+void fh_daemon_engine_stats(fh_daemon *d, fh_engine_stats *ret) {
+        fhd_shards_quiesce(d);
+        fhd_shards_stats(d, ret);
 }
 
 int fh_daemon_assigned(const fh_daemon *d) {
@@ -435,6 +448,8 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
                 return NULL;
         d->checkpoint_again = false;
         fhd_checkpoint_reap(d, true);
+        /* Before the consumer goes: the shards hold its messages. */
+        fhd_shards_stop(d);
         while (d->outs.next != &d->outs) {
                 fh_out *o = d->outs.next;
                 o->prev->next = o->next;
@@ -483,7 +498,9 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
                 free(d->slots[i].topic);
         free(d->slots);
         fh_tracker_free(d->tracker);
-        fhd_shards_free(d->shards, d->n_shards);
+        for (size_t i = 0; d->shards && i < d->n_shards; i++)
+                fh_engine_free(d->shards[i].engine);
+        free(d->shards);
         free(d->slot_shard);
         fh_buf_free(&d->json);
         fh_daemon_config_free(&d->cfg);

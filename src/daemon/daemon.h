@@ -33,9 +33,9 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
  * configuration) is read from it; not the state of every sensor. */
 const fh_engine *fh_daemon_engine(const fh_daemon *d);
 /* Every shard's active alerts (fh_engine_foreach_active), shard after shard. */
-void fh_daemon_foreach_active(const fh_daemon *d, fh_alert_fn fn, void *userdata);
+void fh_daemon_foreach_active(fh_daemon *d, fh_alert_fn fn, void *userdata);
 /* The shards' engine counts, added up. */
-void fh_daemon_engine_stats(const fh_daemon *d, fh_engine_stats *ret);
+void fh_daemon_engine_stats(fh_daemon *d, fh_engine_stats *ret);
 uint64_t fh_daemon_consumed(const fh_daemon *d);
 /* Partitions assigned now; -1 while a rebalance is under way. */
 int fh_daemon_assigned(const fh_daemon *d);

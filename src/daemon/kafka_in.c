@@ -6,64 +6,27 @@
 
 /* ---- consuming ---- */
 
+/* A message is given to the shard of its partition (shard.c), which takes
+ * it: its outcome comes back in a batch. Errors and partition ends are the
+ * loop's. */
 static void handle_message(fh_daemon *d, rd_kafka_message_t *m) {
-        fh_reading rd;
-        char why[256];
-        fh_reject rej;
-        fh_outcome o;
-
         if (m->err) {
                 if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
                         fh_offsets_add(&d->eof, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
                 else
                         log_warning("Kafka consumer: %s", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
                 return;
         }
         d->consumed++;
         d->last_input_ms = d->batch_now;
-        /* The message travels with its alerts as a parameter: each holds
-         * it until delivered. */
-        fh_track *t = fh_tracker_begin(d->tracker, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
-        fhd_source src = { d, t };
-        /* The state of a partition's sensors is in its shard's engine. */
-        uint16_t slot = fhd_slot_of_message(d, m);
-        fh_engine *e = fhd_shard_of_slot(d, slot)->engine;
-
-        if (!m->payload || m->len == 0) {
-                rej = FH_REJECT_MALFORMED_JSON;
-                snprintf(why, sizeof(why), "empty message");
-        } else
-                rej = fh_reading_parse(m->payload, m->len, &rd, why, sizeof(why));
-        if (rej != FH_REJECT_NONE) {
-                fh_engine_count_reject(e, rej);
-                fhd_dead_letter(d, t, m, fh_reject_name(rej), why);
-        } else if (!d->cfg.event_clock && rd.ts_ms > d->last_input_ms + d->cfg.future_ms) {
-                /* SPEC §3.3: a gauge with a wrong clock must not push
-                 * windows into the future. */
-                char ts[FH_TIME_RFC3339_MAX];
-                fh_time_format_rfc3339(rd.ts_ms, d->cfg.tz_offset_min, ts);
-                snprintf(why, sizeof(why), "timestamp %s is more than %lld s ahead of this machine's clock",
-                         ts, (long long) (d->cfg.future_ms / 1000));
-                d->future_rejected++;
-                fhd_dead_letter(d, t, m, "future_timestamp", why);
-        } else if ((o = fh_engine_ingest_to(e, &rd, fhd_on_message_alert, &src)),
-                   fh_outcome_reject(o) != FH_REJECT_NONE) {
-                fh_engine_explain(e, &rd, o, why, sizeof(why));
-                fhd_dead_letter(d, t, m, fh_reject_name(fh_outcome_reject(o)), why);
-        } else {
-                if (rd.ts_ms > d->newest_ts)
-                        d->newest_ts = rd.ts_ms;
-                /* Remember the sensor's partition: its state moves with it,
-                 * and after a crash only its alerts are looked for again. */
-                const fh_station *st = fh_engine_last_station(e);
-                if (d->sensor_slot[st->index] == 0)
-                        d->sensor_slot[st->index] = slot;
-        }
-        fh_tracker_release(d->tracker, t);
+        fhd_shards_give(d, m);
 }
 
+/* Messages given to the shards and not collected yet count too: each
+ * may become an alert or a dead letter. */
 static size_t in_flight(const fh_daemon *d) {
-        size_t n = d->n_outs;
+        size_t n = d->n_outs + d->outstanding;
         if (d->redis)
                 n += fh_redis_backlog(d->redis);
         return n;
@@ -91,7 +54,7 @@ static void set_paused(fh_daemon *d, bool pause) {
  * reading of its partition, alerts or not: without the second bound the
  * tracker would grow with the input for as long as it stays stuck. */
 static void check_flow(fh_daemon *d) {
-        size_t n = in_flight(d), k = fh_tracker_pending(d->tracker);
+        size_t n = in_flight(d), k = fh_tracker_pending(d->tracker) + d->outstanding;
         if (!d->paused && (n >= d->cfg.max_in_flight || k >= d->cfg.max_pending))
                 set_paused(d, true);
         else if (d->paused && n <= d->cfg.max_in_flight / 2 && k <= d->cfg.max_pending / 2)
@@ -99,7 +62,16 @@ static void check_flow(fh_daemon *d) {
 }
 
 
+static bool drain_consumer_turn(fh_daemon *d);
+
 static bool drain_consumer(fh_daemon *d) {
+        bool more = drain_consumer_turn(d);
+        /* What this turn gave the shards goes to them now. */
+        fhd_shards_flush(d);
+        return more;
+}
+
+static bool drain_consumer_turn(fh_daemon *d) {
         /* One clock read per turn: the future check needs seconds, not
          * nanoseconds. */
         d->batch_now = wall_ms();
@@ -119,6 +91,10 @@ static bool drain_consumer(fh_daemon *d) {
                  * docs/architecture.md). From the queue whose io-event fd
                  * the loop watches. Rebalance and error events are served
                  * inside. */
+                /* The shards have enough in hand: their next batch
+                 * back (on_shard_async) starts the drain again. */
+                if (fhd_shards_full(d))
+                        return false;
                 rd_kafka_message_t *m = rd_kafka_consume_queue(d->cq, 0);
                 if (!m)
                         return false;
@@ -128,7 +104,8 @@ static bool drain_consumer(fh_daemon *d) {
                  * handed-over position. */
                 if (!fhd_revoking(d))
                         handle_message(d, m);
-                rd_kafka_message_destroy(m);
+                else
+                        rd_kafka_message_destroy(m);
                 /* Pause at once: what is already fetched is purged by
                  * librdkafka and fetched again after the resume. */
                 check_flow(d);

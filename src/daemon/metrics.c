@@ -36,7 +36,7 @@ static long long consumer_lag(const fh_daemon *d) {
 /* This run's counts: those of the engines reloads replaced, plus the
  * current ones'. */
 void fhd_stats_total(const fh_daemon *d, fh_engine_stats *restrict ret) {
-        fhd_shards_stats(d->shards, d->n_shards, ret);
+        fhd_shards_stats(d, ret);
         fhd_stats_add(ret, &d->stats_before);
 }
 
@@ -131,12 +131,14 @@ void fhd_log_stats(fh_daemon *d) {
         const fh_engine_stats *s = &total;
         unsigned long long rej = 0;
         int64_t now = wall_ms();
-        long long lag = consumer_lag(d);
+        long long lag;
         long long idle_s = d->last_input_ms ? (long long) ((now - d->last_input_ms) / 1000) : -1LL;
         long long behind_s = d->newest_ts != FH_TIME_NONE ? (long long) ((now - d->newest_ts) / 1000) : -1LL;
         char reasons[512] = "";
         size_t off = 0;
 
+        fhd_shards_quiesce(d);
+        lag = consumer_lag(d);
         fhd_stats_total(d, &total);
         for (int i = 1; i < FH_REJECT__MAX; i++) {
                 rej += s->rejected[i];

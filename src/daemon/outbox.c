@@ -175,6 +175,7 @@ void fhd_on_redis_state(void *userdata, bool up) {
                                     fh_redis_last_error(d->redis), fh_redis_backlog(d->redis));
                 return;
         }
+        fhd_shards_quiesce(d);
         fhd_shards_foreach_active(d, collect_active, &l);
         if (fh_redis_sync_active(d->redis, (const char *const *) l.fields, (const char *const *) l.jsons, l.n) < 0)
                 log_err("Redis: cannot queue the active-alerts resync (backlog full)");

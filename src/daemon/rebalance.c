@@ -64,6 +64,7 @@ static uint64_t next_generation(fh_daemon *d) {
 static void handover_forget(fh_daemon *d, handover *h) {
         slot_filter f = { d, h->slot };
 
+        fhd_shards_quiesce(d);
         fh_engine_forget(fhd_shard_of_slot(d, h->slot)->engine, in_slot, &f);
         for (size_t s = 0; s < fhd_registry(d)->n_stations; s++)
                 if (d->sensor_slot[s] == h->slot)
@@ -103,6 +104,7 @@ void fhd_handover_delivered(fh_daemon *d, handover *h, rd_kafka_resp_err_t err) 
 static handover *handover_produce(fh_daemon *d, const char *topic, int32_t p) {
         char base[512], key[600];
         fh_buf snap = FH_BUF_NULL, rec = FH_BUF_NULL, chunk = FH_BUF_NULL;
+        fhd_shards_quiesce(d);
         uint16_t slot = fhd_slot_of(d, topic, p, false);
         int64_t pos = fh_tracker_processed(d->tracker, topic, p);
         slot_filter f = { d, slot };
@@ -342,6 +344,7 @@ static void assign_restore(fh_daemon *d, rebalance *rb, int i) {
 
         if (!rb->found[i])
                 return;
+        fhd_shards_quiesce(d);
         if (rb->gens[i] > d->max_generation)
                 d->max_generation = rb->gens[i];
         if (fh_handoff_decode(rb->values[i].data, rb->values[i].len, &pos, &wm, &snap, &snap_len) < 0) {
@@ -554,6 +557,9 @@ void fhd_revoke_finish_now(fh_daemon *d, rebalance *rb) {
 static void revoke_start(fh_daemon *d, rd_kafka_topic_partition_list_t *parts) {
         rebalance *rb = fh_calloc(1, sizeof(*rb));
 
+        /* What was read before the revocation is in the state handed over
+         * and tracked, as when the loop ingested. */
+        fhd_shards_quiesce(d);
         rb->parts = rd_kafka_topic_partition_list_copy(parts);
         rb->hs = fh_calloc((size_t) parts->cnt + 1, sizeof(*rb->hs));
         rb->deadline = uv_now(d->loop) + 10000;

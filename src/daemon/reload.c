@@ -18,7 +18,7 @@ typedef struct reload_job {
         uv_work_t req;
         fh_daemon *d;
         fh_engine_config ecfg;
-        fhd_shard *ns;            /* the new shards, d->n_shards of them */
+        fh_engine **ns;           /* the new engines, one per shard */
         fh_diags diags;
         int r;
         uint64_t t0, frozen_t0;
@@ -26,13 +26,13 @@ typedef struct reload_job {
 
 typedef struct fh_engine_free_req {
         uv_work_t req;
-        fhd_shard *shards;
+        fh_engine **es;
         size_t n;
 } fh_engine_free_req;
 
 static void engine_free_work(uv_work_t *req) {
         fh_engine_free_req *fr = req->data;
-        fhd_shards_free(fr->shards, fr->n);
+        fhd_engines_free(fr->es, fr->n);
 }
 
 static void engine_free_done(uv_work_t *req, int status) {
@@ -46,7 +46,7 @@ static void reload_load(uv_work_t *req) {
 
         j->r = fh_load_engine(j->d->cfg.rules, j->d->cfg.stations, &j->ecfg, &ne, &j->diags);
         if (j->r == 0)
-                j->ns = fhd_shards_new(ne, j->d->n_shards, j->d);
+                j->ns = fhd_engines_new(ne, j->d->n_shards, j->d);
 }
 
 static void reload_carry(uv_work_t *req) {
@@ -62,7 +62,7 @@ static void reload_carry(uv_work_t *req) {
 }
 
 static void reload_end(fh_daemon *d, reload_job *j) {
-        fhd_shards_free(j->ns, d->n_shards);
+        fhd_engines_free(j->ns, d->n_shards);
         fh_diags_clear(&j->diags);
         free(j);
         d->reloading = false;
@@ -82,7 +82,7 @@ static void reload_end(fh_daemon *d, reload_job *j) {
 static void reload_swapped(uv_work_t *req, int status) {
         reload_job *j = req->data;
         fh_daemon *d = j->d;
-        fhd_shard *ns = j->ns;
+        fh_engine **ns = j->ns;
 
         if (status < 0 || d->stopping) {
                 reload_end(d, j);
@@ -99,17 +99,17 @@ static void reload_swapped(uv_work_t *req, int status) {
          * rule and the station were described. What becomes of a pair is
          * the new model's, the same in every new shard. */
         fh_engine_stats before, after;
-        fhd_shards_stats(d->shards, d->n_shards, &before);
+        fhd_shards_stats(d, &before);
         for (size_t k = 0; k < d->n_shards; k++) {
                 fh_engine *old = d->shards[k].engine;
                 int64_t now = d->cfg.event_clock && fh_engine_clock(old) != FH_TIME_NONE ? fh_engine_clock(old)
                                                                                         : wall_ms();
-                fh_engine_end_orphans(old, ns[k].engine, now);
+                fh_engine_end_orphans(old, ns[k], now);
         }
-        fhd_shards_stats(d->shards, d->n_shards, &after);
+        fhd_shards_stats(d, &after);
         uint64_t ended = after.events[FH_EVENT_CLEARED] - before.events[FH_EVENT_CLEARED];
         /* Stations may have moved in the new registry: carry partitions by id. */
-        const fh_registry *oreg = fhd_registry(d), *nreg = fh_engine_registry(ns[0].engine);
+        const fh_registry *oreg = fhd_registry(d), *nreg = fh_engine_registry(ns[0]);
         uint16_t *slots = fh_calloc(nreg->n_stations + 1, sizeof(*slots));
         for (size_t i = 0; i < oreg->n_stations; i++)
                 if (d->sensor_slot[i]) {
@@ -125,12 +125,18 @@ static void reload_swapped(uv_work_t *req, int status) {
         /* Freeing a large engine takes long too (0.7 s at 100,000 stations):
          * on a worker, and nothing refers to it any more. */
         fh_engine_free_req *fr = fh_calloc(1, sizeof(*fr));
-        fr->shards = d->shards;
+        fr->es = fh_calloc(d->n_shards, sizeof(*fr->es));
         fr->n = d->n_shards;
         fr->req.data = fr;
-        uv_queue_work(d->loop, &fr->req, engine_free_work, engine_free_done);
-        d->shards = ns;
+        /* The shards are idle (frozen): their threads see the new engine
+         * with their next batch, through its lock. */
+        for (size_t k = 0; k < d->n_shards; k++) {
+                fr->es[k] = d->shards[k].engine;
+                d->shards[k].engine = ns[k];
+        }
+        free(ns);
         j->ns = NULL;
+        uv_queue_work(d->loop, &fr->req, engine_free_work, engine_free_done);
         /* The closing events are in the outbox now: a checkpoint makes them
          * and the new state survive a crash (a restart with the new rules
          * from an older state would drop those alerts without a word). */
@@ -174,6 +180,7 @@ static void reload_loaded(uv_work_t *req, int status) {
         }
         d->frozen = true;
         uv_idle_stop(&d->drain_idle);
+        fhd_shards_quiesce(d);
         j->frozen_t0 = uv_hrtime();
         uv_queue_work(d->loop, &j->req, reload_carry, reload_swapped);
 }
