@@ -20,6 +20,7 @@
 #
 # Environment: BENCH_RUNS (3), BENCH_STATIONS (10000), BENCH_READINGS for the
 # daemon (5000000), BENCH_LATENCY_SECONDS (20), BENCH_LATENCY_REPEAT (3),
+# BENCH_SHARDS (the daemon's `shards:`; unset: its default, one per CPU),
 # TMPDIR (/tmp), FENGHUO_BUILD (the default of -B: build), BENCH_KEEP=DIR to
 # keep the daemon runs' raw figures, configs and logs; for the soak
 # BENCH_SOAK_SECONDS (600), BENCH_SOAK_RATE (20000), BENCH_SOAK_STATIONS
@@ -52,7 +53,7 @@ while [ $# -gt 0 ]; do
                 shift
                 ;;
         -h | --help)
-                sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
+                sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'
                 exit 0
                 ;;
         *) break ;;
@@ -223,8 +224,8 @@ bench_daemon() {
         "$tool" --brokers "$broker" --fenghuo "$FENGHUO" --rules "$rules" --stations "$TMP/stations.csv" \
                 --workdir "$TMP/daemon" --readings "$READINGS" \
                 --variant shipped: --variant tuned:queued.min.messages=1000000 \
-                --seconds "$LAT_SECONDS" "${runs[@]}" >"$out"
-        echo "== daemon throughput from Kafka: $(get produced "$out") readings, $(get stations "$out") stations, librdkafka $(get librdkafka "$out")"
+                --seconds "$LAT_SECONDS" ${BENCH_SHARDS:+--shards "$BENCH_SHARDS"} "${runs[@]}" >"$out"
+        echo "== daemon throughput from Kafka: $(get produced "$out") readings, $(get stations "$out") stations, librdkafka $(get librdkafka "$out"), shards ${BENCH_SHARDS:-default}"
         for v in shipped tuned; do
                 printf '%s (consumer properties: %s)\n' "$v" "$(get $v.consumer_properties "$out")"
                 printf '  %-28s %10s/s  (%s s from start to committed end; %s CPU-s)\n' plain \
