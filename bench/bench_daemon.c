@@ -59,10 +59,10 @@
 #include <unistd.h>
 
 #include "fenghuo/buf.h"
+#include "fenghuo/load.h"
 #include "fenghuo/registry.h"
 #include "fenghuo/simulate.h"
 #include "fenghuo/timeutil.h"
-#include "cli.h"
 
 extern char **environ;
 

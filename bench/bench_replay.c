@@ -21,8 +21,8 @@
 
 #include "fenghuo/buf.h"
 #include "fenghuo/engine.h"
+#include "fenghuo/load.h"
 #include "fenghuo/reading.h"
-#include "cli.h"
 
 /* Pages behind the cursor are dropped from the mapping this often. */
 #define RELEASE_STEP (1u << 20)

@@ -36,10 +36,10 @@
 
 #include "fenghuo/buf.h"
 #include "fenghuo/engine.h"
+#include "fenghuo/load.h"
 #include "fenghuo/reading.h"
 #include "fenghuo/simulate.h"
 #include "fenghuo/timeutil.h"
-#include "cli.h"
 #include "config.h"
 #include "daemon.h"
 #include "state.h"

@@ -22,7 +22,7 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <uv.h>
 
-#include "cli.h"
+#include "fenghuo/load.h"
 #include "console.h"
 #include "console_internal.h"
 #include "it_harness.h"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "fenghuo/load.h"
 #include "console.h"
 
 static void usage(FILE *f) {

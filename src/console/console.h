@@ -71,5 +71,7 @@ void fh_console_stop(fh_console *c);
 /* A crypt(3) hash (yescrypt) of password for the users file; NULL on failure. */
 char *fh_console_hash_password(const char *password);
 
+/* The whole `fenghuo console` (cmd_console.c): the exit code. */
+int fh_cmd_console(int argc, char **argv);
 
 #endif

@@ -58,4 +58,7 @@ int fh_daemon_check(const char *config_path);
 /* The whole `fenghuo run --config FILE`: returns the exit code. */
 int fh_daemon_main(const char *config_path);
 
+/* The whole `fenghuo demo` (demo.c, library fenghuo_demo): the exit code. */
+int fh_cmd_demo(int argc, char **argv);
+
 #endif

@@ -16,10 +16,10 @@
 #include <unistd.h>
 
 #include "fenghuo/buf.h"
+#include "fenghuo/load.h"
 #include "fenghuo/reading.h"
 #include "fenghuo/simulate.h"
 #include "fenghuo/timeutil.h"
-#include "../cli/cli.h"
 #include "daemon.h"
 #include "log.h"
 
