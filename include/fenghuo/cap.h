@@ -15,10 +15,6 @@
 
 #define FH_CAP_UNIT_LEN    14     /* ZZZZZZDDDUUUXX */
 #define FH_CAP_SENDER_MAX  256
-/* A message names at most this many earlier ones: the first (the `Alert`)
- * and the most recent others. An alert flapping between two tiers for days
- * must not grow every message without bound. */
-#define FH_CAP_REFERENCES_MAX 64
 
 typedef struct fh_cap_config {
         /* Issuing-unit code ZZZZZZDDDUUUXX: GB/T 2260 district code,
@@ -45,26 +41,22 @@ void fh_cap_identifier(const fh_cap_config *cfg, const char *alert_id, fh_event 
 
 /* One message for one alert event, appended to out. `references` is the
  * CAP references text ("sender,identifier,sent" separated by spaces) or
- * NULL for none; fh_cap_chain fills it in. */
+ * NULL for none; fh_cap_message fills it in. */
 void fh_cap_write(const fh_engine *e, const fh_cap_config *cfg, const fh_alert *a,
                   const char *references, fh_buf *out);
 
-/* Remembers, per open alert, the messages already written, so that each
- * `Update` and the `Cancel` reference all the earlier messages of their
- * alert. An alert whose earlier messages it never saw (a daemon restarted
- * mid-alert, a replay starting mid-storm) still references its `Alert`,
- * whose identifier follows from the alert_id alone. */
-typedef struct fh_cap_chain fh_cap_chain;
+/* The references of `a` (CAP text: "sender,identifier,sent" separated
+ * by spaces) appended to out: nothing for an `Alert`; otherwise the
+ * `Alert` and, when it is another one, the message just before (which
+ * superseded everything between). Both follow from the event alone
+ * (raised_ms, prior_event, prior_ts), so a daemon restarted or handed a
+ * partition mid-alert names exactly what a replay names, remembering
+ * nothing. */
+void fh_cap_references(const fh_cap_config *cfg, const fh_alert *a, fh_buf *out);
 
-fh_cap_chain *fh_cap_chain_new(void);
-fh_cap_chain *fh_cap_chain_free(fh_cap_chain *c);
-
-/* Writes the message of `a` to out (its identifier to ret_identifier, when
- * not NULL) and records it; a `Cancel` forgets the alert. */
-void fh_cap_chain_write(fh_cap_chain *c, const fh_engine *e, const fh_cap_config *cfg,
-                        const fh_alert *a, fh_buf *ret_identifier, fh_buf *out);
-
-/* Alerts the chain holds, for tests and metrics. */
-size_t fh_cap_chain_open(const fh_cap_chain *c);
+/* fh_cap_write with fh_cap_references: the message of `a` to out, its
+ * identifier to ret_identifier when not NULL. */
+void fh_cap_message(const fh_engine *e, const fh_cap_config *cfg, const fh_alert *a,
+                    fh_buf *ret_identifier, fh_buf *out);
 
 #endif

@@ -54,6 +54,13 @@ typedef struct fh_alert {
         int64_t raised_ms;     /* part of alert_id, the same until cleared */
         double value;          /* report value; NaN -> null */
         fh_end_reason reason;  /* FH_END_NONE but on an alert ended by a reload */
+        /* The alert's event before this one (event and ts), so that a
+         * message can name its predecessor without anyone remembering it
+         * (CAP references): has_prior is false on a raise and where the
+         * engine does not know it (fh_engine_foreach_active). */
+        bool has_prior;
+        fh_event prior_event;
+        int64_t prior_ts;
 } fh_alert;
 
 typedef void (*fh_alert_fn)(void *userdata, const fh_alert *alert);

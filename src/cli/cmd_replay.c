@@ -21,7 +21,7 @@ typedef struct replay_out {
         /* --cap DIR: one CAP message per event, in DIR/<identifier>.xml */
         const char *cap_dir;
         fh_cap_config cap;
-        fh_cap_chain *chain;
+        bool cap_on;
         fh_buf cap_id, cap_xml, cap_path;
         int cap_err;             /* first write error, as -errno */
 } replay_out;
@@ -40,7 +40,7 @@ static int write_file(const char *path, const char *data, size_t len) {
 static void write_cap(replay_out *o, const fh_alert *a) {
         fh_buf_reset(&o->cap_id);
         fh_buf_reset(&o->cap_xml);
-        fh_cap_chain_write(o->chain, o->e, &o->cap, a, &o->cap_id, &o->cap_xml);
+        fh_cap_message(o->e, &o->cap, a, &o->cap_id, &o->cap_xml);
         if (o->cap_err)
                 return;
         fh_buf_reset(&o->cap_path);
@@ -59,7 +59,7 @@ static void on_alert(void *userdata, const fh_alert *a) {
         fh_alert_to_json(o->e, a, &o->line);
         fh_buf_putc(&o->line, '\n');
         fwrite(o->line.data, 1, o->line.len, o->f);
-        if (o->chain)
+        if (o->cap_on)
                 write_cap(o, a);
 }
 
@@ -190,9 +190,7 @@ int fh_cmd_replay(int argc, char **argv) {
                 return 1;
         }
 
-        replay_out out = { .e = e, .f = stdout, .cap_dir = cap_dir, .cap = cap };
-        if (cap_dir)
-                out.chain = fh_cap_chain_new();
+        replay_out out = { .e = e, .f = stdout, .cap_dir = cap_dir, .cap = cap, .cap_on = cap_dir != NULL };
         static char obuf[1 << 16];
         setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
         fh_engine_set_alert_cb(e, on_alert, &out);
@@ -215,7 +213,6 @@ int fh_cmd_replay(int argc, char **argv) {
         print_summary(e, lineno);
 
         fh_buf_free(&out.line);
-        fh_cap_chain_free(out.chain);
         fh_buf_free(&out.cap_id);
         fh_buf_free(&out.cap_xml);
         fh_buf_free(&out.cap_path);

@@ -271,7 +271,17 @@ void fh_cap_write(const fh_engine *e, const fh_cap_config *cfg, const fh_alert *
                 fh_buf_reset(&tmp);
                 if (cfg->exercise)
                         fh_buf_puts(&tmp, "演练：由历史或模拟数据回放生成，非实际预警。");
-                if (a->event == FH_EVENT_CLEARED) {
+                if (a->event == FH_EVENT_CLEARED && a->reason != FH_END_NONE) {
+                        /* Ended by a reload, not by the readings. */
+                        static const char *const why[FH_END__MAX] = {
+                                [FH_END_RULE_CHANGED] = "预警规则已修改",
+                                [FH_END_RULE_REMOVED] = "预警规则已删除",
+                                [FH_END_STATION_REMOVED] = "监测站已从站点表中移除",
+                                [FH_END_RULE_UNMATCHED] = "预警规则已不适用于该站",
+                        };
+                        fh_buf_printf(&tmp, "解除原因：%s（%s）。", a->reason < FH_END__MAX && why[a->reason]
+                                      ? why[a->reason] : "配置变更", fh_end_reason_name(a->reason));
+                } else if (a->event == FH_EVENT_CLEARED) {
                         fh_buf_puts(&tmp, "解除原因：监测值已低于");
                         fh_buf_append(&tmp, title, tl);
                         fh_buf_printf(&tmp, "%s预警标准。", fh_level_name_cn(tier));
@@ -334,151 +344,44 @@ void fh_cap_write(const fh_engine *e, const fh_cap_config *cfg, const fh_alert *
         fh_buf_free(&tmp);
 }
 
-/* ---- references chain ---- */
+/* ---- references ---- */
 
-typedef struct chain_entry {
-        char *alert_id;
-        char **refs;           /* "sender,identifier,sent" */
-        size_t n, cap;
-        struct chain_entry *next;
-} chain_entry;
-
-struct fh_cap_chain {
-        chain_entry **buckets;
-        size_t n_buckets;
-        size_t n;
-};
-
-fh_cap_chain *fh_cap_chain_new(void) {
-        fh_cap_chain *c = fh_calloc(1, sizeof(*c));
-        c->n_buckets = 64;
-        c->buckets = fh_calloc(c->n_buckets, sizeof(*c->buckets));
-        return c;
-}
-
-static void entry_free(chain_entry *en) {
-        for (size_t i = 0; i < en->n; i++)
-                free(en->refs[i]);
-        free(en->refs);
-        free(en->alert_id);
-        free(en);
-}
-
-fh_cap_chain *fh_cap_chain_free(fh_cap_chain *c) {
-        if (!c)
-                return NULL;
-        for (size_t b = 0; b < c->n_buckets; b++)
-                for (chain_entry *en = c->buckets[b], *nx; en; en = nx) {
-                        nx = en->next;
-                        entry_free(en);
-                }
-        free(c->buckets);
-        free(c);
-        return NULL;
-}
-
-size_t fh_cap_chain_open(const fh_cap_chain *c) {
-        return c->n;
-}
-
-static uint64_t key_hash(const char *s) {
-        return fh_fnv1a(FH_FNV1A_INIT, s, strlen(s));
-}
-
-static chain_entry **find(fh_cap_chain *c, const char *id) {
-        chain_entry **pp = &c->buckets[key_hash(id) & (c->n_buckets - 1)];
-        while (*pp && strcmp((*pp)->alert_id, id))
-                pp = &(*pp)->next;
-        return pp;
-}
-
-static void grow(fh_cap_chain *c) {
-        size_t nb = c->n_buckets * 2;
-        chain_entry **b = fh_calloc(nb, sizeof(*b));
-        for (size_t i = 0; i < c->n_buckets; i++)
-                for (chain_entry *en = c->buckets[i], *nx; en; en = nx) {
-                        nx = en->next;
-                        size_t h = key_hash(en->alert_id) & (nb - 1);
-                        en->next = b[h];
-                        b[h] = en;
-                }
-        free(c->buckets);
-        c->buckets = b;
-        c->n_buckets = nb;
-}
-
-static char *make_ref(const fh_cap_config *cfg, const char *id, fh_event ev, int64_t ts_ms) {
+static void put_ref(const fh_cap_config *cfg, const char *id, fh_event ev, int64_t ts_ms, fh_buf *out) {
         char sent[FH_TIME_RFC3339_MAX];
-        fh_buf r = FH_BUF_NULL;
 
         format_sent(ts_ms, cfg->tz_offset_min, sent);
-        fh_buf_puts(&r, cfg->sender);
-        fh_buf_putc(&r, ',');
-        fh_cap_identifier(cfg, id, ev, ts_ms, &r);
-        fh_buf_putc(&r, ',');
-        fh_buf_puts(&r, sent);
-        return r.data;
+        fh_buf_puts(out, cfg->sender);
+        fh_buf_putc(out, ',');
+        fh_cap_identifier(cfg, id, ev, ts_ms, out);
+        fh_buf_putc(out, ',');
+        fh_buf_puts(out, sent);
 }
 
-static void entry_push(chain_entry *en, char *ref) {
-        if (en->n == FH_CAP_REFERENCES_MAX) {
-                /* Keep the Alert, drop the oldest update after it. */
-                free(en->refs[1]);
-                memmove(en->refs + 1, en->refs + 2, (en->n - 2) * sizeof(*en->refs));
-                en->n--;
-        }
-        if (en->n == en->cap) {
-                en->cap = en->cap ? en->cap * 2 : 4;
-                en->refs = fh_realloc(en->refs, en->cap * sizeof(*en->refs));
-        }
-        en->refs[en->n++] = ref;
-}
+void fh_cap_references(const fh_cap_config *cfg, const fh_alert *a, fh_buf *out) {
+        fh_buf id = FH_BUF_NULL;
 
-void fh_cap_chain_write(fh_cap_chain *c, const fh_engine *e, const fh_cap_config *cfg,
-                        const fh_alert *a, fh_buf *ret_identifier, fh_buf *out) {
-        fh_buf id = FH_BUF_NULL, refs = FH_BUF_NULL;
-        chain_entry **pp, *en;
-
+        if (a->event == FH_EVENT_RAISED)
+                return;
         alert_id(a, &id);
-        pp = find(c, id.data);
-        en = *pp;
-        if (a->event == FH_EVENT_RAISED && en) {
-                /* Cannot happen with alert_ids from one engine; start over. */
-                *pp = en->next;
-                entry_free(en);
-                c->n--;
-                en = NULL;
-                pp = find(c, id.data);
-        }
-        if (!en) {
-                if (c->n >= c->n_buckets) {
-                        grow(c);
-                        pp = find(c, id.data);
-                }
-                en = fh_calloc(1, sizeof(*en));
-                en->alert_id = fh_strdup(id.data);
-                *pp = en;
-                c->n++;
-                /* The Alert of an alert raised before this chain existed. */
-                if (a->event != FH_EVENT_RAISED)
-                        entry_push(en, make_ref(cfg, id.data, FH_EVENT_RAISED, a->raised_ms));
-        }
-        for (size_t i = 0; i < en->n; i++) {
-                if (i)
-                        fh_buf_putc(&refs, ' ');
-                fh_buf_puts(&refs, en->refs[i]);
-        }
-        fh_cap_write(e, cfg, a, refs.data, out);
-        if (ret_identifier)
-                fh_cap_identifier(cfg, id.data, a->event, a->ts_ms, ret_identifier);
-        if (a->event == FH_EVENT_CLEARED) {
-                pp = find(c, id.data);
-                *pp = en->next;
-                entry_free(en);
-                c->n--;
-        } else {
-                entry_push(en, make_ref(cfg, id.data, a->event, a->ts_ms));
+        put_ref(cfg, id.data, FH_EVENT_RAISED, a->raised_ms, out);
+        if (a->has_prior && !(a->prior_event == FH_EVENT_RAISED && a->prior_ts == a->raised_ms)) {
+                fh_buf_putc(out, ' ');
+                put_ref(cfg, id.data, a->prior_event, a->prior_ts, out);
         }
         fh_buf_free(&id);
+}
+
+void fh_cap_message(const fh_engine *e, const fh_cap_config *cfg, const fh_alert *a,
+                    fh_buf *ret_identifier, fh_buf *out) {
+        fh_buf refs = FH_BUF_NULL;
+
+        fh_cap_references(cfg, a, &refs);
+        fh_cap_write(e, cfg, a, refs.data, out);
+        if (ret_identifier) {
+                fh_buf id = FH_BUF_NULL;
+                alert_id(a, &id);
+                fh_cap_identifier(cfg, id.data, a->event, a->ts_ms, ret_identifier);
+                fh_buf_free(&id);
+        }
         fh_buf_free(&refs);
 }

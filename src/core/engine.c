@@ -679,6 +679,11 @@ static void emit(fh_engine *e, const fh_alert_sink *out, const fh_sensor *s, con
                 a.event = FH_EVENT_CLEARED;
         else
                 a.event = to > p->level ? FH_EVENT_ESCALATED : FH_EVENT_DEESCALATED;
+        if (a.event != FH_EVENT_RAISED && p->last_ts != FH_TIME_NONE) {
+                a.has_prior = true;
+                a.prior_event = (fh_event) p->last_event;
+                a.prior_ts = p->last_ts;
+        }
         a.raised_ms = p->raised;
         p->last_event = (uint8_t) a.event;
         p->last_previous = (uint8_t) a.previous;
@@ -1032,6 +1037,9 @@ void fh_engine_end_orphans(fh_engine *old, const fh_engine *ne, int64_t now_ms) 
                                 .raised_ms = p->raised,
                                 .value = NAN,
                                 .reason = why,
+                                .has_prior = p->last_ts != FH_TIME_NONE,
+                                .prior_event = (fh_event) p->last_event,
+                                .prior_ts = p->last_ts,
                         };
                         fh_pair_reset(p);
                         old->stats.events[FH_EVENT_CLEARED]++;
