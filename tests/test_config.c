@@ -129,6 +129,51 @@ static void required_keys_are_named_when_missing(void **state) {
         fh_diags_clear(&d);
 }
 
+static void cap_output_keys_are_read_and_checked(void **state) {
+        static const char base[] = "rules: r\nstations: s.csv\nkafka:\n  brokers: b:9092\n  topics: {rain: in}\n";
+        fh_diags d = FH_DIAGS_NULL;
+        fh_daemon_config c;
+        char text[1024], why[2048];
+
+        snprintf(text, sizeof(text), "%s  cap_topic: miyun.cap\ncap_dir: /var/lib/fenghuo/cap\n"
+                 "cap_unit: \"11011800100000\"\ncap_sender: 密云区气象局\ncap_status: Exercise\n", base);
+        write_config(text);
+        assert_int_equal(fh_daemon_config_load(path, &c, &d), 0);
+        unlink(path);
+        assert_string_equal(c.cap_topic, "miyun.cap");
+        assert_string_equal(c.cap_dir, "/var/lib/fenghuo/cap");
+        assert_string_equal(c.cap_unit, "11011800100000");
+        assert_string_equal(c.cap_sender, "密云区气象局");
+        assert_true(c.cap_exercise);
+        fh_daemon_config_free(&c);
+
+        /* A daemon publishes real warnings unless told otherwise. */
+        snprintf(text, sizeof(text), "%scap_dir: cap\n", base);
+        write_config(text);
+        assert_int_equal(fh_daemon_config_load(path, &c, &d), 0);
+        unlink(path);
+        assert_false(c.cap_exercise);
+        assert_null(c.cap_unit);
+        fh_daemon_config_free(&c);
+
+        const struct { const char *extra, *want; } bad[] = {
+                { "cap_dir: cap\ncap_status: Test\n", "'cap_status' must be Actual or Exercise" },
+                { "cap_dir: cap\ncap_unit: \"110118\"\n", "issuing-unit code must be 14 digits" },
+                { "cap_dir: cap\ncap_sender: a,b\n", "without spaces, commas" },
+                { "cap_unit: \"11011800000000\"\n", "need 'kafka.cap_topic' or 'cap_dir'" },
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                snprintf(text, sizeof(text), "%s%s", base, bad[i].extra);
+                write_config(text);
+                assert_int_equal(fh_daemon_config_load(path, &c, &d), -EINVAL);
+                unlink(path);
+                diags_text(&d, why, sizeof(why));
+                if (!strstr(why, bad[i].want))
+                        fail_msg("%s: got\n%s", bad[i].extra, why);
+                fh_diags_clear(&d);
+        }
+}
+
 static void unreadable_and_invalid_yaml_files_are_errors_not_crashes(void **state) {
         fh_diags d = FH_DIAGS_NULL;
         fh_daemon_config c;
@@ -156,6 +201,7 @@ int main(void) {
                 cmocka_unit_test(defaults_fill_what_is_left_out),
                 cmocka_unit_test(every_mistake_is_reported_at_its_place),
                 cmocka_unit_test(required_keys_are_named_when_missing),
+                cmocka_unit_test(cap_output_keys_are_read_and_checked),
                 cmocka_unit_test(unreadable_and_invalid_yaml_files_are_errors_not_crashes),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

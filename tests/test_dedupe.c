@@ -71,6 +71,23 @@ static void the_key_reads_only_within_the_given_length(void **state) {
         assert_int_equal(fh_alert_dedupe_key(alert_json, len, key, sizeof(key)), 0);
 }
 
+static void a_cap_message_is_known_by_its_identifier(void **state) {
+        static const char xml[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                                  "<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\">\n"
+                                  "  <identifier>11011800000000_20230730000000_42</identifier>\n"
+                                  "  <sender>北京市密云区</sender>\n</alert>\n";
+        char key[256];
+
+        assert_int_equal(fh_cap_dedupe_key(xml, strlen(xml), key, sizeof(key)), 0);
+        assert_string_equal(key, "11011800000000_20230730000000_42");
+        /* Never an alert key: the two share one suppression set. */
+        assert_int_equal(fh_alert_dedupe_key(xml, strlen(xml), key, sizeof(key)), -EINVAL);
+        assert_int_equal(fh_cap_dedupe_key(alert_json, strlen(alert_json), key, sizeof(key)), -EINVAL);
+        assert_int_equal(fh_cap_dedupe_key(xml, strlen(xml), key, 10), -EINVAL);
+        assert_int_equal(fh_cap_dedupe_key(xml, 60, key, sizeof(key)), -EINVAL);
+        assert_int_equal(fh_cap_dedupe_key("", 0, key, sizeof(key)), -EINVAL);
+}
+
 static void set_takes_each_key_once(void **state) {
         fh_strset *s = fh_strset_new();
         char k[32];
@@ -95,6 +112,7 @@ int main(void) {
                 cmocka_unit_test(the_key_of_the_json_is_the_key_of_the_event),
                 cmocka_unit_test(text_that_is_no_alert_or_does_not_fit_is_einval),
                 cmocka_unit_test(the_key_reads_only_within_the_given_length),
+                cmocka_unit_test(a_cap_message_is_known_by_its_identifier),
                 cmocka_unit_test(set_takes_each_key_once),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

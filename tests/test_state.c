@@ -95,6 +95,32 @@ static fh_checkpoint sample_checkpoint(void) {
         return c;
 }
 
+/* A CAP message waiting for its file (or its topic) survives a crash. */
+static void a_cap_message_in_the_outbox_is_saved_with_its_sinks(void **state) {
+        char *dir = tmpdir();
+        fh_engine *e = engine(), *e2 = engine();
+        fh_checkpoint c = sample_checkpoint(), got = { 0 };
+
+        fh_outbox_item_clear(&c.outbox[0]);
+        c.outbox[0] = (fh_outbox_item) {
+                .kind = FH_OUT_CAP, .sinks = FH_SINK_KAFKA | FH_SINK_FILE,
+                .key = strdup("A"), .key_len = 1, .value = strdup("<alert/>"), .value_len = 8,
+                .dedupe = strdup("11011800000000_20230730000000_1"),
+        };
+        assert_int_equal(fh_state_save(dir, (const fh_engine *[]) { e }, 1, &c), 0);
+        assert_int_equal(fh_state_load(dir, e2, &got), 0);
+        assert_int_equal(got.n_outbox, 1);
+        assert_int_equal(got.outbox[0].kind, FH_OUT_CAP);
+        assert_int_equal(got.outbox[0].sinks, FH_SINK_KAFKA | FH_SINK_FILE);
+        assert_string_equal(got.outbox[0].value, "<alert/>");
+        assert_string_equal(got.outbox[0].dedupe, "11011800000000_20230730000000_1");
+        fh_checkpoint_clear(&got);
+        fh_checkpoint_clear(&c);
+        fh_engine_free(e);
+        fh_engine_free(e2);
+        rmdir_all(dir);
+}
+
 static void offsets_add_replaces_the_same_partition(void **state) {
         fh_offsets o = { 0 };
 
@@ -230,6 +256,7 @@ static void counts_beyond_the_file_are_refused_without_allocating(void **state) 
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(offsets_add_replaces_the_same_partition),
+                cmocka_unit_test(a_cap_message_in_the_outbox_is_saved_with_its_sinks),
                 cmocka_unit_test(save_then_load_continues_exactly_where_it_stopped),
                 cmocka_unit_test(missing_state_is_enoent),
                 cmocka_unit_test(damaged_state_is_refused_and_the_engine_untouched),

@@ -58,7 +58,7 @@ static void checkpoint_cut(fh_daemon *d, fh_checkpoint *c) {
         for (fh_out *o = d->outs.next; o != &d->outs; o = o->next) {
                 fh_outbox_item *it = &c->outbox[c->n_outbox++];
                 *it = o->it;
-                it->sinks &= FH_SINK_KAFKA | FH_SINK_REDIS;
+                it->sinks &= FH_SINK_KAFKA | FH_SINK_REDIS | FH_SINK_FILE;
         }
         const fh_registry *reg = fhd_registry(d);
         for (size_t i = 1; i < d->n_slots; i++)

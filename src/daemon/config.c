@@ -10,6 +10,7 @@
 #include <yaml.h>
 
 #include "fenghuo/buf.h"
+#include "fenghuo/cap.h"
 #include "fenghuo/timeutil.h"
 #include "config.h"
 
@@ -303,6 +304,8 @@ static void kafka_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
                 set_str(c, v, key, &cfg->dead_letter_topic);
         else if (!strcmp(key, "state_topic"))
                 set_str(c, v, key, &cfg->state_topic);
+        else if (!strcmp(key, "cap_topic"))
+                set_str(c, v, key, &cfg->cap_topic);
         else if (!strcmp(key, "properties"))
                 set_kvs(c, v, key, &cfg->kafka_props);
         else if (!strcmp(key, "consumer_properties"))
@@ -376,6 +379,21 @@ static void top_key(ctx *c, const char *key, yaml_node_t *v, void *t) {
                 set_str(c, v, key, &cfg->state_dir);
         else if (!strcmp(key, "metrics_file"))
                 set_str(c, v, key, &cfg->metrics_file);
+        else if (!strcmp(key, "cap_dir"))
+                set_str(c, v, key, &cfg->cap_dir);
+        else if (!strcmp(key, "cap_unit"))
+                set_str(c, v, key, &cfg->cap_unit);
+        else if (!strcmp(key, "cap_sender"))
+                set_str(c, v, key, &cfg->cap_sender);
+        else if (!strcmp(key, "cap_status")) {
+                const char *s = scalar(c, v, key);
+                if (s && !strcmp(s, "Actual"))
+                        cfg->cap_exercise = false;
+                else if (s && !strcmp(s, "Exercise"))
+                        cfg->cap_exercise = true;
+                else if (s)
+                        err(c, v, "'%s' must be Actual or Exercise (CAP 1.2 status), not '%s'", key, s);
+        }
         else if (!strcmp(key, "tick"))
                 set_duration(c, v, key, &cfg->tick_ms);
         else if (!strcmp(key, "lateness"))
@@ -503,6 +521,19 @@ int fh_daemon_config_load(const char *path, fh_daemon_config *ret, fh_diags *dia
                 fh_diags_error(diags, path, 0, 0, "'kafka.topics' must name at least one input topic");
         if (cfg.tick_ms <= 0)
                 fh_diags_error(diags, path, 0, 0, "'tick' must be longer than 0s");
+        if (cfg.cap_topic || cfg.cap_dir || cfg.cap_unit || cfg.cap_sender) {
+                fh_cap_config cap = FH_CAP_CONFIG_DEFAULT;
+                char why[512];
+                if (cfg.cap_unit)
+                        cap.unit = cfg.cap_unit;
+                if (cfg.cap_sender)
+                        cap.sender = cfg.cap_sender;
+                if (fh_cap_config_check(&cap, why, sizeof(why)) < 0)
+                        fh_diags_error(diags, path, 0, 0, "cap_unit/cap_sender: %s", why);
+                if (!cfg.cap_topic && !cfg.cap_dir)
+                        fh_diags_error(diags, path, 0, 0, "'cap_unit' and 'cap_sender' need 'kafka.cap_topic' or "
+                                                          "'cap_dir' to say where the CAP messages go");
+        }
         if (c.redis_secrets > 1)
                 fh_diags_error(diags, path, 0, 0, "give only one of 'redis.password', 'redis.password_file' and "
                                                   "'redis.password_credential'");
@@ -557,6 +588,10 @@ void fh_daemon_config_free(fh_daemon_config *c) {
         free(c->alerts_topic);
         free(c->dead_letter_topic);
         free(c->state_topic);
+        free(c->cap_topic);
+        free(c->cap_dir);
+        free(c->cap_unit);
+        free(c->cap_sender);
         kvs_free(&c->kafka_props);
         kvs_free(&c->consumer_props);
         kvs_free(&c->producer_props);

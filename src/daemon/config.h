@@ -51,12 +51,21 @@ typedef struct fh_daemon_config {
         char *dead_letter_topic;       /* NULL: rejected readings only logged */
         char *state_topic;             /* compacted topic that carries partition state
                                           across rebalances; NULL: not kept */
+        char *cap_topic;               /* CAP 1.2 XML of every alert event; NULL: none */
         fh_kvs kafka_props;            /* librdkafka properties for both clients */
         fh_kvs consumer_props;
         fh_kvs producer_props;
         size_t max_in_flight;          /* undelivered alerts before consumption pauses */
         size_t max_pending;            /* readings not yet committable (behind an
                                           undelivered alert) before it pauses */
+
+        /* CAP output (src/daemon/cap_out.c): the files' directory (NULL:
+         * none), the issuing unit and its name (NULL: fenghuo/cap.h's
+         * defaults), and status Exercise instead of Actual. */
+        char *cap_dir;
+        char *cap_unit;
+        char *cap_sender;
+        bool cap_exercise;
 
         bool redis_enabled;
         fh_redis_config redis;

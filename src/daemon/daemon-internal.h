@@ -1,5 +1,5 @@
 /* Internal to src/daemon's daemon files (daemon.c, kafka_in.c, outbox.c,
- * rebalance.c, checkpoint.c, reload.c, metrics.c): struct fh_daemon and the
+ * rebalance.c, checkpoint.c, reload.c, metrics.c, cap_out.c): struct fh_daemon and the
  * functions they call across files. Not API: the fhd_ prefix marks these
  * names as internal; everything else includes daemon.h only. Everything
  * here runs on the loop thread unless its file says otherwise. */
@@ -40,6 +40,7 @@ typedef struct fh_out {
         fh_track *track;          /* the message that caused it; NULL for ticks */
         uint8_t gating;           /* sinks whose answer still holds back the commit */
         bool in_retry;
+        uint8_t retry_sinks;      /* which sinks the retry timer tries again */
         struct fh_out *retry_next;
         fh_outbox_item it;        /* payload; it.sinks = not yet confirmed */
 } fh_out;
@@ -184,6 +185,7 @@ struct fh_daemon {
         uv_timer_t retry_timer;
         uint64_t suppressed;
         fh_out outs;              /* list head of alerts in flight */
+        struct fhd_cap *cap;      /* CAP output (cap_out.c), NULL when not configured */
         size_t n_outs;
         fh_buf json;
 
@@ -273,6 +275,20 @@ void fhd_dead_letter(fh_daemon *d, fh_track *track, const rd_kafka_message_t *m,
                      const char *why);
 void fhd_resend_outbox(fh_daemon *d, fh_checkpoint *c);
 void fhd_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+
+fh_out *fhd_out_new(fh_daemon *d, fh_track *track);
+void fhd_out_send(fh_daemon *d, fh_out *o, uint8_t sinks);
+void fhd_out_confirm(fh_out *o, uint8_t sink);
+/* Tries sink of o again from the retry timer, in about ms. */
+void fhd_out_retry(fh_daemon *d, fh_out *o, uint8_t sink, uint64_t ms);
+
+/* cap_out.c */
+int fhd_cap_init(fh_daemon *d);
+void fhd_cap_free(fh_daemon *d);
+/* The CAP message of an alert event into the outbox. */
+void fhd_cap_publish(fh_daemon *d, const fh_alert *a, fh_track *track);
+/* Writes o's CAP file (FH_SINK_FILE): confirmed, or retried later. */
+void fhd_cap_file(fh_daemon *d, fh_out *o);
 
 /* kafka_in.c */
 void fhd_on_drain_idle(uv_idle_t *h);

@@ -257,6 +257,9 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
         for (size_t i = 0; i < d->n_shards; i++)
                 d->shards[i].engine = es[i];
         free(es);
+        r = fhd_cap_init(d);
+        if (r < 0)
+                goto fail;
         d->sensor_slot = fh_calloc(fhd_registry(d)->n_stations + 1, sizeof(*d->sensor_slot));
 
         if (d->cfg.state_dir) {
@@ -298,26 +301,28 @@ int fh_daemon_new(fh_daemon **ret, uv_loop_t *loop, fh_daemon_config *cfg, const
                         log_err("cannot restore state from %s/state: %s; starting from committed offsets",
                                 d->cfg.state_dir, strerror(-r));
         }
-        if (d->cfg.alerts_topic) {
+        if (d->cfg.alerts_topic || d->cfg.cap_topic) {
                 char err[512];
+                const char *out_topics[] = { d->cfg.alerts_topic, d->cfg.cap_topic };
                 /* Every partition gets a watermark from the start, so a
                  * checkpoint always says where to look after a crash. */
-                if (fh_kafka_watermarks(&d->cfg, d->cfg.alerts_topic, &d->watermarks, err, sizeof(err)) < 0)
-                        log_warning("cannot read the watermarks of %s: %s", d->cfg.alerts_topic, err);
+                for (size_t k = 0; k < FH_ARRAY_SIZE(out_topics); k++)
+                        if (out_topics[k] &&
+                            fh_kafka_watermarks(&d->cfg, out_topics[k], &d->watermarks, err, sizeof(err)) < 0)
+                                log_warning("cannot read the watermarks of %s: %s", out_topics[k], err);
                 if (restored && cp.watermarks.n > 0) {
                         d->suppress = fh_strset_new();
                         /* All of them: a sensor first heard of after the
                          * checkpoint has no known partition yet. What is not
                          * regenerated here is dropped once caught up. */
-                        long n = fh_kafka_scan_alerts(&d->cfg, d->cfg.alerts_topic, &cp.watermarks,
-                                                      NULL, NULL, d->suppress,
-                                                      30000, err, sizeof(err));
+                        long n = fh_kafka_scan_published(&d->cfg, &cp.watermarks, NULL, NULL, d->suppress,
+                                                         30000, err, sizeof(err));
                         if (n < 0)
-                                log_err("cannot read back %s after the last checkpoint: %s; alerts published since "
-                                        "may be published again", d->cfg.alerts_topic, err);
+                                log_err("cannot read back the alerts and CAP topics after the last checkpoint: %s; "
+                                        "alerts published since may be published again", err);
                         else
-                                log_info("%ld alerts were published after the last checkpoint; they will not be "
-                                         "published again", n);
+                                log_info("%ld alerts and CAP messages were published after the last checkpoint; "
+                                         "they will not be published again", n);
                         d->scan_from = cp.watermarks;
                         cp.watermarks = (fh_offsets) { 0 };
                 }
@@ -493,6 +498,7 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
         fh_offsets_clear(&d->watermarks);
         fh_offsets_clear(&d->scan_from);
         fh_strset_free(d->suppress);
+        fhd_cap_free(d);
         free(d->sensor_slot);
         for (size_t i = 1; i < d->n_slots; i++)
                 free(d->slots[i].topic);

@@ -263,7 +263,8 @@ static void scan_one(void *userdata, const rd_kafka_message_t *m) {
 
         if (s->want && !s->want(s->userdata, m->key, m->key_len))
                 return;
-        if (fh_alert_dedupe_key(m->payload, m->len, key, sizeof(key)) == 0) {
+        if (fh_alert_dedupe_key(m->payload, m->len, key, sizeof(key)) == 0 ||
+            fh_cap_dedupe_key(m->payload, m->len, key, sizeof(key)) == 0) {
                 fh_strset_add(s->into, key);
                 s->count++;
         }
@@ -275,4 +276,37 @@ long fh_kafka_scan_alerts(const fh_daemon_config *cfg, const char *topic, const 
         scan s = { want, userdata, into, 0 };
         int r = fh_kafka_read_to_end(cfg, topic, from, timeout_ms, scan_one, &s, err, errlen);
         return r < 0 ? r : s.count;
+}
+
+int fh_cap_dedupe_key(const char *xml, size_t len, char *buf, size_t n) {
+        static const char open[] = "<identifier>";
+        /* fh_cap_write puts it within the first lines: no need to search
+         * a whole message. */
+        size_t lim = len < 512 ? len : 512;
+        const char *a = xml && len > 5 && !memcmp(xml, "<?xml", 5) ? memmem(xml, lim, open, sizeof(open) - 1) : NULL;
+        if (!a)
+                return -EINVAL;
+        a += sizeof(open) - 1;
+        const char *b = memchr(a, '<', (size_t) (xml + len - a));
+        if (!b || b == a || (size_t) (b - a) >= n)
+                return -EINVAL;
+        memcpy(buf, a, (size_t) (b - a));
+        buf[b - a] = 0;
+        return 0;
+}
+
+long fh_kafka_scan_published(const fh_daemon_config *cfg, const fh_offsets *from, fh_key_filter want, void *userdata,
+                             fh_strset *into, int timeout_ms, char *err, size_t errlen) {
+        const char *topics[] = { cfg->alerts_topic, cfg->cap_topic };
+        long total = 0;
+
+        for (size_t i = 0; i < 2; i++) {
+                if (!topics[i])
+                        continue;
+                long n = fh_kafka_scan_alerts(cfg, topics[i], from, want, userdata, into, timeout_ms, err, errlen);
+                if (n < 0)
+                        return n;
+                total += n;
+        }
+        return total;
 }

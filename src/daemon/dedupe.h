@@ -31,6 +31,10 @@ void fh_strset_move(fh_strset *into, fh_strset *from);
  * text is not an alert event or the key does not fit n bytes. */
 int fh_alert_dedupe_key(const char *json, size_t len, char *buf, size_t n);
 
+/* The identifier of a CAP message (fh_cap_write's XML): what a CAP
+ * message is de-duplicated by. 0, or -EINVAL. */
+int fh_cap_dedupe_key(const char *xml, size_t len, char *buf, size_t n);
+
 /* High watermarks of every partition of topic (blocking, for start-up). */
 int fh_kafka_watermarks(const fh_daemon_config *cfg, const char *topic, fh_offsets *ret, char *err, size_t errlen);
 
@@ -51,5 +55,11 @@ typedef bool (*fh_key_filter)(void *userdata, const void *key, size_t len);
 long fh_kafka_scan_alerts(const fh_daemon_config *cfg, const char *topic, const fh_offsets *from,
                           fh_key_filter want, void *userdata, fh_strset *into, int timeout_ms,
                           char *err, size_t errlen);
+
+/* fh_kafka_scan_alerts over everything the daemon publishes and can
+ * regenerate: the alerts topic and the CAP topic (each when configured),
+ * alert keys and CAP identifiers into one set (they cannot collide). */
+long fh_kafka_scan_published(const fh_daemon_config *cfg, const fh_offsets *from, fh_key_filter want, void *userdata,
+                             fh_strset *into, int timeout_ms, char *err, size_t errlen);
 
 #endif

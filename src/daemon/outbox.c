@@ -22,7 +22,7 @@ static void out_release_gate(fh_out *o, uint8_t sink) {
 }
 
 /* A sink confirmed: when it was the last, the item is done. */
-static void out_confirm(fh_out *o, uint8_t sink) {
+void fhd_out_confirm(fh_out *o, uint8_t sink) {
         fh_daemon *d = o->d;
 
         out_release_gate(o, sink);
@@ -45,10 +45,10 @@ void fhd_on_redis_ack(void *userdata, void *token, int status) {
                  * back the Kafka commit. */
                 out_release_gate(o, FH_SINK_REDIS);
         else
-                out_confirm(o, FH_SINK_REDIS);
+                fhd_out_confirm(o, FH_SINK_REDIS);
 }
 
-static fh_out *out_new(fh_daemon *d, fh_track *track) {
+fh_out *fhd_out_new(fh_daemon *d, fh_track *track) {
         fh_out *o = fh_calloc(1, sizeof(*o));
 
         o->d = d;
@@ -66,11 +66,34 @@ static fh_out *out_new(fh_daemon *d, fh_track *track) {
         return o;
 }
 
+void fhd_out_retry(fh_daemon *d, fh_out *o, uint8_t sink, uint64_t ms) {
+        o->retry_sinks |= sink;
+        if (!o->in_retry) {
+                o->in_retry = true;
+                o->retry_next = d->retry;
+                d->retry = o;
+        }
+        if (!uv_is_active((uv_handle_t *) &d->retry_timer))
+                uv_timer_start(&d->retry_timer, on_retry_timer, ms, 0);
+}
+
 static void kafka_produce(fh_daemon *d, fh_out *o) {
         const fh_outbox_item *it = &o->it;
         rd_kafka_resp_err_t err;
 
-        if (it->kind == FH_OUT_ALERT) {
+        if (it->kind == FH_OUT_CAP) {
+                /* Keyed by sensor like the alerts: one alert's messages stay
+                 * in order in one partition; the identifier header lets a
+                 * consumer de-duplicate without parsing the XML. */
+                err = rd_kafka_producev(d->producer,
+                                        RD_KAFKA_V_TOPIC(d->cfg.cap_topic),
+                                        RD_KAFKA_V_KEY(it->key, it->key_len),
+                                        RD_KAFKA_V_VALUE(it->value, it->value_len),
+                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                        RD_KAFKA_V_HEADER("fenghuo.cap.identifier", it->dedupe, -1),
+                                        RD_KAFKA_V_OPAQUE(o),
+                                        RD_KAFKA_V_END);
+        } else if (it->kind == FH_OUT_ALERT) {
                 err = rd_kafka_producev(d->producer,
                                         RD_KAFKA_V_TOPIC(d->cfg.alerts_topic),
                                         RD_KAFKA_V_KEY(it->key, it->key_len),
@@ -100,23 +123,25 @@ static void kafka_produce(fh_daemon *d, fh_out *o) {
                  * still refuse, try again from the retry timer. */
                 d->delivery_errors++;
                 log_err("failed to queue for Kafka: %s", rd_kafka_err2str(err));
-                if (!o->in_retry) {
-                        o->in_retry = true;
-                        o->retry_next = d->retry;
-                        d->retry = o;
-                }
-                if (!uv_is_active((uv_handle_t *) &d->retry_timer))
-                        uv_timer_start(&d->retry_timer, on_retry_timer, 1000, 0);
+                fhd_out_retry(d, o, FH_SINK_KAFKA, 1000);
+        }
+}
+
+static const char *kafka_topic(const fh_daemon *d, uint8_t kind) {
+        switch (kind) {
+        case FH_OUT_ALERT: return d->cfg.alerts_topic;
+        case FH_OUT_CAP: return d->cfg.cap_topic;
+        default: return d->cfg.dead_letter_topic;
         }
 }
 
 /* Hands the item to the sinks still in it.sinks (those not confirmed). */
-static void out_send(fh_daemon *d, fh_out *o, uint8_t sinks) {
+void fhd_out_send(fh_daemon *d, fh_out *o, uint8_t sinks) {
         fh_outbox_item *it = &o->it;
 
-        if ((sinks & FH_SINK_KAFKA) && d->producer &&
-            (it->kind == FH_OUT_ALERT ? d->cfg.alerts_topic != NULL : d->cfg.dead_letter_topic != NULL)) {
-                if (it->kind == FH_OUT_ALERT && it->dedupe && d->suppress && fh_strset_take(d->suppress, it->dedupe)) {
+        if ((sinks & FH_SINK_KAFKA) && d->producer && kafka_topic(d, it->kind)) {
+                if (it->kind != FH_OUT_DEAD_LETTER && it->dedupe && d->suppress &&
+                    fh_strset_take(d->suppress, it->dedupe)) {
                         /* Already on the topic before the crash: not twice. */
                         d->suppressed++;
                 } else {
@@ -137,7 +162,12 @@ static void out_send(fh_daemon *d, fh_out *o, uint8_t sinks) {
                                 o->gating |= FH_SINK_REDIS;
                 }
         }
-        out_confirm(o, 0x80);
+        if ((sinks & FH_SINK_FILE) && it->kind == FH_OUT_CAP && d->cfg.cap_dir) {
+                o->it.sinks |= FH_SINK_FILE;
+                o->gating |= FH_SINK_FILE;
+                fhd_cap_file(d, o);
+        }
+        fhd_out_confirm(o, 0x80);
 }
 
 typedef struct active_list {
@@ -207,7 +237,7 @@ static void publish(fh_daemon *d, const fh_alert *a, fh_track *track) {
         if (d->hooks.on_alert)
                 d->hooks.on_alert(d->hooks.userdata, a, j->data, j->len);
 
-        o = out_new(d, track);
+        o = fhd_out_new(d, track);
         fh_outbox_item *it = &o->it;
         it->kind = FH_OUT_ALERT;
         it->key = fh_strndup(a->station->id, a->station->id_len);
@@ -221,7 +251,8 @@ static void publish(fh_daemon *d, const fh_alert *a, fh_track *track) {
         /* The same key fh_alert_dedupe_key reads back from the topic. */
         if (fh_alert_key(a, key, sizeof(key)) == 0)
                 it->dedupe = fh_strdup(key);
-        out_send(d, o, FH_SINK_KAFKA | FH_SINK_REDIS);
+        fhd_out_send(d, o, FH_SINK_KAFKA | FH_SINK_REDIS);
+        fhd_cap_publish(d, a, track);
 }
 
 void fhd_on_alert(void *userdata, const fh_alert *a) {
@@ -242,7 +273,7 @@ void fhd_dead_letter(fh_daemon *d, fh_track *track, const rd_kafka_message_t *m,
                   rd_kafka_topic_name(m->rkt), m->partition, m->offset, reason, why);
         if (!d->producer || !d->cfg.dead_letter_topic)
                 return;
-        fh_out *o = out_new(d, track);
+        fh_out *o = fhd_out_new(d, track);
         fh_outbox_item *it = &o->it;
         it->kind = FH_OUT_DEAD_LETTER;
         it->key = m->key ? fh_strndup(m->key, m->key_len) : NULL;
@@ -254,18 +285,18 @@ void fhd_dead_letter(fh_daemon *d, fh_track *track, const rd_kafka_message_t *m,
         it->src_topic = fh_strdup(rd_kafka_topic_name(m->rkt));
         it->src_partition = m->partition;
         it->src_offset = m->offset;
-        out_send(d, o, FH_SINK_KAFKA);
+        fhd_out_send(d, o, FH_SINK_KAFKA);
 }
 
 /* Re-sends what a checkpoint held unconfirmed, before anything new. */
 void fhd_resend_outbox(fh_daemon *d, fh_checkpoint *c) {
         for (size_t i = 0; i < c->n_outbox; i++) {
-                fh_out *o = out_new(d, NULL);
+                fh_out *o = fhd_out_new(d, NULL);
                 uint8_t sinks = c->outbox[i].sinks;
                 o->it = c->outbox[i];
                 o->it.sinks = 0x80;
                 c->outbox[i] = (fh_outbox_item) { 0 };
-                out_send(d, o, sinks);
+                fhd_out_send(d, o, sinks);
         }
         if (c->n_outbox)
                 log_notice("re-sent %zu alerts and dead letters a previous run had not seen confirmed", c->n_outbox);
@@ -280,9 +311,15 @@ static void on_retry_timer(uv_timer_t *h) {
         d->retry = NULL;
         while (list) {
                 fh_out *o = list;
+                uint8_t sinks = o->retry_sinks;
                 list = o->retry_next;
                 o->in_retry = false;
-                kafka_produce(d, o);
+                o->retry_sinks = 0;
+                if (sinks & FH_SINK_KAFKA)
+                        kafka_produce(d, o);
+                /* Last: confirming the file can free o. */
+                if (sinks & FH_SINK_FILE)
+                        fhd_cap_file(d, o);
         }
         if (d->retry)
                 uv_timer_start(&d->retry_timer, on_retry_timer, 5000, 0);
@@ -305,19 +342,14 @@ void fhd_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) 
                 d->delivery_errors++;
                 log_err("failed to deliver to Kafka topic %s: %s; will retry, its reading stays uncommitted",
                         rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
-                if (!o->in_retry) {
-                        o->in_retry = true;
-                        o->retry_next = d->retry;
-                        d->retry = o;
-                }
-                if (!uv_is_active((uv_handle_t *) &d->retry_timer))
-                        uv_timer_start(&d->retry_timer, on_retry_timer, 5000, 0);
+                fhd_out_retry(d, o, FH_SINK_KAFKA, 5000);
                 return;
         }
-        if (o->it.kind == FH_OUT_ALERT) {
-                int64_t cur = fh_offsets_get(&d->watermarks, d->cfg.alerts_topic, m->partition);
+        if (o->it.kind == FH_OUT_ALERT || o->it.kind == FH_OUT_CAP) {
+                const char *topic = kafka_topic(d, o->it.kind);
+                int64_t cur = fh_offsets_get(&d->watermarks, topic, m->partition);
                 if (m->offset + 1 > cur)
-                        fh_offsets_add(&d->watermarks, d->cfg.alerts_topic, m->partition, m->offset + 1);
+                        fh_offsets_add(&d->watermarks, topic, m->partition, m->offset + 1);
         }
-        out_confirm(o, FH_SINK_KAFKA);
+        fhd_out_confirm(o, FH_SINK_KAFKA);
 }

@@ -292,8 +292,8 @@ static void assign_scan(uv_work_t *req) {
         rebalance *rb = req->data;
         const fh_daemon *d = rb->ss.d;
 
-        rb->scanned = fh_kafka_scan_alerts(&d->cfg, d->cfg.alerts_topic, &rb->scan, sensor_in_slots, &rb->ss, rb->seen,
-                                           30000, rb->err, sizeof(rb->err));
+        rb->scanned = fh_kafka_scan_published(&d->cfg, &rb->scan, sensor_in_slots, &rb->ss, rb->seen, 30000, rb->err,
+                                              sizeof(rb->err));
 }
 
 /* Sensors restored for an assignment that did not happen leave again. */
@@ -317,7 +317,7 @@ static void assign_scanned(uv_work_t *req, int status) {
                 return;
         }
         if (rb->scanned < 0)
-                log_err("rebalance: cannot read back %s: %s; some alerts may be published twice", d->cfg.alerts_topic,
+                log_err("rebalance: cannot read back the alerts and CAP topics: %s; some alerts may be published twice",
                         rb->err);
         if (!d->suppress)
                 d->suppress = fh_strset_new();
@@ -397,7 +397,7 @@ static void on_assign_step(uv_timer_t *t) {
         }
         uv_timer_stop(&d->rebalance_timer);
         /* Alerts the previous owners published that we will regenerate. */
-        if (rb->scan.n > 0 && d->cfg.alerts_topic) {
+        if (rb->scan.n > 0 && (d->cfg.alerts_topic || d->cfg.cap_topic)) {
                 rb->seen = fh_strset_new();
                 rb->ss.slots = rb->taken;
                 rb->in_worker = true;

@@ -167,7 +167,8 @@ static int get_outbox(fh_rd *rd, fh_checkpoint *c) {
                 it->cleared = cleared;
                 it->src_partition = (int32_t) part;
                 it->src_offset = (int64_t) off;
-                if (!it->value || (it->kind != FH_OUT_ALERT && it->kind != FH_OUT_DEAD_LETTER))
+                if (!it->value || (it->kind != FH_OUT_ALERT && it->kind != FH_OUT_DEAD_LETTER && it->kind != FH_OUT_CAP) ||
+                    (it->kind == FH_OUT_CAP && !it->dedupe))
                         return -EBADMSG;
         }
         return 0;
@@ -187,14 +188,41 @@ static int write_all(int fd, const char *p, size_t n) {
         return 0;
 }
 
-int fh_state_save(const char *dir, const fh_engine *const *es, size_t n_es, const fh_checkpoint *c) {
+int fh_write_file_durably(const char *dir, const char *name, const char *tmp_name, const void *data, size_t len,
+                          mode_t mode) {
         char path[PATH_MAX], tmp[PATH_MAX];
-        fh_buf b = FH_BUF_NULL;
         int fd, r;
 
-        if (snprintf(path, sizeof(path), "%s/state", dir) >= (int) sizeof(path) ||
-            snprintf(tmp, sizeof(tmp), "%s/state.tmp", dir) >= (int) sizeof(tmp))
+        if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int) sizeof(path) ||
+            snprintf(tmp, sizeof(tmp), "%s/%s", dir, tmp_name) >= (int) sizeof(tmp))
                 return -ENAMETOOLONG;
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        if (fd < 0)
+                return -errno;
+        r = write_all(fd, data, len);
+        if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0) {
+                unlink(tmp);
+                return r;
+        }
+        /* The rename is durable only once the directory is. */
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+                if (fsync(fd) < 0)
+                        r = -errno;
+                close(fd);
+        }
+        return r;
+}
+
+int fh_state_save(const char *dir, const fh_engine *const *es, size_t n_es, const fh_checkpoint *c) {
+        fh_buf b = FH_BUF_NULL;
+        int r;
 
         fh_buf_append(&b, STATE_MAGIC, 8);
         put_offsets(&b, &c->positions);
@@ -213,31 +241,7 @@ int fh_state_save(const char *dir, const fh_engine *const *es, size_t n_es, cons
         for (int i = 0; i < 8; i++)
                 b.data[at + i] = (char) (snap_len >> (8 * i));
         fh_buf_u64(&b, fh_checksum(b.data, b.len));
-
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0) {
-                r = -errno;
-                goto out;
-        }
-        r = write_all(fd, b.data, b.len);
-        if (r == 0 && fsync(fd) < 0)
-                r = -errno;
-        if (close(fd) < 0 && r == 0)
-                r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0) {
-                unlink(tmp);
-                goto out;
-        }
-        /* The rename is durable only once the directory is. */
-        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd >= 0) {
-                if (fsync(fd) < 0)
-                        r = -errno;
-                close(fd);
-        }
-out:
+        r = fh_write_file_durably(dir, "state", "state.tmp", b.data, b.len, 0600);
         fh_buf_free(&b);
         return r;
 }

@@ -28,12 +28,14 @@ void fh_offsets_clear(fh_offsets *o);
 
 /* Something produced but not yet confirmed by every sink: saved with a
  * checkpoint so that a crash loses none of it. */
-enum { FH_OUT_ALERT = 1, FH_OUT_DEAD_LETTER = 2 };
-enum { FH_SINK_KAFKA = 1, FH_SINK_REDIS = 2 };
+enum { FH_OUT_ALERT = 1, FH_OUT_DEAD_LETTER = 2, FH_OUT_CAP = 3 };
+/* FH_SINK_FILE: a CAP message's file in cap_dir. */
+enum { FH_SINK_KAFKA = 1, FH_SINK_REDIS = 2, FH_SINK_FILE = 4 };
 typedef struct fh_outbox_item {
         uint8_t kind;
         uint8_t sinks;             /* those still to confirm */
         char *key;                 /* Kafka key: the sensor (or the original key) */
+        /* CAP: value is the XML, dedupe its identifier (and file name). */
         size_t key_len;
         char *value;               /* the alert JSON, or the rejected message's bytes */
         size_t value_len;
@@ -63,6 +65,13 @@ typedef struct fh_checkpoint {
 } fh_checkpoint;
 
 void fh_checkpoint_clear(fh_checkpoint *c);
+
+/* dir/name written through dir/tmp_name: written, fsynced, renamed, and
+ * dir fsynced, so that a crash leaves the old file or the new one, and a
+ * success survives a power cut. 0 or -errno (ENOSPC, EROFS...); the
+ * temporary file is removed on failure. */
+int fh_write_file_durably(const char *dir, const char *name, const char *tmp_name, const void *data, size_t len,
+                          mode_t mode);
 
 /* Writes dir/state (through dir/state.tmp) with the state of the n_es
  * engines (a daemon's shards) as one snapshot. 0 or -errno (ENOSPC,
