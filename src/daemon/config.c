@@ -457,7 +457,7 @@ static void defaults(fh_daemon_config *c) {
                 .future_ms = 600000,
                 .max_readings_per_minute = 60,
                 .max_window_samples = 50000,
-                .shards = 0,
+                .shards = 1,
                 .tz_offset_min = 480,
                 .log_level = LOG_INFO,
                 .shutdown_timeout_ms = 10000,

@@ -31,9 +31,10 @@ typedef struct fh_daemon_config {
         int64_t future_ms;             /* readings further ahead of wall time are rejected */
         long max_readings_per_minute;  /* per sensor, 0: no cap (fh_engine_config) */
         long max_window_samples;       /* per (sensor, field), 0: no cap */
-        long shards;                   /* engines (threads) the state is split into,
-                                          by input partition: 1..FH_SHARDS_MAX, 0 =
-                                          the online CPUs */
+        long shards;                   /* engines the state is split into, by input
+                                          partition, each on a thread of its own when
+                                          more than one: 1..FH_SHARDS_MAX, 0 = the
+                                          online CPUs */
         int tz_offset_min;
         int log_level;                 /* syslog priority: 3 err .. 7 debug */
         bool stdout_alerts;            /* JSON Lines on stdout */

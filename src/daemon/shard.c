@@ -308,6 +308,12 @@ static void on_shard_async(uv_async_t *h) {
 }
 
 int fhd_shards_start(fh_daemon *d) {
+        for (size_t i = 0; i < d->n_shards; i++)
+                d->shards[i].d = d;
+        /* One shard runs on the loop: a thread would only add the hand-over
+         * (on two cores it cost a fifth of the throughput, docs/performance.md). */
+        if (d->n_shards == 1)
+                return 0;
         int r = uv_async_init(d->loop, &d->shard_async, on_shard_async);
         if (r < 0)
                 return r;
@@ -315,7 +321,6 @@ int fhd_shards_start(fh_daemon *d) {
         d->shard_async_started = true;
         for (size_t i = 0; i < d->n_shards; i++) {
                 fhd_shard *sh = &d->shards[i];
-                sh->d = d;
                 pthread_mutex_init(&sh->mu, NULL);
                 pthread_cond_init(&sh->work, NULL);
                 pthread_cond_init(&sh->idle, NULL);
@@ -370,10 +375,21 @@ void fhd_shards_stop(fh_daemon *d) {
         }
 }
 
+static void collect_read(fh_daemon *d, const fhd_read *r, const fh_alert *alerts);
+
 void fhd_shards_give(fh_daemon *d, rd_kafka_message_t *m) {
         uint16_t slot = fhd_slot_of_message(d, m);
         fhd_shard *sh = fhd_shard_of_slot(d, slot);
 
+        if (!sh->started) {
+                /* On the loop, at once. */
+                fhd_work w = { m, slot };
+                shard_read(sh, &w, d->batch_now);
+                collect_read(d, &sh->mine.r[0], sh->mine.a);
+                read_drop(&sh->mine.r[0]);
+                sh->mine.n = sh->mine.na = 0;
+                return;
+        }
         work_push(&sh->staged, m, slot);
         d->outstanding++;
         if (sh->staged.n >= 256)
