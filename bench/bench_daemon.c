@@ -2,16 +2,22 @@
  *
  *   bench_daemon --brokers HOST:PORT --fenghuo PATH --rules DIR --stations FILE
  *                --workdir DIR [--readings N] [--variant NAME:PROPS]...
- *                [--rate R] [--seconds S] [--latency-run NAME:LINGER:DAEMON_LINGER]...
+ *                [--daemon NAME:SHARDS[:FENGHUO]]... [--shards N|-]
+ *                [--rate R] [--seconds S]
+ *                [--latency-run NAME:LINGER:DAEMON_LINGER[:SHARDS[:FENGHUO]]]...
  *                [--skip-throughput] [--skip-latency]
  *
  * Throughput: N simulated readings (keyed by sensor, one topic of 4
  * partitions per station kind) are produced once. Then, for each variant (a
- * list of librdkafka consumer properties, "k=v,k=v", given to both), a plain
- * librdkafka consumer (this program's `drain` mode, a separate process) and
- * the daemon, each in a new consumer group, read them from the start. Both
- * are timed by the same observer, from spawning the process until the
- * group's committed offsets cover every partition's end.
+ * list of librdkafka consumer properties, "k=v,k=v", given to all), a plain
+ * librdkafka consumer (this program's `drain` mode, a separate process),
+ * then each --daemon in turn (a `shards:` setting, and optionally another
+ * fenghuo binary: before/after in one run), then the plain consumer again,
+ * each in a new consumer group, read them from the start. All are timed by
+ * the same observer, from spawning the process until the group's committed
+ * offsets cover every partition's end. A daemon that refuses its
+ * configuration (`run --check`; one from before shards refuses the key) is
+ * skipped and said so.
  *
  * Latency: the daemon runs on a fresh topic with a one-rule set that
  * alternates for a few dedicated rain gauges (0 mm, 200 mm, ...) while
@@ -439,12 +445,27 @@ typedef struct variant {
         const char *props;             /* consumer properties, "k=v,k=v" or "" */
 } variant;
 
+/* A latency run's shards when it names none: --shards, wherever that is
+ * on the command line. */
+#define SHARDS_OF_OPTS (-3)
+
 typedef struct lat_run {
         const char *name;
         const char *linger;            /* the readings' producer */
         const char *daemon_linger;     /* NULL: the daemon's own setting */
         bool kafka_only;               /* no daemon: one Kafka hop */
+        int shards;                    /* the daemon's `shards:`, -1: none written */
+        const char *fenghuo;           /* NULL: --fenghuo */
 } lat_run;
+
+/* One daemon of the throughput phase: a `shards:` setting (-1: the key is
+ * not written, so a daemon from before shards runs too) and a binary (an
+ * older build, for before/after in one run on one broker). */
+typedef struct daemon_spec {
+        const char *name;
+        int shards;
+        const char *fenghuo;           /* NULL: --fenghuo */
+} daemon_spec;
 
 typedef struct opts {
         const char *brokers, *fenghuo, *rules, *stations, *workdir, *self;
@@ -458,7 +479,9 @@ typedef struct opts {
         bool skip_throughput, skip_latency;
         double soak_s;                 /* > 0: only the soak, this long */
         const char *lateness;          /* the daemon's lateness, NULL: its default */
-        int shards;                    /* the daemon's shards, 0: its default */
+        int shards;                    /* the daemon's `shards:`, -1: none written */
+        daemon_spec daemons[RUNS_MAX];
+        size_t n_daemons;
         char tag[32];
 } opts;
 
@@ -514,11 +537,12 @@ static double wait_committed(const opts *o, const char *group, rd_kafka_topic_pa
 }
 
 static void config_text(fh_buf *b, const opts *o, const char *rules, const char *group, char **topics,
-                        const char *alerts, const char *consumer_props, const char *daemon_linger) {
+                        const char *alerts, const char *consumer_props, const char *daemon_linger, int shards) {
         static const char *const kinds[FH_KIND__MAX] = { "rain", "water_level", "landslide", "bridge" };
 
-        if (o->shards > 0)
-                fh_buf_printf(b, "shards: %d\n", o->shards);
+        /* Only when asked: a daemon from before shards refuses the key. */
+        if (shards >= 0)
+                fh_buf_printf(b, "shards: %d\n", shards);
         fh_buf_printf(b, "rules: %s\nstations: %s\nstdout: false\nstats_interval: 1s\nlog_level: info\n"
                       "kafka:\n  brokers: \"%s\"\n  group_id: %s\n  alerts_topic: %s\n  topics:\n",
                       rules, o->stations, o->brokers, group, alerts);
@@ -542,25 +566,76 @@ static void config_text(fh_buf *b, const opts *o, const char *rules, const char 
                 fh_buf_printf(b, "  producer_properties:\n    linger.ms: \"%s\"\n", daemon_linger);
 }
 
-static void throughput_variant(const opts *o, const variant *v, char **topics, const char *alerts,
-                               const char *list, rd_kafka_topic_partition_list_t *ends, int64_t total) {
-        char group[128], count[32];
-        fh_buf cfg = FH_BUF_NULL;
-        child c;
-        char *path, *cfgpath, *name;
-        double first, done, cpu;
-        const char *vn = v->name;
+/* Runs `fenghuo run --config cfgpath --check`: 0 when that daemon accepts
+ * the configuration, else -1 with its first complaint in why. */
+static int daemon_accepts(const char *fenghuo, const char *cfgpath, char *why, size_t why_size) {
+        int fds[2], status;
+        pid_t pid;
+        posix_spawn_file_actions_t fa;
+        char *argv[] = { (char *) fenghuo, "run", "--config", (char *) cfgpath, "--check", NULL };
 
-        /* (a) the plain consumer. */
-        snprintf(group, sizeof(group), "bench-%s-%s-plain", o->tag, vn);
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                die("pipe: %s", strerror(errno));
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+        posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO);
+        int r = posix_spawn(&pid, fenghuo, &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        close(fds[1]);
+        if (r != 0)
+                die("cannot run %s: %s", fenghuo, strerror(r));
+        fh_buf out = FH_BUF_NULL;
+        for (;;) {
+                fh_buf_reserve(&out, 4096);
+                ssize_t n = read(fds[0], out.data + out.len, out.cap - out.len - 1);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        break;
+                out.len += (size_t) n;
+        }
+        close(fds[0]);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+        fh_buf_reserve(&out, 1);
+        out.data[out.len] = 0;
+        bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (!ok) {
+                /* The first error line says it ("unknown key 'shards'"). */
+                const char *line = out.data, *err = strstr(out.data, "error");
+                if (err) {
+                        while (err > out.data && err[-1] != '\n')
+                                err--;
+                        line = err;
+                }
+                snprintf(why, why_size, "%.*s", (int) strcspn(line, "\n"), line);
+                for (char *p = why; *p; p++)
+                        if (*p == ' ' || *p == '\t')
+                                *p = '_';   /* one "name value" line */
+        }
+        fh_buf_free(&out);
+        return ok ? 0 : -1;
+}
+
+/* The plain consumer once: prints PREFIX.s, .cpu_s, .per_s, .steady_per_s;
+ * returns the whole-run and steady rates. */
+static void plain_run(const opts *o, const variant *v, const char *prefix, const char *list,
+                      rd_kafka_topic_partition_list_t *ends, int64_t total, double *ret_rate, double *ret_steady) {
+        char group[160], count[32];
+        child c;
+        char *path, *name;
+        double first, done, cpu;
+
+        snprintf(group, sizeof(group), "bench-%s-%s", o->tag, prefix);
         snprintf(count, sizeof(count), "%lld", (long long) total);
-        if (asprintf(&name, "drain-%s.log", vn) < 0)
+        if (asprintf(&name, "drain-%s.log", prefix) < 0)
                 fh_oom();
         path = path_join(o->workdir, name);
         free(name);
         char *dargv[] = { (char *) o->self, "drain", "--brokers", (char *) o->brokers, "--group", group,
                           "--topics", (char *) list, "--count", count, "--props", (char *) v->props, NULL };
-        note("%s: plain consumer draining %lld messages (consumer properties: %s)", vn, (long long) total,
+        note("%s: plain consumer draining %lld messages (consumer properties: %s)", prefix, (long long) total,
              v->props[0] ? v->props : "none");
         spawn(&c, dargv, path);
         done = wait_committed(o, group, ends, total, &c, 600, &first);
@@ -568,11 +643,11 @@ static void throughput_variant(const opts *o, const variant *v, char **topics, c
         child_stop(&c);
         if (isnan(done))
                 die("the plain consumer did not finish; see %s", path);
-        double plain_s = done - c.t_spawn;
-        printf("%s.consumer_properties %s\n", vn, v->props[0] ? v->props : "none");
-        printf("%s.plain_s %.3f\n", vn, plain_s);
-        printf("%s.plain_cpu_s %.3f\n", vn, cpu);
-        printf("%s.plain_per_s %.0f\n", vn, (double) total / plain_s);
+        double s = done - c.t_spawn;
+        printf("%s.s %.3f\n", prefix, s);
+        printf("%s.cpu_s %.3f\n", prefix, cpu);
+        printf("%s.per_s %.0f\n", prefix, (double) total / s);
+        printf("%s.us_cpu_per_reading %.3f\n", prefix, cpu / (double) total * 1e6);
         /* Its own view: from process start to the last message in hand. */
         FILE *f = fopen(path, "re");
         char line[512];
@@ -581,28 +656,55 @@ static void throughput_variant(const opts *o, const variant *v, char **topics, c
                 sscanf(line, "drain_first_s %lf", &d_first);
                 sscanf(line, "drain_last_s %lf", &d_last);
         }
-        printf("%s.plain_last_message_s %.3f\n", vn, d_last);
-        /* First to last message: without the group join. */
-        if (d_last > d_first)
-                printf("%s.plain_steady_per_s %.0f\n", vn, (double) total / (d_last - d_first));
         if (f)
                 fclose(f);
+        printf("%s.last_message_s %.3f\n", prefix, d_last);
+        /* First to last message: without the group join. */
+        *ret_steady = d_last > d_first ? (double) total / (d_last - d_first) : NAN;
+        printf("%s.steady_per_s %.0f\n", prefix, *ret_steady);
+        *ret_rate = (double) total / s;
         free(path);
+}
 
-        /* (b) the daemon. */
-        snprintf(group, sizeof(group), "bench-%s-%s-daemon", o->tag, vn);
-        config_text(&cfg, o, o->rules, group, topics, alerts, v->props, NULL);
-        if (asprintf(&name, "throughput-%s.yaml", vn) < 0)
+/* One daemon over the whole backlog: prints PREFIX.s, .cpu_s, .per_s,
+ * .us_cpu_per_reading, .steady_per_s, or PREFIX.skipped when that daemon
+ * refuses the configuration (an older one and `shards:`). */
+static void daemon_run(const opts *o, const variant *v, const daemon_spec *ds, const char *prefix, char **topics,
+                       const char *alerts, rd_kafka_topic_partition_list_t *ends, int64_t total, double *ret_rate,
+                       double *ret_steady) {
+        char group[160], why[256];
+        fh_buf cfg = FH_BUF_NULL;
+        child c;
+        char *path, *cfgpath, *name;
+        double first, done, cpu;
+        const char *fenghuo = ds->fenghuo ? ds->fenghuo : o->fenghuo;
+
+        *ret_rate = *ret_steady = NAN;
+        snprintf(group, sizeof(group), "bench-%s-%s", o->tag, prefix);
+        config_text(&cfg, o, o->rules, group, topics, alerts, v->props, NULL, ds->shards);
+        if (asprintf(&name, "throughput-%s.yaml", prefix) < 0)
                 fh_oom();
         cfgpath = path_join(o->workdir, name);
         free(name);
         write_file(cfgpath, cfg.data);
-        if (asprintf(&name, "daemon-throughput-%s.log", vn) < 0)
+        fh_buf_free(&cfg);
+        printf("%s.fenghuo %s\n", prefix, fenghuo);
+        if (ds->shards < 0)
+                printf("%s.shards none\n", prefix);
+        else
+                printf("%s.shards %d\n", prefix, ds->shards);
+        if (daemon_accepts(fenghuo, cfgpath, why, sizeof(why)) < 0) {
+                note("%s: %s refuses the configuration (%s); skipped", prefix, fenghuo, why);
+                printf("%s.skipped %s\n", prefix, why);
+                free(cfgpath);
+                return;
+        }
+        if (asprintf(&name, "daemon-throughput-%s.log", prefix) < 0)
                 fh_oom();
         path = path_join(o->workdir, name);
         free(name);
-        char *argv[] = { (char *) o->fenghuo, "run", "--config", cfgpath, NULL };
-        note("%s: daemon consuming %lld messages", vn, (long long) total);
+        char *argv[] = { (char *) fenghuo, "run", "--config", cfgpath, NULL };
+        note("%s: daemon consuming %lld messages", prefix, (long long) total);
         spawn(&c, argv, path);
         c.total = total;
         done = wait_committed(o, group, ends, total, &c, 600, &first);
@@ -610,22 +712,53 @@ static void throughput_variant(const opts *o, const variant *v, char **topics, c
         child_stop(&c);
         if (isnan(done))
                 die("the daemon did not finish; see %s", path);
-        double daemon_s = done - c.t_spawn;
-        printf("%s.daemon_s %.3f\n", vn, daemon_s);
-        printf("%s.daemon_cpu_s %.3f\n", vn, cpu);
-        printf("%s.daemon_per_s %.0f\n", vn, (double) total / daemon_s);
-        printf("%s.daemon_per_cpu_s %.0f\n", vn, (double) total / cpu);
+        double s = done - c.t_spawn;
+        printf("%s.s %.3f\n", prefix, s);
+        printf("%s.cpu_s %.3f\n", prefix, cpu);
+        printf("%s.per_s %.0f\n", prefix, (double) total / s);
+        printf("%s.per_cpu_s %.0f\n", prefix, (double) total / cpu);
+        printf("%s.us_cpu_per_reading %.3f\n", prefix, cpu / (double) total * 1e6);
         /* From the daemon's 1 s stats lines, start-up and the end left out. */
-        double d_steady = NAN;
         if (c.have_stats && c.stats_t1 > c.stats_t0)
-                d_steady = (double) (c.stats_c1 - c.stats_c0) / (c.stats_t1 - c.stats_t0);
-        printf("%s.daemon_steady_per_s %.0f\n", vn, d_steady);
-        printf("%s.daemon_vs_plain %.3f\n", vn, plain_s / daemon_s);
-        if (d_last > d_first && !isnan(d_steady))
-                printf("%s.daemon_vs_plain_steady %.3f\n", vn, d_steady / ((double) total / (d_last - d_first)));
+                *ret_steady = (double) (c.stats_c1 - c.stats_c0) / (c.stats_t1 - c.stats_t0);
+        printf("%s.steady_per_s %.0f\n", prefix, *ret_steady);
+        *ret_rate = (double) total / s;
         free(path);
         free(cfgpath);
-        fh_buf_free(&cfg);
+}
+
+/* For one variant of consumer properties: the plain consumer, each daemon,
+ * and the plain consumer again, all over the same backlog. The ratios are
+ * against the faster of the two plain runs, so that the broker warming up
+ * (or the machine getting busier) during the run cannot flatter the daemon. */
+static void throughput_variant(const opts *o, const variant *v, char **topics, const char *alerts,
+                               const char *list, rd_kafka_topic_partition_list_t *ends, int64_t total) {
+        char prefix[80];
+        double p_rate[2], p_steady[2], d_rate[RUNS_MAX], d_steady[RUNS_MAX];
+
+        printf("%s.consumer_properties %s\n", v->name, v->props[0] ? v->props : "none");
+        snprintf(prefix, sizeof(prefix), "%s.plain_before", v->name);
+        plain_run(o, v, prefix, list, ends, total, &p_rate[0], &p_steady[0]);
+        for (size_t i = 0; i < o->n_daemons; i++) {
+                snprintf(prefix, sizeof(prefix), "%s.%s", v->name, o->daemons[i].name);
+                daemon_run(o, v, &o->daemons[i], prefix, topics, alerts, ends, total, &d_rate[i], &d_steady[i]);
+        }
+        snprintf(prefix, sizeof(prefix), "%s.plain_after", v->name);
+        plain_run(o, v, prefix, list, ends, total, &p_rate[1], &p_steady[1]);
+
+        double plain = fmax(p_rate[0], p_rate[1]), plain_steady = fmax(p_steady[0], p_steady[1]);
+        printf("%s.plain_per_s %.0f\n", v->name, plain);
+        printf("%s.plain_steady_per_s %.0f\n", v->name, plain_steady);
+        printf("%s.daemons", v->name);
+        for (size_t i = 0; i < o->n_daemons; i++)
+                printf(" %s", o->daemons[i].name);
+        printf("\n");
+        for (size_t i = 0; i < o->n_daemons; i++) {
+                if (isnan(d_rate[i]))
+                        continue;
+                printf("%s.%s.vs_plain %.3f\n", v->name, o->daemons[i].name, d_rate[i] / plain);
+                printf("%s.%s.vs_plain_steady %.3f\n", v->name, o->daemons[i].name, d_steady[i] / plain_steady);
+        }
 }
 
 static void throughput(const opts *o, const fh_registry *reg) {
@@ -895,7 +1028,8 @@ static void latency(const opts *o, const fh_registry *reg, const lat_run *run) {
                                  "    clear_after: 0s\n");
                 free(path);
                 snprintf(group, sizeof(group), "lat-%s-%s-daemon", o->tag, rn);
-                config_text(&cfg, o, rules, group, topics, alerts, "", run->daemon_linger);
+                config_text(&cfg, o, rules, group, topics, alerts, "", run->daemon_linger,
+                            run->shards == SHARDS_OF_OPTS ? o->shards : run->shards);
                 if (asprintf(&name, "latency-%s.yaml", rn) < 0)
                         fh_oom();
                 cfgpath = path_join(o->workdir, name);
@@ -938,7 +1072,8 @@ static void latency(const opts *o, const fh_registry *reg, const lat_run *run) {
                         fh_oom();
                 path = path_join(o->workdir, name);
                 free(name);
-                char *argv[] = { (char *) o->fenghuo, "run", "--config", cfgpath, NULL };
+                char *argv[] = { (char *) (run->fenghuo ? run->fenghuo : o->fenghuo), "run", "--config", cfgpath,
+                                 NULL };
                 spawn(&c, argv, path);
         }
 
@@ -1442,13 +1577,16 @@ static void soak(const opts *o, const fh_registry *reg) {
 static void usage(FILE *f) {
         fputs("usage: bench_daemon --brokers HOST:PORT --fenghuo PATH --rules DIR --stations FILE\n"
               "                    --workdir DIR [--readings N] [--variant NAME:PROPS]...\n"
-              "                    [--rate PER_S] [--seconds S] [--latency-run NAME:LINGER:DAEMON_LINGER]...\n"
-              "                    [--skip-throughput] [--skip-latency] [--shards N]\n"
+              "                    [--daemon NAME:SHARDS[:FENGHUO]]... [--rate PER_S] [--seconds S]\n"
+              "                    [--latency-run NAME:LINGER:DAEMON_LINGER[:SHARDS[:FENGHUO]]]...\n"
+              "                    [--skip-throughput] [--skip-latency] [--shards N|-]\n"
               "       bench_daemon --soak SECONDS --rate PER_S --brokers .. --fenghuo .. --rules DIR\n"
               "                    --stations FILE --workdir DIR [--lateness DURATION]\n"
               "Throughput of `fenghuo run` from Kafka against a plain consumer, and the\n"
               "latency from produce to alert at a steady rate. RULES must not use age().\n"
-              "Defaults: --variant shipped: --latency-run shipped:5:-\n"
+              "Defaults: --variant shipped: --daemon daemon:SHARDS --latency-run shipped:5:-\n"
+              "SHARDS: the `shards:` written into the daemon's configuration; - (the\n"
+              "default of --shards) writes none, for a daemon from before shards.\n"
               "--soak: only the soak, readings at a steady rate with wall-clock timestamps\n"
               "(RULES may use age() then), the daemon's memory and lag every 10 s.\n", f);
 }
@@ -1469,13 +1607,38 @@ static void add_variant(opts *o, const char *arg) {
         o->variants[o->n_variants++] = (variant) { fh_strndup(arg, (size_t) (colon - arg)), colon + 1 };
 }
 
+/* "-" or a count of shards; -2 when it is neither. */
+static int parse_shards(const char *s) {
+        char *end;
+        if (!strcmp(s, "-"))
+                return -1;
+        errno = 0;
+        long n = strtol(s, &end, 10);
+        return errno || end == s || *end || n < 0 || n > 1024 ? -2 : (int) n;
+}
+
+static void add_daemon(opts *o, const char *arg) {
+        char *copy = fh_strdup(arg);
+        char *c1 = strchr(copy, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (c1)
+                *c1 = 0;
+        if (c2)
+                *c2 = 0;
+        int shards = c1 ? parse_shards(c1 + 1) : -2;
+        if (!c1 || !is_name(copy, strlen(copy)) || shards == -2 || (c2 && !c2[1]) || o->n_daemons == RUNS_MAX)
+                die("--daemon wants NAME:SHARDS[:FENGHUO] (SHARDS a count or -: no `shards:` key), got '%s'", arg);
+        o->daemons[o->n_daemons++] = (daemon_spec) { copy, shards, c2 ? c2 + 1 : NULL };
+}
+
 static void add_run(opts *o, const char *arg) {
         char *copy = fh_strdup(arg), *save = NULL;
         char *n = strtok_r(copy, ":", &save), *l = strtok_r(NULL, ":", &save), *d = strtok_r(NULL, ":", &save);
-        if (!n || !l || !d || !is_name(n, strlen(n)) || o->n_runs == RUNS_MAX)
-                die("--latency-run wants NAME:LINGER:DAEMON_LINGER (DAEMON_LINGER a number, - or kafka), got '%s'",
-                    arg);
-        lat_run r = { .name = n, .linger = l };
+        char *sh = strtok_r(NULL, ":", &save), *bin = strtok_r(NULL, "", &save);
+        int shards = sh ? parse_shards(sh) : SHARDS_OF_OPTS;
+        if (!n || !l || !d || !is_name(n, strlen(n)) || shards == -2 || o->n_runs == RUNS_MAX)
+                die("--latency-run wants NAME:LINGER:DAEMON_LINGER[:SHARDS[:FENGHUO]] (DAEMON_LINGER a number, - or "
+                    "kafka; SHARDS a count or -), got '%s'", arg);
+        lat_run r = { .name = n, .linger = l, .shards = shards, .fenghuo = bin };
         if (!strcmp(d, "kafka"))
                 r.kafka_only = true;
         else if (strcmp(d, "-") != 0)
@@ -1500,10 +1663,11 @@ int main(int argc, char **argv) {
                 { "soak", required_argument, NULL, 'K' },
                 { "lateness", required_argument, NULL, 'A' },
                 { "shards", required_argument, NULL, 'H' },
+                { "daemon", required_argument, NULL, 'D' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
-        opts o = { .readings = 2000000, .rate = 10000, .seconds = 20, .self = argv[0] };
+        opts o = { .readings = 2000000, .rate = 10000, .seconds = 20, .self = argv[0], .shards = -1 };
         fh_registry *reg = NULL;
         fh_diags diags = FH_DIAGS_NULL;
         int c;
@@ -1529,7 +1693,12 @@ int main(int argc, char **argv) {
                 case 'L': o.skip_latency = true; break;
                 case 'K': o.soak_s = atof(optarg); break;
                 case 'A': o.lateness = optarg; break;
-                case 'H': o.shards = atoi(optarg); break;
+                case 'H':
+                        o.shards = parse_shards(optarg);
+                        if (o.shards == -2)
+                                die("--shards wants a count (0: one per CPU) or -, got '%s'", optarg);
+                        break;
+                case 'D': add_daemon(&o, optarg); break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -1542,6 +1711,8 @@ int main(int argc, char **argv) {
                 add_variant(&o, "shipped:");
         if (o.n_runs == 0)
                 add_run(&o, "shipped:5:-");
+        if (o.n_daemons == 0)
+                o.daemons[o.n_daemons++] = (daemon_spec) { "daemon", o.shards, NULL };
         /* The drain process is this program again; find it by absolute path. */
         static char self[4096];
         ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);

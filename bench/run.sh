@@ -8,8 +8,11 @@
 #   late       engine: 40,000 readings of one rain gauge within `lateness`, in
 #              order, newest first and shuffled (3 runs each, best and median)
 #   callgrind  engine: instructions per reading (valgrind)
-#   daemon     `fenghuo run` against a real Kafka broker: throughput against a
-#              plain consumer, and produce-to-alert latency at 10,000 readings/s
+#   daemon     `fenghuo run` against a real Kafka broker, in one run: a plain
+#              consumer, the daemon as shipped and at each of BENCH_SHARDS
+#              shards, the plain consumer again (rate, CPU, ratios); then
+#              produce-to-alert latency at 10,000 readings/s against one
+#              bare Kafka hop
 #   stall      the daemon's loop during checkpoints, a reload and two rebalances
 #              of BENCH_STALL_STATIONS (100000) stations with 12 hours of 5-minute
 #              readings (mock Kafka): the longest the loop stops answering (the
@@ -20,7 +23,11 @@
 #
 # Environment: BENCH_RUNS (3), BENCH_STATIONS (10000), BENCH_READINGS for the
 # daemon (5000000), BENCH_LATENCY_SECONDS (20), BENCH_LATENCY_REPEAT (3),
-# BENCH_SHARDS (the daemon's `shards:`; unset: its default, one per CPU),
+# BENCH_SHARDS for the daemon ("1 2 4": one throughput run per count, after
+# one without the key; a daemon that refuses `shards:` has those skipped),
+# BENCH_LATENCY_SHARDS (unset: no `shards:` key, the daemon's default),
+# BENCH_BASELINE=FENGHUO (an older build's binary, run as well, without the
+# key, for before/after figures from one broker and one run),
 # TMPDIR (/tmp), FENGHUO_BUILD (the default of -B: build), BENCH_KEEP=DIR to
 # keep the daemon runs' raw figures, configs and logs; for the soak
 # BENCH_SOAK_SECONDS (600), BENCH_SOAK_RATE (20000), BENCH_SOAK_STATIONS
@@ -53,7 +60,7 @@ while [ $# -gt 0 ]; do
                 shift
                 ;;
         -h | --help)
-                sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'
+                sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'
                 exit 0
                 ;;
         *) break ;;
@@ -198,8 +205,13 @@ bench_callgrind() {
 }
 
 bench_daemon() {
-        local tool=$BUILD/bench/bench_daemon broker rules out runs i
+        local tool=$BUILD/bench/bench_daemon broker rules out i n d kind v=same
+        local shards=${BENCH_SHARDS-1 2 4} base=${BENCH_BASELINE:-} lshards=${BENCH_LATENCY_SHARDS:--}
         [ -x "$tool" ] || { say "run.sh: no $tool (a build without the daemon?)"; exit 1; }
+        if [ -n "$base" ]; then
+                base=$(cd "$(dirname "$base")" && pwd)/$(basename "$base")
+                [ -x "$base" ] || { say "run.sh: BENCH_BASELINE: no $base"; exit 1; }
+        fi
         KAFKA_DIR=$TMP/kafka
         say "starting a Kafka broker"
         broker=$(FENGHUO_OWNER_PID=$$ "$SRC/tests/integration/kafka.sh" start "$KAFKA_DIR")
@@ -212,50 +224,94 @@ bench_daemon() {
         done
         [ -f "$TMP/stations.csv" ] || "$FENGHUO" simulate --synthetic "$STATIONS" \
                 --write-stations "$TMP/stations.csv" --duration 1m >/dev/null
-        runs=(--latency-run kafka1:5:kafka)
-        for i in $(seq 1 "$LAT_REPEAT"); do
-                runs+=(--latency-run "shipped$i:5:-" --latency-run "linger0_$i:5:0")
+        # Throughput: the daemons in this order, between two plain runs.
+        local daemons=() names=()
+        if [ -n "$base" ]; then
+                daemons+=(--daemon "baseline:-:$base")
+                names+=(baseline)
+        fi
+        daemons+=(--daemon "shipped:-")
+        names+=(shipped)
+        for n in $shards; do
+                case $n in
+                '' | *[!0-9]*) say "run.sh: BENCH_SHARDS wants counts, got '$n'"; exit 2 ;;
+                esac
+                daemons+=(--daemon "shards$n:$n")
+                names+=("shards$n")
         done
-        for i in $(seq 2 "$LAT_REPEAT"); do
-                runs+=(--latency-run "kafka$i:5:kafka")
+        # Latency: one bare Kafka hop and each daemon, interleaved run by
+        # run, so that the machine's load drifting spreads over all of them.
+        local runs=() lat=(kafka daemon)
+        [ -n "$base" ] && lat+=(baseline)
+        for i in $(seq 1 "$LAT_REPEAT"); do
+                runs+=(--latency-run "kafka$i:5:kafka" --latency-run "daemon$i:5:-:$lshards")
+                [ -n "$base" ] && runs+=(--latency-run "baseline$i:5:-:-:$base")
         done
         out=$TMP/daemon.txt
         mkdir -p "$TMP/daemon"
+        # Both consumers with the daemon's own fetch setting
+        # (src/daemon/kafka_in.c): the reference is the bare consumer at its
+        # fastest, not librdkafka's defaults.
         "$tool" --brokers "$broker" --fenghuo "$FENGHUO" --rules "$rules" --stations "$TMP/stations.csv" \
                 --workdir "$TMP/daemon" --readings "$READINGS" \
-                --variant shipped: --variant tuned:queued.min.messages=1000000 \
-                --seconds "$LAT_SECONDS" ${BENCH_SHARDS:+--shards "$BENCH_SHARDS"} "${runs[@]}" >"$out"
-        echo "== daemon throughput from Kafka: $(get produced "$out") readings, $(get stations "$out") stations, librdkafka $(get librdkafka "$out"), shards ${BENCH_SHARDS:-default}"
-        for v in shipped tuned; do
-                printf '%s (consumer properties: %s)\n' "$v" "$(get $v.consumer_properties "$out")"
-                printf '  %-28s %10s/s  (%s s from start to committed end; %s CPU-s)\n' plain \
-                        "$(get $v.plain_per_s "$out")" "$(get $v.plain_s "$out")" "$(get $v.plain_cpu_s "$out")"
-                printf '  %-28s %10s/s  (%s s from start to committed end; %s CPU-s)\n' daemon \
-                        "$(get $v.daemon_per_s "$out")" "$(get $v.daemon_s "$out")" "$(get $v.daemon_cpu_s "$out")"
-                printf '  %-28s %10s\n' "daemon/plain" "$(get $v.daemon_vs_plain "$out")"
-                printf '  %-28s %10s/s plain, %s/s daemon, ratio %s\n' "steady (no start-up)" \
-                        "$(get $v.plain_steady_per_s "$out")" "$(get $v.daemon_steady_per_s "$out")" \
-                        "$(get $v.daemon_vs_plain_steady "$out")"
+                --variant "$v:queued.min.messages=1000000" "${daemons[@]}" \
+                --seconds "$LAT_SECONDS" "${runs[@]}" >"$out"
+        echo "== daemon throughput from Kafka: $(get produced "$out") readings, $(get stations "$out") stations," \
+                "4 topics of 4 partitions, librdkafka $(get librdkafka "$out")"
+        echo "consumer properties of all: $(get $v.consumer_properties "$out");" \
+                "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "ratios: to the faster of the plain consumer's two runs (before and after the daemons)"
+        # (µ is two bytes: its column is one wider in the header.)
+        printf '%-14s %7s %12s %8s %7s %15s %7s %12s %8s\n' run shards readings/s s CPU-s "µs CPU/reading" /plain \
+                steady/s /plain
+        for d in plain_before "${names[@]}" plain_after; do
+                local p=$v.$d
+                if [ -n "$(get "$p.skipped" "$out")" ]; then
+                        printf '%-14s %7s  skipped: %s\n' "$d" "$(get "$p.shards" "$out")" \
+                                "$(get "$p.skipped" "$out" | tr _ ' ')"
+                        continue
+                fi
+                printf '%-14s %7s %12s %8s %7s %14s %7s %12s %8s\n' "$d" "$(get "$p.shards" "$out")" \
+                        "$(get "$p.per_s" "$out")" "$(get "$p.s" "$out")" "$(get "$p.cpu_s" "$out")" \
+                        "$(get "$p.us_cpu_per_reading" "$out")" "$(get "$p.vs_plain" "$out")" \
+                        "$(get "$p.steady_per_s" "$out")" "$(get "$p.vs_plain_steady" "$out")"
         done
-        echo "== latency, produce -> alert received, $(get latency.shipped1.rate_per_s "$out") readings/s, ${LAT_SECONDS} s per run, p50/p99/max in ms"
-        for kind in kafka shipped linger0_; do
+        echo "== latency, produce -> alert received, $(get latency.daemon1.rate_per_s "$out") readings/s," \
+                "${LAT_SECONDS} s a run, $LAT_REPEAT runs each, interleaved; ms"
+        printf '%-40s %-24s %-24s %-10s %-10s %s\n' path "p50 of each run" "p99 of each run" "median p50" \
+                "median p99" "p99 - hop p99"
+        local hop99=
+        for kind in "${lat[@]}"; do
                 case $kind in
                 kafka) label="one Kafka hop, no daemon (reference)" ;;
-                shipped) label="daemon as shipped (its producer linger.ms 0)" ;;
-                *) label="daemon, its producer linger.ms 0" ;;
+                daemon) label="daemon (shards: ${BENCH_LATENCY_SHARDS:-not set})" ;;
+                *) label="baseline daemon" ;;
                 esac
-                echo "$label; readings' producer linger.ms $(get latency.${kind}1.producer_linger_ms "$out")"
+                local p50s= p99s= m50 m99 diff=-
                 for i in $(seq 1 "$LAT_REPEAT"); do
-                        n=$kind$i
-                        printf '  run %s: p50 %7s  p99 %7s  max %7s  (%s of %s probes matched; load average %s)\n' \
-                                "$i" "$(get latency.$n.p50_ms "$out")" "$(get latency.$n.p99_ms "$out")" \
-                                "$(get latency.$n.max_ms "$out")" "$(get latency.$n.matched "$out")" \
-                                "$(get latency.$n.probes "$out")" "$(get latency.$n.loadavg_1m "$out")"
+                        p50s+="$(get latency.$kind$i.p50_ms "$out") "
+                        p99s+="$(get latency.$kind$i.p99_ms "$out") "
                 done
-                read -r _ p50 < <(for i in $(seq 1 "$LAT_REPEAT"); do get latency.$kind$i.p50_ms "$out"; done | best_median min)
-                read -r _ p99 < <(for i in $(seq 1 "$LAT_REPEAT"); do get latency.$kind$i.p99_ms "$out"; done | best_median min)
-                printf '  median of runs: p50 %s  p99 %s\n' "$p50" "$p99"
+                read -r _ m50 < <(tr ' ' '\n' <<<"$p50s" | grep . | best_median min)
+                read -r _ m99 < <(tr ' ' '\n' <<<"$p99s" | grep . | best_median min)
+                if [ "$kind" = kafka ]; then
+                        hop99=$m99
+                else
+                        diff=$(awk -v a="$m99" -v b="$hop99" 'BEGIN { printf "%+.2f", a - b }')
+                fi
+                printf '%-40s %-24s %-24s %-10s %-10s %s\n' "$label" "$p50s" "$p99s" "$m50" "$m99" "$diff"
         done
+        printf 'load average (1 min) at the end of each run:'
+        for i in $(seq 1 "$LAT_REPEAT"); do
+                for kind in "${lat[@]}"; do
+                        printf ' %s%s %s' "$kind" "$i" "$(get latency.$kind$i.loadavg_1m "$out")"
+                done
+        done
+        printf '\nmatched probes: '
+        for kind in "${lat[@]}"; do
+                printf '%s %s/%s ' "$kind" "$(get latency.${kind}1.matched "$out")" "$(get latency.${kind}1.probes "$out")"
+        done
+        printf '(run 1)\n'
         if [ -n "${BENCH_KEEP:-}" ]; then
                 mkdir -p "$BENCH_KEEP"
                 cp "$out" "$TMP"/daemon/*.log "$TMP"/daemon/*.tsv "$TMP"/daemon/*.yaml "$BENCH_KEEP"/ 2>/dev/null || true
