@@ -43,6 +43,7 @@
  *
  *   bench_daemon drain --brokers B --group G --topics T1,T2,.. --count N [--props PROPS]
  * is the plain consumer. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -343,6 +344,56 @@ static double child_cpu_s(pid_t pid) {
         return (double) (ut + st) / (double) sysconf(_SC_CLK_TCK);
 }
 
+typedef struct thread_cpu {
+        char comm[32];
+        double cpu_s;
+} thread_cpu;
+
+static int cmp_thread_cpu(const void *a, const void *b) {
+        double x = ((const thread_cpu *) a)->cpu_s, y = ((const thread_cpu *) b)->cpu_s;
+        return x > y ? -1 : x < y;
+}
+
+/* "PREFIX.threads comm=cpu_s,..." for the live child's busiest threads:
+ * whether one thread (the loop, librdkafka's fetcher) bounds the process. */
+static void print_threads(pid_t pid, const char *prefix) {
+        char path[64], buf[2048];
+        thread_cpu t[64];
+        size_t n = 0;
+
+        snprintf(path, sizeof(path), "/proc/%d/task", (int) pid);
+        DIR *dir = opendir(path);
+        struct dirent *de;
+        while (dir && (de = readdir(dir)) != NULL && n < FH_ARRAY_SIZE(t)) {
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(buf, sizeof(buf), "/proc/%d/task/%s/stat", (int) pid, de->d_name);
+                FILE *f = fopen(buf, "re");
+                if (!f)
+                        continue;
+                size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+                fclose(f);
+                buf[len] = 0;
+                char *lp = strchr(buf, '('), *rp = strrchr(buf, ')');
+                unsigned long ut = 0, st = 0;
+                if (!lp || !rp || rp < lp ||
+                    sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+                        continue;
+                snprintf(t[n].comm, sizeof(t[n].comm), "%.*s", (int) (rp - lp - 1), lp + 1);
+                for (char *q = t[n].comm; *q; q++)
+                        if (*q == ' ' || *q == ',' || *q == '=')
+                                *q = '_';
+                t[n++].cpu_s = (double) (ut + st) / (double) sysconf(_SC_CLK_TCK);
+        }
+        if (dir)
+                closedir(dir);
+        qsort(t, n, sizeof(*t), cmp_thread_cpu);
+        printf("%s.threads ", prefix);
+        for (size_t i = 0; i < n && i < 6 && t[i].cpu_s > 0; i++)
+                printf("%s%s=%.2f", i ? "," : "", t[i].comm, t[i].cpu_s);
+        printf("\n");
+}
+
 static bool child_alive(child *c) {
         int status;
         return waitpid(c->pid, &status, WNOHANG) == 0;
@@ -640,6 +691,7 @@ static void plain_run(const opts *o, const variant *v, const char *prefix, const
         spawn(&c, dargv, path);
         done = wait_committed(o, group, ends, total, &c, 600, &first);
         cpu = child_cpu_s(c.pid);
+        print_threads(c.pid, prefix);
         child_stop(&c);
         if (isnan(done))
                 die("the plain consumer did not finish; see %s", path);
@@ -709,6 +761,7 @@ static void daemon_run(const opts *o, const variant *v, const daemon_spec *ds, c
         c.total = total;
         done = wait_committed(o, group, ends, total, &c, 600, &first);
         cpu = child_cpu_s(c.pid);
+        print_threads(c.pid, prefix);
         child_stop(&c);
         if (isnan(done))
                 die("the daemon did not finish; see %s", path);

@@ -276,6 +276,12 @@ bench_daemon() {
                         "$(get "$p.us_cpu_per_reading" "$out")" "$(get "$p.vs_plain" "$out")" \
                         "$(get "$p.steady_per_s" "$out")" "$(get "$p.vs_plain_steady" "$out")"
         done
+        echo "CPU-s of the busiest threads (a thread near the run's seconds is what bounds it):"
+        for d in plain_before "${names[@]}"; do
+                if [ -n "$(get "$v.$d.threads" "$out")" ]; then
+                        printf '  %-14s %s\n' "$d" "$(get "$v.$d.threads" "$out" | tr , ' ')"
+                fi
+        done
         echo "== latency, produce -> alert received, $(get latency.daemon1.rate_per_s "$out") readings/s," \
                 "${LAT_SECONDS} s a run, $LAT_REPEAT runs each, interleaved; ms"
         printf '%-40s %-24s %-24s %-10s %-10s %s\n' path "p50 of each run" "p99 of each run" "median p50" \
