@@ -4,13 +4,31 @@
  * Its identifier and references follow from the alert event alone, so
  * after a crash the regenerated message is byte for byte the one published
  * before: the read-back at start-up (dedupe.c) keeps it off the topic, and
- * its file is replaced by an identical one. Runs on the loop thread. */
+ * its file is replaced by an identical one. Runs on the loop thread but
+ * for the file writes: their fsyncs (milliseconds each on a disk, for
+ * every event of a storm) would hold up the loop, so they run in batches
+ * on libuv's thread pool, one batch at a time. */
 #include "daemon-internal.h"
 #include "fenghuo/cap.h"
 
+/* One batch of files on the thread pool. The items stay alive meanwhile:
+ * their FH_SINK_FILE is unconfirmed until file_done, and the worker reads
+ * only their identifier and XML, which nothing changes. */
+typedef struct file_job {
+        uv_work_t req;
+        fh_daemon *d;
+        const char *dir;
+        fh_out **outs;
+        int *results;             /* 0 or -errno, per item */
+        size_t n;
+} file_job;
+
 struct fhd_cap {
         fh_cap_config cfg;
-        fh_buf xml, id, path, tmp;
+        fh_buf xml, id;
+        fh_out **queue;           /* files waiting for the next batch */
+        size_t nq, capq;
+        bool busy;                /* a batch is on the thread pool */
         bool failing;             /* the last file write failed: said once, until one succeeds */
         uint64_t written, failed;
 };
@@ -52,8 +70,7 @@ void fhd_cap_free(fh_daemon *d) {
                 return;
         fh_buf_free(&d->cap->xml);
         fh_buf_free(&d->cap->id);
-        fh_buf_free(&d->cap->path);
-        fh_buf_free(&d->cap->tmp);
+        free(d->cap->queue);
         free(d->cap);
         d->cap = NULL;
 }
@@ -81,43 +98,101 @@ void fhd_cap_publish(fh_daemon *d, const fh_alert *a, fh_track *track) {
 /* dir/<identifier>.xml through a hidden temporary file (a reader that
  * lists *.xml never sees half a message), durably: once confirmed, the
  * file survives a power cut. An identifier holds only digits and '_'.
- * A missing directory is created (its parent must exist). 0 or -errno. */
-static int write_file(struct fhd_cap *cap, const char *dir, const fh_outbox_item *it) {
-        fh_buf_reset(&cap->path);
-        fh_buf_printf(&cap->path, "%s.xml", it->dedupe);
-        fh_buf_reset(&cap->tmp);
-        fh_buf_printf(&cap->tmp, ".%s.xml.tmp", it->dedupe);
-        int r = fh_write_file_durably(dir, cap->path.data, cap->tmp.data, it->value, it->value_len, 0644);
+ * A missing directory is created (its parent must exist). 0 or -errno.
+ * On the thread pool. */
+static int write_file(const char *dir, const fh_outbox_item *it) {
+        char name[256], tmp[264];
+
+        if ((size_t) snprintf(name, sizeof(name), "%s.xml", it->dedupe) >= sizeof(name) ||
+            (size_t) snprintf(tmp, sizeof(tmp), ".%s.tmp", name) >= sizeof(tmp))
+                return -ENAMETOOLONG;
+        int r = fh_write_file_durably(dir, name, tmp, it->value, it->value_len, 0644);
         if (r == -ENOENT && mkdir(dir, 0755) == 0)
-                r = fh_write_file_durably(dir, cap->path.data, cap->tmp.data, it->value, it->value_len, 0644);
+                r = fh_write_file_durably(dir, name, tmp, it->value, it->value_len, 0644);
         return r;
+}
+
+static void file_work(uv_work_t *req) {
+        file_job *j = req->data;
+
+        for (size_t i = 0; i < j->n; i++)
+                j->results[i] = write_file(j->dir, &j->outs[i]->it);
+}
+
+static void start_batch(fh_daemon *d);
+
+static void file_done(uv_work_t *req, int status) {
+        file_job *j = req->data;
+        fh_daemon *d = j->d;
+        struct fhd_cap *cap = d->cap;
+
+        cap->busy = false;
+        for (size_t i = 0; i < j->n; i++) {
+                fh_out *o = j->outs[i];
+                int r = status < 0 ? status : j->results[i];
+                if (r < 0) {
+                        cap->failed++;
+                        if (!cap->failing)
+                                log_err("CAP: cannot write %s/%s.xml: %s; CAP messages wait in the outbox (their "
+                                        "readings stay uncommitted) and are written when it can be, tried every %d s",
+                                        j->dir, o->it.dedupe, strerror(-r), CAP_FILE_RETRY_MS / 1000);
+                        cap->failing = true;
+                        /* Once stopping, the timers are closing: the item
+                         * waits in the state saved at the stop instead. */
+                        if (!d->stopping && !d->stopped)
+                                fhd_out_retry(d, o, FH_SINK_FILE, CAP_FILE_RETRY_MS);
+                        continue;
+                }
+                if (cap->failing)
+                        log_notice("CAP: %s is writable again; waiting CAP messages are being written", j->dir);
+                cap->failing = false;
+                cap->written++;
+                /* Can free o. */
+                fhd_out_confirm(o, FH_SINK_FILE);
+        }
+        free(j->outs);
+        free(j->results);
+        free(j);
+        if (cap->nq > 0)
+                start_batch(d);
+}
+
+static void start_batch(fh_daemon *d) {
+        struct fhd_cap *cap = d->cap;
+        file_job *j = fh_calloc(1, sizeof(*j));
+
+        j->d = d;
+        j->dir = d->cfg.cap_dir;
+        j->outs = cap->queue;
+        j->n = cap->nq;
+        j->results = fh_calloc(j->n, sizeof(*j->results));
+        j->req.data = j;
+        cap->queue = NULL;
+        cap->nq = cap->capq = 0;
+        cap->busy = true;
+        if (uv_queue_work(d->loop, &j->req, file_work, file_done) < 0) {
+                /* Cannot happen with a valid loop and callbacks; should it,
+                 * the batch is written here rather than not at all. */
+                file_work(&j->req);
+                file_done(&j->req, 0);
+        }
 }
 
 void fhd_cap_file(fh_daemon *d, fh_out *o) {
         struct fhd_cap *cap = d->cap;
-        const char *dir = d->cfg.cap_dir;
 
-        if (!cap || !dir) {
+        if (!cap || !d->cfg.cap_dir) {
                 /* Re-sent from a checkpoint of a run that had cap_dir. */
                 log_warning("CAP: message %s was due in a CAP directory, but cap_dir is no longer set; dropped",
                             o->it.dedupe);
                 fhd_out_confirm(o, FH_SINK_FILE);
                 return;
         }
-        int r = write_file(cap, dir, &o->it);
-        if (r < 0) {
-                cap->failed++;
-                if (!cap->failing)
-                        log_err("CAP: cannot write %s/%s: %s; CAP messages wait in the outbox (their readings stay "
-                                "uncommitted) and are written when it can be, tried every %d s",
-                                dir, cap->path.data, strerror(-r), CAP_FILE_RETRY_MS / 1000);
-                cap->failing = true;
-                fhd_out_retry(d, o, FH_SINK_FILE, CAP_FILE_RETRY_MS);
-                return;
+        if (cap->nq == cap->capq) {
+                cap->capq = cap->capq ? cap->capq * 2 : 64;
+                cap->queue = fh_realloc(cap->queue, cap->capq * sizeof(*cap->queue));
         }
-        if (cap->failing)
-                log_notice("CAP: %s is writable again; waiting CAP messages are being written", dir);
-        cap->failing = false;
-        cap->written++;
-        fhd_out_confirm(o, FH_SINK_FILE);
+        cap->queue[cap->nq++] = o;
+        if (!cap->busy)
+                start_batch(d);
 }
