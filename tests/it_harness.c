@@ -1093,6 +1093,8 @@ void it_config_write(const it_env *t, const char *path, const it_config *c) {
                 it.bootstrap, t->group, t->alerts, t->dlq);
         if (t->state_topic[0])
                 fprintf(f, "  state_topic: %s\n", t->state_topic);
+        if (c->cap_topic)
+                fprintf(f, "  cap_topic: %s\n", c->cap_topic);
         fprintf(f, "  topics:\n");
         for (int k = 0; k < IT_N_KINDS; k++)
                 fprintf(f, "    %s: %s\n", it_kind_names[k], t->topic[k]);

@@ -260,6 +260,7 @@ typedef struct it_config {
         int heartbeat_ms;                       /* 0: librdkafka's default */
         int redis_port;                         /* 0: no Redis */
         int shards;                             /* 0: the daemon's default */
+        const char *cap_topic;                  /* NULL: no CAP output */
 } it_config;
 
 void it_config_write(const it_env *t, const char *path, const it_config *c);

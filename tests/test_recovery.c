@@ -74,11 +74,17 @@ static void sigkill(it_proc *d) {
 /* One instance's configuration, with frequent heartbeats: with the
  * broker's minimum session (6 s), a killed instance's partitions are given
  * out again close to 6 s after the kill. */
-static void write_config_shards(const it_env *t, const char *path, const char *state_dir, const char *checkpoint,
-                                int shards) {
+static void write_config_cap(const it_env *t, const char *path, const char *state_dir, const char *checkpoint,
+                             int shards, const char *cap_topic) {
         it_config_write(t, path,
                         &(it_config) { .state_dir = state_dir, .checkpoint_interval = checkpoint,
-                                       .heartbeat_ms = 500, .redis_port = it.redis_port, .shards = shards });
+                                       .heartbeat_ms = 500, .redis_port = it.redis_port, .shards = shards,
+                                       .cap_topic = cap_topic });
+}
+
+static void write_config_shards(const it_env *t, const char *path, const char *state_dir, const char *checkpoint,
+                                int shards) {
+        write_config_cap(t, path, state_dir, checkpoint, shards, NULL);
 }
 
 static void write_config(const it_env *t, const char *path, const char *state_dir, const char *checkpoint) {
@@ -522,13 +528,18 @@ static void instances_joining_and_leaving_mid_stream_hand_over_without_losing_or
 
         IT_NEED_SERVERS();
         it_env_init(&t, "rebal", 4, it.rules_dir, true);
+        /* CAP too: a taker must not publish again the CAP messages of the
+         * alerts the previous owner published. */
+        char cap_topic[64];
+        snprintf(cap_topic, sizeof(cap_topic), "%s-cap", t.alerts);
+        it_create_topic(cap_topic, 4, NULL);
         for (int i = 0; i < 3; i++) {
                 snprintf(config[i], sizeof(config[i]), "%s/%s.yaml", t.dir, names[i]);
                 snprintf(state_dir[i], sizeof(state_dir[i]), "%s/state-%s", t.dir, names[i]);
                 snprintf(log[i], sizeof(log[i]), "%s/%s.log", t.dir, names[i]);
                 /* 1, 2 and 3 shards: a partition's state moves between
                  * instances that split it differently. */
-                write_config_shards(&t, config[i], state_dir[i], "1s", i + 1);
+                write_config_cap(&t, config[i], state_dir[i], "1s", i + 1, cap_topic);
         }
         it_simulate(&t, 31, &in);
         it_strs want = it_replay(&t, &in, in.line.n, "full", NULL);
@@ -587,6 +598,19 @@ static void instances_joining_and_leaving_mid_stream_hand_over_without_losing_or
         assert_int_equal(it_file_count(log[0], "cannot read handed-over state") + it_file_count(log[1], "cannot read handed-over state") +
                                  it_file_count(log[2], "cannot read handed-over state"),
                          0);
+        /* One CAP message per alert event, none twice (by identifier). */
+        it_reader cap;
+        it_reader_open(&cap, cap_topic);
+        it_reader_drain(&cap);
+        for (size_t i = 0; i < cap.value.n; i++) {
+                const char *a = strstr(cap.value.v[i], "<identifier>");
+                assert_non_null(a);
+                for (size_t j = 0; j < i; j++)
+                        if (!strncmp(strstr(cap.value.v[j], "<identifier>"), a, 80))
+                                fail_msg("CAP message %zu repeats %.80s", i, a);
+        }
+        assert_int_equal(cap.value.n, want.n);
+        it_reader_close(&cap);
 
         it_reader_close(&alerts);
         it_strs_free(&want);
