@@ -82,10 +82,12 @@ static fh_checkpoint sample_checkpoint(void) {
         fh_offsets_add(&c.partitions, "rain", 0, 0);
         c.outbox = calloc(1, sizeof(*c.outbox));
         c.outbox[0] = (fh_outbox_item) {
-                .kind = FH_OUT_ALERT, .sinks = FH_SINK_KAFKA | FH_SINK_REDIS,
-                .key = strdup("A"), .key_len = 1, .value = strdup("{\"x\":1}"), .value_len = 7,
-                .field = strdup("storm:A"), .level = strdup("blue"), .dedupe = strdup("id|raised|ts"),
-                .src_topic = strdup("rain"), .src_partition = 0, .src_offset = 41,
+                .sinks = FH_SINK_KAFKA | FH_SINK_REDIS,
+                .p = fh_payload_new(&(fh_payload_parts) {
+                        .kind = FH_OUT_ALERT, .key = "A", .key_len = 1, .value = "{\"x\":1}", .value_len = 7,
+                        .field = "storm:A", .field_len = SIZE_MAX, .level = "blue", .level_len = SIZE_MAX,
+                        .dedupe = "id|raised|ts", .dedupe_len = SIZE_MAX, .src_topic = "rain",
+                        .src_topic_len = SIZE_MAX, .src_partition = 0, .src_offset = 41 }),
         };
         c.n_outbox = 1;
         c.sensor_ids = calloc(1, sizeof(char *));
@@ -103,17 +105,18 @@ static void a_cap_message_in_the_outbox_is_saved_with_its_sinks(void **state) {
 
         fh_outbox_item_clear(&c.outbox[0]);
         c.outbox[0] = (fh_outbox_item) {
-                .kind = FH_OUT_CAP, .sinks = FH_SINK_KAFKA | FH_SINK_FILE,
-                .key = strdup("A"), .key_len = 1, .value = strdup("<alert/>"), .value_len = 8,
-                .dedupe = strdup("11011800000000_20230730000000_1"),
+                .sinks = FH_SINK_KAFKA | FH_SINK_FILE,
+                .p = fh_payload_new(&(fh_payload_parts) {
+                        .kind = FH_OUT_CAP, .key = "A", .key_len = 1, .value = "<alert/>", .value_len = 8,
+                        .dedupe = "11011800000000_20230730000000_1", .dedupe_len = SIZE_MAX }),
         };
         assert_int_equal(fh_state_save(dir, (const fh_engine *[]) { e }, 1, &c), 0);
         assert_int_equal(fh_state_load(dir, e2, &got), 0);
         assert_int_equal(got.n_outbox, 1);
-        assert_int_equal(got.outbox[0].kind, FH_OUT_CAP);
+        assert_int_equal(got.outbox[0].p->kind, FH_OUT_CAP);
         assert_int_equal(got.outbox[0].sinks, FH_SINK_KAFKA | FH_SINK_FILE);
-        assert_string_equal(got.outbox[0].value, "<alert/>");
-        assert_string_equal(got.outbox[0].dedupe, "11011800000000_20230730000000_1");
+        assert_string_equal(got.outbox[0].p->value, "<alert/>");
+        assert_string_equal(got.outbox[0].p->dedupe, "11011800000000_20230730000000_1");
         fh_checkpoint_clear(&got);
         fh_checkpoint_clear(&c);
         fh_engine_free(e);
@@ -147,12 +150,15 @@ static void save_then_load_continues_exactly_where_it_stopped(void **state) {
         assert_int_equal(fh_offsets_get(&got.positions, "rain", 1), 7);
         assert_int_equal(fh_offsets_get(&got.watermarks, "alerts", 0), 99);
         assert_int_equal(got.n_outbox, 1);
-        assert_int_equal(got.outbox[0].kind, FH_OUT_ALERT);
+        assert_int_equal(got.outbox[0].p->kind, FH_OUT_ALERT);
         assert_int_equal(got.outbox[0].sinks, FH_SINK_KAFKA | FH_SINK_REDIS);
-        assert_string_equal(got.outbox[0].value, "{\"x\":1}");
-        assert_string_equal(got.outbox[0].dedupe, "id|raised|ts");
-        assert_null(got.outbox[0].reason);
-        assert_int_equal(got.outbox[0].src_offset, 41);
+        assert_string_equal(got.outbox[0].p->value, "{\"x\":1}");
+        assert_int_equal(got.outbox[0].p->value_len, 7);
+        assert_string_equal(got.outbox[0].p->field, "storm:A");
+        assert_int_equal(got.outbox[0].p->field_len, 7);
+        assert_string_equal(got.outbox[0].p->dedupe, "id|raised|ts");
+        assert_null(got.outbox[0].p->reason);
+        assert_int_equal(got.outbox[0].p->src_offset, 41);
         assert_int_equal(got.n_sensors, 1);
         assert_string_equal(got.sensor_ids[0], "A");
 
@@ -253,6 +259,117 @@ static void counts_beyond_the_file_are_refused_without_allocating(void **state) 
         fh_engine_free(e);
 }
 
+static void put_str(fh_buf *b, const char *s, size_t n) {
+        if (!s) {
+                fh_buf_u32(b, UINT32_MAX);
+                return;
+        }
+        fh_buf_str(b, s, n);
+}
+
+/* The outbox as the daemon wrote it before alerts shared one payload
+ * (each item's strings on their own), written here field by field: a
+ * state file of that version still loads, a dead letter's key and bytes
+ * with a NUL inside them included. */
+static void a_state_file_of_the_previous_version_loads(void **state) {
+        fh_engine *e = engine(), *e2 = engine();
+        fh_checkpoint got = { 0 };
+        fh_buf b = FH_BUF_NULL;
+
+        feed(e, "A", 0, 6);
+        fh_buf_append(&b, "FHSTATE2", 8);
+        fh_buf_u32(&b, 1);                                        /* positions */
+        fh_buf_str(&b, "rain", 4);
+        fh_buf_u32(&b, 0);
+        fh_buf_u64(&b, 42);
+        fh_buf_u32(&b, 0);                                        /* watermarks */
+        fh_buf_u32(&b, 2);                                        /* outbox */
+        fh_buf_u8(&b, FH_OUT_ALERT);
+        fh_buf_u8(&b, FH_SINK_REDIS);
+        fh_buf_u8(&b, 1);                                         /* cleared */
+        put_str(&b, "A", 1);
+        put_str(&b, "{\"event\":\"cleared\"}", 19);
+        put_str(&b, "storm:A", 7);
+        put_str(&b, "none", 4);
+        put_str(&b, "storm:A:1|cleared|2", 19);
+        put_str(&b, NULL, 0);
+        put_str(&b, NULL, 0);
+        put_str(&b, NULL, 0);
+        fh_buf_u32(&b, 0);
+        fh_buf_u64(&b, 0);
+        fh_buf_u8(&b, FH_OUT_DEAD_LETTER);
+        fh_buf_u8(&b, FH_SINK_KAFKA);
+        fh_buf_u8(&b, 0);
+        put_str(&b, "k\0y", 3);
+        put_str(&b, "no\0json", 7);
+        put_str(&b, NULL, 0);
+        put_str(&b, NULL, 0);
+        put_str(&b, NULL, 0);
+        put_str(&b, "malformed_json", 14);
+        put_str(&b, "expected '{'", 12);
+        put_str(&b, "rain", 4);
+        fh_buf_u32(&b, 3);
+        fh_buf_u64(&b, 17);
+        fh_buf_u32(&b, 1);                                        /* partitions */
+        fh_buf_str(&b, "rain", 4);
+        fh_buf_u32(&b, 0);
+        fh_buf_u64(&b, 1);
+        fh_buf_u32(&b, 1);                                        /* sensors */
+        fh_buf_str(&b, "A", 1);
+        fh_buf_u32(&b, 0);
+        size_t at = b.len;
+        fh_buf_u64(&b, 0);
+        fh_engine_snapshot(e, NULL, NULL, &b);
+        uint64_t snap_len = b.len - at - 8;
+        for (int i = 0; i < 8; i++)
+                b.data[at + i] = (char) (snap_len >> (8 * i));
+        fh_buf_u64(&b, fh_checksum(b.data, b.len));
+
+        assert_int_equal(fh_state_decode(b.data, b.len, e2, &got), 0);
+        assert_int_equal(got.n_outbox, 2);
+        const fh_payload *a = got.outbox[0].p, *dl = got.outbox[1].p;
+        assert_int_equal(got.outbox[0].sinks, FH_SINK_REDIS);
+        assert_int_equal(a->kind, FH_OUT_ALERT);
+        assert_true(a->cleared);
+        assert_int_equal(a->key_len, 1);
+        assert_string_equal(a->value, "{\"event\":\"cleared\"}");
+        assert_string_equal(a->field, "storm:A");
+        assert_string_equal(a->level, "none");
+        assert_string_equal(a->dedupe, "storm:A:1|cleared|2");
+        assert_null(a->reason);
+        assert_int_equal(got.outbox[1].sinks, FH_SINK_KAFKA);
+        assert_int_equal(dl->kind, FH_OUT_DEAD_LETTER);
+        assert_int_equal(dl->key_len, 3);
+        assert_memory_equal(dl->key, "k\0y", 3);
+        assert_int_equal(dl->value_len, 7);
+        assert_memory_equal(dl->value, "no\0json", 7);
+        assert_null(dl->field);
+        assert_null(dl->dedupe);
+        assert_string_equal(dl->reason, "malformed_json");
+        assert_string_equal(dl->detail, "expected '{'");
+        assert_string_equal(dl->src_topic, "rain");
+        assert_int_equal(dl->src_partition, 3);
+        assert_int_equal(dl->src_offset, 17);
+
+        /* And is written back byte for byte the same. */
+        char *dir = tmpdir(), path[512];
+        assert_int_equal(fh_state_save(dir, (const fh_engine *[]) { e2 }, 1, &got), 0);
+        snprintf(path, sizeof(path), "%s/state", dir);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        char *back = malloc(b.len + 1);
+        assert_int_equal(fread(back, 1, b.len + 1, f), b.len);
+        fclose(f);
+        assert_memory_equal(back, b.data, b.len);
+        free(back);
+        rmdir_all(dir);
+
+        fh_checkpoint_clear(&got);
+        fh_buf_free(&b);
+        fh_engine_free(e);
+        fh_engine_free(e2);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(offsets_add_replaces_the_same_partition),
@@ -262,6 +379,7 @@ int main(void) {
                 cmocka_unit_test(damaged_state_is_refused_and_the_engine_untouched),
                 cmocka_unit_test(save_to_a_missing_directory_fails_with_errno),
                 cmocka_unit_test(counts_beyond_the_file_are_refused_without_allocating),
+                cmocka_unit_test(a_state_file_of_the_previous_version_loads),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

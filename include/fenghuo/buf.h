@@ -27,6 +27,10 @@ void fh_buf_free(fh_buf *b);           /* releases memory, back to FH_BUF_NULL *
 /* JSON string with quotes; escapes ", \, control characters; UTF-8 passes
  * through (callers hand in validated UTF-8). */
 void fh_buf_json_string(fh_buf *b, const char *s, size_t n);
+/* JSON-quotes, in place, the bytes appended since offset from: what to
+ * format straight into b and then put in a JSON string, without a buffer
+ * of its own. */
+void fh_buf_json_quote_tail(fh_buf *b, size_t from);
 /* Shortest text that reads back as the same double; `null` for NaN/inf. */
 void fh_buf_json_number(fh_buf *b, double v);
 

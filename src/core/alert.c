@@ -133,15 +133,15 @@ void fh_alert_to_json(const fh_engine *e, const fh_alert *a, fh_buf *out) {
         const fh_registry *reg = e->reg;
         const fh_station *st = a->station;
         char tbuf[FH_TIME_RFC3339_MAX];
-        fh_buf msg = FH_BUF_NULL;
+        char id[FH_RULE_ID_MAX + FH_SENSOR_ID_MAX + 32];
+        int n = snprintf(id, sizeof(id), "%s:%.*s:%lld", a->rule->id, (int) st->id_len, st->id,
+                         (long long) a->raised_ms);
 
+        /* Nothing here allocates but out's growth: out is reused from one
+         * alert to the next, and an alert costs no malloc once it is big
+         * enough (tests/test_alloc.c). */
         fh_buf_puts(out, "{\"alert_id\":");
-        {
-                fh_buf id = FH_BUF_NULL;
-                fh_buf_printf(&id, "%s:%s:%lld", a->rule->id, st->id, (long long) a->raised_ms);
-                fh_buf_json_string(out, id.data, id.len);
-                fh_buf_free(&id);
-        }
+        fh_buf_json_string(out, id, n < 0 ? 0 : FH_MIN((size_t) n, sizeof(id) - 1));
         fh_buf_puts(out, ",\"event\":\"");
         fh_buf_puts(out, fh_event_name(a->event));
         fh_buf_puts(out, "\",\"rule\":");
@@ -180,10 +180,10 @@ void fh_alert_to_json(const fh_engine *e, const fh_alert *a, fh_buf *out) {
                         fh_buf_json_string(out, at->str, at->len);
         }
         fh_buf_puts(out, "},\"message\":");
-        fh_alert_message(e, a, &msg);
-        fh_buf_json_string(out, msg.data ? msg.data : "", msg.len);
+        size_t msg = out->len;
+        fh_alert_message(e, a, out);
+        fh_buf_json_quote_tail(out, msg);
         fh_buf_putc(out, '}');
-        fh_buf_free(&msg);
 }
 
 typedef struct station_env {

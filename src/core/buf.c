@@ -145,6 +145,20 @@ void fh_buf_json_string(fh_buf *b, const char *s, size_t n) {
         b->data[b->len] = 0;
 }
 
+void fh_buf_json_quote_tail(fh_buf *b, size_t from) {
+        size_t n = b->len - from;
+
+        /* Escaped, each byte takes at most 6: with that room reserved the
+         * escaping below never moves the buffer, so it can read the raw
+         * bytes where they are and put the result over them. */
+        fh_buf_reserve(b, 6 * n + 2);
+        fh_buf_json_string(b, b->data + from, n);
+        size_t quoted = b->len - from - n;
+        memmove(b->data + from, b->data + from + n, quoted);
+        b->len = from + quoted;
+        b->data[b->len] = 0;
+}
+
 void fh_buf_json_number(fh_buf *b, double v) {
         char tmp[32];
 

@@ -84,15 +84,16 @@ void fhd_cap_publish(fh_daemon *d, const fh_alert *a, fh_track *track) {
         fh_buf_reset(&cap->id);
         fh_cap_message(fhd_engine0(d), &cap->cfg, a, &cap->id, &cap->xml);
 
-        fh_out *o = fhd_out_new(d, track);
-        fh_outbox_item *it = &o->it;
-        it->kind = FH_OUT_CAP;
-        it->key = fh_strndup(a->station->id, a->station->id_len);
-        it->key_len = a->station->id_len;
-        it->value = fh_strndup(cap->xml.data, cap->xml.len);
-        it->value_len = cap->xml.len;
-        it->dedupe = fh_strndup(cap->id.data, cap->id.len);
-        fhd_out_send(d, o, FH_SINK_KAFKA | FH_SINK_FILE);
+        fh_payload *p = fh_payload_new(&(fh_payload_parts) {
+                .kind = FH_OUT_CAP,
+                .key = a->station->id,
+                .key_len = a->station->id_len,
+                .value = cap->xml.data,
+                .value_len = cap->xml.len,
+                .dedupe = cap->id.data,
+                .dedupe_len = cap->id.len,
+        });
+        fhd_out_send(d, fhd_out_new(d, track, p), FH_SINK_KAFKA | FH_SINK_FILE);
 }
 
 /* dir/<identifier>.xml through a hidden temporary file (a reader that
@@ -100,7 +101,7 @@ void fhd_cap_publish(fh_daemon *d, const fh_alert *a, fh_track *track) {
  * file survives a power cut. An identifier holds only digits and '_'.
  * A missing directory is created (its parent must exist). 0 or -errno.
  * On the thread pool. */
-static int write_file(const char *dir, const fh_outbox_item *it) {
+static int write_file(const char *dir, const fh_payload *it) {
         char name[256], tmp[264];
 
         if ((size_t) snprintf(name, sizeof(name), "%s.xml", it->dedupe) >= sizeof(name) ||
@@ -116,7 +117,7 @@ static void file_work(uv_work_t *req) {
         file_job *j = req->data;
 
         for (size_t i = 0; i < j->n; i++)
-                j->results[i] = write_file(j->dir, &j->outs[i]->it);
+                j->results[i] = write_file(j->dir, j->outs[i]->it.p);
 }
 
 static void start_batch(fh_daemon *d);
@@ -135,7 +136,7 @@ static void file_done(uv_work_t *req, int status) {
                         if (!cap->failing)
                                 log_err("CAP: cannot write %s/%s.xml: %s; CAP messages wait in the outbox (their "
                                         "readings stay uncommitted) and are written when it can be, tried every %d s",
-                                        j->dir, o->it.dedupe, strerror(-r), CAP_FILE_RETRY_MS / 1000);
+                                        j->dir, o->it.p->dedupe, strerror(-r), CAP_FILE_RETRY_MS / 1000);
                         cap->failing = true;
                         /* Once stopping, the timers are closing: the item
                          * waits in the state saved at the stop instead. */
@@ -184,7 +185,7 @@ void fhd_cap_file(fh_daemon *d, fh_out *o) {
         if (!cap || !d->cfg.cap_dir) {
                 /* Re-sent from a checkpoint of a run that had cap_dir. */
                 log_warning("CAP: message %s was due in a CAP directory, but cap_dir is no longer set; dropped",
-                            o->it.dedupe);
+                            o->it.p->dedupe);
                 fhd_out_confirm(o, FH_SINK_FILE);
                 return;
         }

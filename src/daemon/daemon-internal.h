@@ -187,6 +187,8 @@ struct fh_daemon {
         fh_out outs;              /* list head of alerts in flight */
         struct fhd_cap *cap;      /* CAP output (cap_out.c), NULL when not configured */
         size_t n_outs;
+        fh_out *out_slab;         /* items for reuse (outbox.c) */
+        fh_out *free_outs;
         fh_buf json;
 
         uv_timer_t tick_timer, checkpoint_timer, stats_timer, stop_timer, commit_timer;
@@ -275,8 +277,12 @@ void fhd_dead_letter(fh_daemon *d, fh_track *track, const rd_kafka_message_t *m,
                      const char *why);
 void fhd_resend_outbox(fh_daemon *d, fh_checkpoint *c);
 void fhd_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+/* Frees every item, confirmed or not (the producer must be gone: it
+ * reads their payloads until it is). */
+void fhd_outs_free(fh_daemon *d);
 
-fh_out *fhd_out_new(fh_daemon *d, fh_track *track);
+/* Takes over the caller's reference to p. */
+fh_out *fhd_out_new(fh_daemon *d, fh_track *track, fh_payload *p);
 void fhd_out_send(fh_daemon *d, fh_out *o, uint8_t sinks);
 void fhd_out_confirm(fh_out *o, uint8_t sink);
 /* Tries sink of o again from the retry timer, in about ms. */

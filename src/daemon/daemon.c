@@ -455,13 +455,6 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
         fhd_checkpoint_reap(d, true);
         /* Before the consumer goes: the shards hold its messages. */
         fhd_shards_stop(d);
-        while (d->outs.next != &d->outs) {
-                fh_out *o = d->outs.next;
-                o->prev->next = o->next;
-                o->next->prev = o->prev;
-                fh_outbox_item_clear(&o->it);
-                free(o);
-        }
         if (d->rebalance && !d->rebalance->in_worker)
                 fhd_rebalance_free(d, d->rebalance);
         if (d->consumer) {
@@ -475,6 +468,9 @@ fh_daemon *fh_daemon_free(fh_daemon *d) {
                         rd_kafka_queue_destroy(d->pq);
                 rd_kafka_destroy(d->producer);
         }
+        /* Only now: the producer sent the alerts' bytes from their payloads
+         * (no copy), and may have read them until it was destroyed. */
+        fhd_outs_free(d);
         for (int i = 0; i < 2; i++) {
                 if (d->cwake.fds[i] > 0)
                         close(d->cwake.fds[i]);

@@ -9,6 +9,37 @@ static void on_retry_timer(uv_timer_t *h);
 
 /* ---- alerts out ---- */
 
+/* Items come from one block made with the first of them, reused: alerts
+ * then allocate only their payloads, unless more than this many are in
+ * flight at once (the excess is allocated and freed one by one). */
+#define OUT_SLAB 4096
+
+static bool in_slab(const fh_daemon *d, const fh_out *o) {
+        return d->out_slab && o >= d->out_slab && o < d->out_slab + OUT_SLAB;
+}
+
+static void out_free(fh_daemon *d, fh_out *o) {
+        if (!in_slab(d, o)) {
+                free(o);
+                return;
+        }
+        o->next = d->free_outs;
+        d->free_outs = o;
+}
+
+void fhd_outs_free(fh_daemon *d) {
+        while (d->outs.next != &d->outs) {
+                fh_out *o = d->outs.next;
+                o->prev->next = o->next;
+                o->next->prev = o->prev;
+                fh_outbox_item_clear(&o->it);
+                out_free(d, o);
+        }
+        d->n_outs = 0;
+        free(d->out_slab);
+        d->out_slab = d->free_outs = NULL;
+}
+
 static void out_release_gate(fh_out *o, uint8_t sink) {
         fh_daemon *d = o->d;
 
@@ -33,7 +64,7 @@ void fhd_out_confirm(fh_out *o, uint8_t sink) {
         o->next->prev = o->prev;
         d->n_outs--;
         fh_outbox_item_clear(&o->it);
-        free(o);
+        out_free(d, o);
 }
 
 void fhd_on_redis_ack(void *userdata, void *token, int status) {
@@ -48,11 +79,20 @@ void fhd_on_redis_ack(void *userdata, void *token, int status) {
                 fhd_out_confirm(o, FH_SINK_REDIS);
 }
 
-fh_out *fhd_out_new(fh_daemon *d, fh_track *track) {
-        fh_out *o = fh_calloc(1, sizeof(*o));
+fh_out *fhd_out_new(fh_daemon *d, fh_track *track, fh_payload *p) {
+        fh_out *o;
 
-        o->d = d;
-        o->track = track;
+        if (!d->out_slab) {
+                d->out_slab = fh_malloc(OUT_SLAB * sizeof(*d->out_slab));
+                for (size_t i = OUT_SLAB; i-- > 0;)
+                        out_free(d, &d->out_slab[i]);
+        }
+        o = d->free_outs;
+        if (o)
+                d->free_outs = o->next;
+        else
+                o = fh_malloc(sizeof(*o));
+        *o = (fh_out) { .d = d, .track = track, .it.p = p };
         o->next = &d->outs;
         o->prev = d->outs.prev;
         d->outs.prev->next = o;
@@ -77,42 +117,47 @@ void fhd_out_retry(fh_daemon *d, fh_out *o, uint8_t sink, uint64_t ms) {
                 uv_timer_start(&d->retry_timer, on_retry_timer, ms, 0);
 }
 
+/* Without RD_KAFKA_MSG_F_COPY (or F_FREE) librdkafka sends the payload's
+ * bytes where they are, and they must stay unchanged until the delivery
+ * report (rdkafka.h, rd_kafka_produce): they do, as the item holds its
+ * payload until Kafka confirmed, and a failed delivery is produced again
+ * from the same item. The key and headers are always copied. */
 static void kafka_produce(fh_daemon *d, fh_out *o) {
-        const fh_outbox_item *it = &o->it;
+        const fh_payload *p = o->it.p;
         rd_kafka_resp_err_t err;
 
-        if (it->kind == FH_OUT_CAP) {
+        if (p->kind == FH_OUT_CAP) {
                 /* Keyed by sensor like the alerts: one alert's messages stay
                  * in order in one partition; the identifier header lets a
                  * consumer de-duplicate without parsing the XML. */
                 err = rd_kafka_producev(d->producer,
                                         RD_KAFKA_V_TOPIC(d->cfg.cap_topic),
-                                        RD_KAFKA_V_KEY(it->key, it->key_len),
-                                        RD_KAFKA_V_VALUE(it->value, it->value_len),
-                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                        RD_KAFKA_V_HEADER("fenghuo.cap.identifier", it->dedupe, -1),
+                                        RD_KAFKA_V_KEY(p->key, p->key_len),
+                                        RD_KAFKA_V_VALUE((void *) p->value, p->value_len),
+                                        RD_KAFKA_V_MSGFLAGS(0),
+                                        RD_KAFKA_V_HEADER("fenghuo.cap.identifier", p->dedupe, -1),
                                         RD_KAFKA_V_OPAQUE(o),
                                         RD_KAFKA_V_END);
-        } else if (it->kind == FH_OUT_ALERT) {
+        } else if (p->kind == FH_OUT_ALERT) {
                 err = rd_kafka_producev(d->producer,
                                         RD_KAFKA_V_TOPIC(d->cfg.alerts_topic),
-                                        RD_KAFKA_V_KEY(it->key, it->key_len),
-                                        RD_KAFKA_V_VALUE(it->value, it->value_len),
-                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                        RD_KAFKA_V_KEY(p->key, p->key_len),
+                                        RD_KAFKA_V_VALUE((void *) p->value, p->value_len),
+                                        RD_KAFKA_V_MSGFLAGS(0),
                                         RD_KAFKA_V_OPAQUE(o),
                                         RD_KAFKA_V_END);
         } else {
                 char part[16], off[24];
-                snprintf(part, sizeof(part), "%d", it->src_partition);
-                snprintf(off, sizeof(off), "%lld", (long long) it->src_offset);
+                snprintf(part, sizeof(part), "%d", p->src_partition);
+                snprintf(off, sizeof(off), "%lld", (long long) p->src_offset);
                 err = rd_kafka_producev(d->producer,
                                         RD_KAFKA_V_TOPIC(d->cfg.dead_letter_topic),
-                                        RD_KAFKA_V_KEY(it->key, it->key_len),
-                                        RD_KAFKA_V_VALUE(it->value, it->value_len),
-                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                        RD_KAFKA_V_HEADER("fenghuo.reason", it->reason, -1),
-                                        RD_KAFKA_V_HEADER("fenghuo.detail", it->detail, -1),
-                                        RD_KAFKA_V_HEADER("fenghuo.topic", it->src_topic, -1),
+                                        RD_KAFKA_V_KEY(p->key, p->key_len),
+                                        RD_KAFKA_V_VALUE((void *) p->value, p->value_len),
+                                        RD_KAFKA_V_MSGFLAGS(0),
+                                        RD_KAFKA_V_HEADER("fenghuo.reason", p->reason, -1),
+                                        RD_KAFKA_V_HEADER("fenghuo.detail", p->detail, -1),
+                                        RD_KAFKA_V_HEADER("fenghuo.topic", p->src_topic, -1),
                                         RD_KAFKA_V_HEADER("fenghuo.partition", part, -1),
                                         RD_KAFKA_V_HEADER("fenghuo.offset", off, -1),
                                         RD_KAFKA_V_OPAQUE(o),
@@ -137,11 +182,11 @@ static const char *kafka_topic(const fh_daemon *d, uint8_t kind) {
 
 /* Hands the item to the sinks still in it.sinks (those not confirmed). */
 void fhd_out_send(fh_daemon *d, fh_out *o, uint8_t sinks) {
-        fh_outbox_item *it = &o->it;
+        fh_payload *p = o->it.p;
 
-        if ((sinks & FH_SINK_KAFKA) && d->producer && kafka_topic(d, it->kind)) {
-                if (it->kind != FH_OUT_DEAD_LETTER && it->dedupe && d->suppress &&
-                    fh_strset_take(d->suppress, it->dedupe)) {
+        if ((sinks & FH_SINK_KAFKA) && d->producer && kafka_topic(d, p->kind)) {
+                if (p->kind != FH_OUT_DEAD_LETTER && p->dedupe && d->suppress &&
+                    fh_strset_take(d->suppress, p->dedupe)) {
                         /* Already on the topic before the crash: not twice. */
                         d->suppressed++;
                 } else {
@@ -150,19 +195,18 @@ void fhd_out_send(fh_daemon *d, fh_out *o, uint8_t sinks) {
                         kafka_produce(d, o);
                 }
         }
-        if ((sinks & FH_SINK_REDIS) && d->redis && it->kind == FH_OUT_ALERT) {
+        if ((sinks & FH_SINK_REDIS) && d->redis && p->kind == FH_OUT_ALERT) {
                 bool up = fh_redis_connected(d->redis);
-                int r = fh_redis_send_once(d->redis, it->value, it->value_len, it->field, it->level, it->cleared,
-                                           it->dedupe, o);
+                int r = fh_redis_send_payload(d->redis, p, p->dedupe != NULL, o);
                 if (r < 0) {
-                        log_err("Redis backlog full: alert %s not queued for Redis", it->dedupe);
+                        log_err("Redis backlog full: alert %s not queued for Redis", p->dedupe);
                 } else {
                         o->it.sinks |= FH_SINK_REDIS;
                         if (up)
                                 o->gating |= FH_SINK_REDIS;
                 }
         }
-        if ((sinks & FH_SINK_FILE) && it->kind == FH_OUT_CAP && d->cfg.cap_dir) {
+        if ((sinks & FH_SINK_FILE) && p->kind == FH_OUT_CAP && d->cfg.cap_dir) {
                 o->it.sinks |= FH_SINK_FILE;
                 o->gating |= FH_SINK_FILE;
                 fhd_cap_file(d, o);
@@ -219,10 +263,11 @@ void fhd_on_redis_state(void *userdata, bool up) {
 }
 
 /* track: the message whose reading caused the alert (NULL for a tick or a
- * reload's ending): it stays uncommitted until every sink confirmed. */
+ * reload's ending): it stays uncommitted until every sink confirmed. The
+ * JSON is formatted once, into a buffer reused for every alert, and copied
+ * once, into the payload every sink and checkpoint shares. */
 static void publish(fh_daemon *d, const fh_alert *a, fh_track *track) {
         fh_buf *j = &d->json;
-        char key[512];   /* an alert key is at most about 190 bytes */
         fh_out *o;
 
         fh_buf_reset(j);
@@ -237,20 +282,7 @@ static void publish(fh_daemon *d, const fh_alert *a, fh_track *track) {
         if (d->hooks.on_alert)
                 d->hooks.on_alert(d->hooks.userdata, a, j->data, j->len);
 
-        o = fhd_out_new(d, track);
-        fh_outbox_item *it = &o->it;
-        it->kind = FH_OUT_ALERT;
-        it->key = fh_strndup(a->station->id, a->station->id_len);
-        it->key_len = a->station->id_len;
-        it->value = fh_strndup(j->data, j->len);
-        it->value_len = j->len;
-        snprintf(key, sizeof(key), "%s:%s", a->rule->id, a->station->id);
-        it->field = fh_strdup(key);
-        it->level = fh_strdup(fh_level_name(a->level));
-        it->cleared = a->event == FH_EVENT_CLEARED;
-        /* The same key fh_alert_dedupe_key reads back from the topic. */
-        if (fh_alert_key(a, key, sizeof(key)) == 0)
-                it->dedupe = fh_strdup(key);
+        o = fhd_out_new(d, track, fh_payload_alert(a, j->data, j->len));
         fhd_out_send(d, o, FH_SINK_KAFKA | FH_SINK_REDIS);
         fhd_cap_publish(d, a, track);
 }
@@ -273,28 +305,29 @@ void fhd_dead_letter(fh_daemon *d, fh_track *track, const rd_kafka_message_t *m,
                   rd_kafka_topic_name(m->rkt), m->partition, m->offset, reason, why);
         if (!d->producer || !d->cfg.dead_letter_topic)
                 return;
-        fh_out *o = fhd_out_new(d, track);
-        fh_outbox_item *it = &o->it;
-        it->kind = FH_OUT_DEAD_LETTER;
-        it->key = m->key ? fh_strndup(m->key, m->key_len) : NULL;
-        it->key_len = m->key ? m->key_len : 0;
-        it->value = fh_strndup(m->payload ? m->payload : "", m->len);
-        it->value_len = m->len;
-        it->reason = fh_strdup(reason);
-        it->detail = fh_strdup(why);
-        it->src_topic = fh_strdup(rd_kafka_topic_name(m->rkt));
-        it->src_partition = m->partition;
-        it->src_offset = m->offset;
-        fhd_out_send(d, o, FH_SINK_KAFKA);
+        fh_payload *p = fh_payload_new(&(fh_payload_parts) {
+                .kind = FH_OUT_DEAD_LETTER,
+                .key = m->key,
+                .key_len = m->key_len,
+                .value = m->payload ? m->payload : "",
+                .value_len = m->payload ? m->len : 0,
+                .reason = reason,
+                .reason_len = SIZE_MAX,
+                .detail = why,
+                .detail_len = SIZE_MAX,
+                .src_topic = rd_kafka_topic_name(m->rkt),
+                .src_topic_len = SIZE_MAX,
+                .src_partition = m->partition,
+                .src_offset = m->offset,
+        });
+        fhd_out_send(d, fhd_out_new(d, track, p), FH_SINK_KAFKA);
 }
 
 /* Re-sends what a checkpoint held unconfirmed, before anything new. */
 void fhd_resend_outbox(fh_daemon *d, fh_checkpoint *c) {
         for (size_t i = 0; i < c->n_outbox; i++) {
-                fh_out *o = fhd_out_new(d, NULL);
                 uint8_t sinks = c->outbox[i].sinks;
-                o->it = c->outbox[i];
-                o->it.sinks = 0x80;
+                fh_out *o = fhd_out_new(d, NULL, c->outbox[i].p);
                 c->outbox[i] = (fh_outbox_item) { 0 };
                 fhd_out_send(d, o, sinks);
         }
@@ -345,8 +378,8 @@ void fhd_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) 
                 fhd_out_retry(d, o, FH_SINK_KAFKA, 5000);
                 return;
         }
-        if (o->it.kind == FH_OUT_ALERT || o->it.kind == FH_OUT_CAP) {
-                const char *topic = kafka_topic(d, o->it.kind);
+        if (o->it.p->kind == FH_OUT_ALERT || o->it.p->kind == FH_OUT_CAP) {
+                const char *topic = kafka_topic(d, o->it.p->kind);
                 int64_t cur = fh_offsets_get(&d->watermarks, topic, m->partition);
                 if (m->offset + 1 > cur)
                         fh_offsets_add(&d->watermarks, topic, m->partition, m->offset + 1);

@@ -81,20 +81,17 @@ typedef struct item {
         bool delivered;        /* the token has been told DELIVERED */
         unsigned ncmds;        /* replies that complete the item */
         unsigned nreplied;     /* on the current connection */
-        /* ITEM_ALERT: point into data[] */
-        const char *json;
-        size_t json_len;
-        const char *field;
-        size_t field_len;
-        const char *chan;      /* "<channel>:<level>" */
-        size_t chan_len;
-        const char *seen;      /* "<stream>:seen:<event id>", or NULL */
-        size_t seen_len;
+        /* ITEM_ALERT: the shared bytes (one reference), passed to hiredis
+         * as they are; the channel and seen key are made when sent. */
+        fh_payload *p;
+        bool once;             /* at most once per event id (p->dedupe) */
         /* ITEM_SYNC */
         sync_entry *entries;   /* one allocation with the strings after the array */
         size_t n;
-        char data[];
 } item;
+
+/* Alert items kept for reuse: a steady stream of alerts allocates none. */
+#define FREE_ITEMS_MAX  256
 
 enum state {
         ST_DOWN,               /* no connection; reconnect timer running or shutting down */
@@ -156,6 +153,8 @@ struct fh_redis {
         uint64_t last_progress;
 
         item *head, *tail, *next_send;
+        item *free_items;
+        size_t n_free_items;
         size_t backlog;
         size_t inflight;
 
@@ -327,10 +326,27 @@ static int config_check(const fh_redis_config *c) {
 
 /* ---- queue ---------------------------------------------------------------- */
 
-static void item_free(item *it) {
+static item *item_new(fh_redis *r) {
+        item *it = r->free_items;
+
+        if (!it)
+                return fh_malloc(sizeof(*it));
+        r->free_items = it->next;
+        r->n_free_items--;
+        return it;
+}
+
+static void item_free(fh_redis *r, item *it) {
         if (!it)
                 return;
         free(it->entries);
+        fh_payload_unref(it->p);
+        if (it->kind == ITEM_ALERT && r->n_free_items < FREE_ITEMS_MAX) {
+                it->next = r->free_items;
+                r->free_items = it;
+                r->n_free_items++;
+                return;
+        }
         free(it);
 }
 
@@ -714,7 +730,7 @@ static void on_item_reply(redisAsyncContext *ac, void *reply, void *privdata) {
         r->stats.delivered++;
         r->attempt = 0;
         report(r, it, FH_REDIS_DELIVERED);
-        item_free(it);
+        item_free(r, it);
 
         if (r->closing && r->backlog == 0)
                 uv_timer_start(&r->close_timer, on_close_timer, 0, 0);
@@ -768,12 +784,26 @@ static const char once_script[] =
         "else redis.call('HSET', KEYS[3], ARGV[5], ARGV[1]) end "
         "return 1 end return 0";
 
-static int send_alert_once(fh_redis *r, item *it) {
-        const char *argv[] = { "EVAL", once_script, "3", it->seen, r->stream, r->active_hash,
-                               it->json, r->channel, it->chan, r->maxlen, it->field,
-                               it->cleared ? "1" : "0", r->seen_ttl };
-        const size_t lens[] = { 4, sizeof(once_script) - 1, 1, it->seen_len, r->stream_len, r->hash_len,
-                                it->json_len, r->channel_len, it->chan_len, r->maxlen_len, it->field_len,
+/* hiredis formats each command into its output buffer, copying every
+ * argument: these two strings need to live only until it returns. */
+static size_t make_chan(const fh_redis *r, const fh_payload *p, char *buf) {
+        size_t n = strlen(p->level);
+
+        memcpy(buf, r->channel, r->channel_len);
+        buf[r->channel_len] = ':';
+        memcpy(buf + r->channel_len + 1, p->level, n);
+        return r->channel_len + 1 + n;
+}
+
+static int send_alert_once(fh_redis *r, item *it, const char *chan, size_t chan_len) {
+        const fh_payload *p = it->p;
+        char seen[KEY_MAX + sizeof(":seen:") + FIELD_MAX];
+        size_t seen_len = (size_t)snprintf(seen, sizeof(seen), "%s:seen:%s", r->stream, p->dedupe);
+        const char *argv[] = { "EVAL", once_script, "3", seen, r->stream, r->active_hash,
+                               p->value, r->channel, chan, r->maxlen, p->field,
+                               p->cleared ? "1" : "0", r->seen_ttl };
+        const size_t lens[] = { 4, sizeof(once_script) - 1, 1, seen_len, r->stream_len, r->hash_len,
+                                p->value_len, r->channel_len, chan_len, r->maxlen_len, p->field_len,
                                 1, r->seen_ttl_len };
         int rc = 0;
 
@@ -782,24 +812,28 @@ static int send_alert_once(fh_redis *r, item *it) {
 }
 
 static int send_alert(fh_redis *r, item *it) {
-        if (it->seen)
-                return send_alert_once(r, it);
-        const char *pub[] = { "PUBLISH", r->channel, it->json };
-        const size_t pub_len[] = { 7, r->channel_len, it->json_len };
-        const char *pub_lvl[] = { "PUBLISH", it->chan, it->json };
-        const size_t pub_lvl_len[] = { 7, it->chan_len, it->json_len };
-        const char *xadd[] = { "XADD", r->stream, "MAXLEN", "~", r->maxlen, "*", "alert", it->json };
-        const size_t xadd_len[] = { 4, r->stream_len, 6, 1, r->maxlen_len, 1, 5, it->json_len };
-        const char *hset[] = { "HSET", r->active_hash, it->field, it->json };
-        const size_t hset_len[] = { 4, r->hash_len, it->field_len, it->json_len };
-        const char *hdel[] = { "HDEL", r->active_hash, it->field };
-        const size_t hdel_len[] = { 4, r->hash_len, it->field_len };
+        const fh_payload *p = it->p;
+        char chan[KEY_MAX + 1 + LEVEL_MAX + 1];
+        size_t chan_len = make_chan(r, p, chan);
+
+        if (it->once)
+                return send_alert_once(r, it, chan, chan_len);
+        const char *pub[] = { "PUBLISH", r->channel, p->value };
+        const size_t pub_len[] = { 7, r->channel_len, p->value_len };
+        const char *pub_lvl[] = { "PUBLISH", chan, p->value };
+        const size_t pub_lvl_len[] = { 7, chan_len, p->value_len };
+        const char *xadd[] = { "XADD", r->stream, "MAXLEN", "~", r->maxlen, "*", "alert", p->value };
+        const size_t xadd_len[] = { 4, r->stream_len, 6, 1, r->maxlen_len, 1, 5, p->value_len };
+        const char *hset[] = { "HSET", r->active_hash, p->field, p->value };
+        const size_t hset_len[] = { 4, r->hash_len, p->field_len, p->value_len };
+        const char *hdel[] = { "HDEL", r->active_hash, p->field };
+        const size_t hdel_len[] = { 4, r->hash_len, p->field_len };
         int rc = 0;
 
         cmd(r, it, &rc, 3, pub, pub_len);
         cmd(r, it, &rc, 3, pub_lvl, pub_lvl_len);
         cmd(r, it, &rc, 8, xadd, xadd_len);
-        if (it->cleared)
+        if (p->cleared)
                 cmd(r, it, &rc, 3, hdel, hdel_len);
         else
                 cmd(r, it, &rc, 4, hset, hset_len);
@@ -931,53 +965,46 @@ static bool level_ok(const char *level) {
         return true;
 }
 
-int fh_redis_send_once(fh_redis *r, const char *json, size_t json_len, const char *field,
-                       const char *level, bool cleared, const char *event_id, void *token) {
-        size_t field_len, level_len, id_len = 0;
+int fh_redis_send_payload(fh_redis *r, fh_payload *p, bool once, void *token) {
         item *it;
-        char *p;
 
-        if (!r || !json || json_len == 0 || json_len > JSON_MAX || !str_ok(field, FIELD_MAX) ||
-            !level_ok(level) || (event_id && !str_ok(event_id, FIELD_MAX)))
+        if (!r || !p || p->kind != FH_OUT_ALERT || p->value_len == 0 || p->value_len > JSON_MAX ||
+            !str_ok(p->field, FIELD_MAX) || !level_ok(p->level) || (once && !str_ok(p->dedupe, FIELD_MAX)))
                 return -EINVAL;
         if (r->closing)
                 return -ESHUTDOWN;
         if (r->backlog >= r->max_backlog)
                 return -ENOBUFS;
 
-        field_len = strlen(field);
-        level_len = strlen(level);
-        if (event_id)
-                id_len = r->stream_len + 6 + strlen(event_id);
-        /* One allocation: json, field, "<channel>:<level>" and the seen key
-         * follow the item. */
-        it = fh_malloc(sizeof(*it) + json_len + 1 + field_len + 1 + r->channel_len + 1 + level_len + 1 + id_len + 1);
-        *it = (item){ .token = token, .kind = ITEM_ALERT, .cleared = cleared, .ncmds = event_id ? 1 : 4 };
-        p = it->data;
-        memcpy(p, json, json_len);
-        p[json_len] = '\0';
-        it->json = p;
-        it->json_len = json_len;
-        p += json_len + 1;
-        memcpy(p, field, field_len + 1);
-        it->field = p;
-        it->field_len = field_len;
-        p += field_len + 1;
-        memcpy(p, r->channel, r->channel_len);
-        p[r->channel_len] = ':';
-        memcpy(p + r->channel_len + 1, level, level_len + 1);
-        it->chan = p;
-        it->chan_len = r->channel_len + 1 + level_len;
-        p += it->chan_len + 1;
-        if (event_id) {
-                snprintf(p, id_len + 1, "%s:seen:%s", r->stream, event_id);
-                it->seen = p;
-                it->seen_len = id_len;
-        }
-
+        it = item_new(r);
+        *it = (item){ .token = token, .kind = ITEM_ALERT, .ncmds = once ? 1 : 4, .p = fh_payload_ref(p),
+                      .once = once };
         enqueue(r, it);
         pump(r);
         return 0;
+}
+
+int fh_redis_send_once(fh_redis *r, const char *json, size_t json_len, const char *field,
+                       const char *level, bool cleared, const char *event_id, void *token) {
+        if (!r || !json || json_len == 0 || json_len > JSON_MAX || !str_ok(field, FIELD_MAX) ||
+            !level_ok(level) || (event_id && !str_ok(event_id, FIELD_MAX)))
+                return -EINVAL;
+        fh_payload *p = fh_payload_new(&(fh_payload_parts){
+                .kind = FH_OUT_ALERT,
+                .cleared = cleared,
+                .value = json,
+                .value_len = json_len,
+                .field = field,
+                .field_len = SIZE_MAX,
+                .level = level,
+                .level_len = SIZE_MAX,
+                .dedupe = event_id,
+                .dedupe_len = SIZE_MAX,
+        });
+        int rc = fh_redis_send_payload(r, p, event_id != NULL, token);
+
+        fh_payload_unref(p);
+        return rc;
 }
 
 int fh_redis_send(fh_redis *r, const char *json, size_t json_len, const char *field,
@@ -1008,7 +1035,7 @@ int fh_redis_sync_active(fh_redis *r, const char *const *fields, const char *con
         if (r->backlog >= r->max_backlog)
                 return -ENOBUFS;
 
-        it = fh_malloc(sizeof(*it));
+        it = item_new(r);
         *it = (item){ .kind = ITEM_SYNC, .n = n, .ncmds = (unsigned)(3 + chunks) };
         it->entries = fh_malloc(n * sizeof(sync_entry) + bytes);
         p = (char *)(it->entries + n);
@@ -1054,8 +1081,13 @@ static void free_all(fh_redis *r) {
 
         while (it) {
                 item *next = it->next;
-                item_free(it);
+                item_free(r, it);
                 it = next;
+        }
+        while (r->free_items) {
+                it = r->free_items;
+                r->free_items = it->next;
+                free(it);
         }
         free(r->host);
         free(r->username);

@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "payload.h"
+
 typedef struct fh_redis_config {
         char *host;               /* default "127.0.0.1" (a path starting with '/' = unix socket) */
         int port;                 /* default 6379 */
@@ -65,7 +67,8 @@ int fh_redis_new(fh_redis **ret, uv_loop_t *loop, const fh_redis_config *cfg,
  * HSET. Returns 0, or -ENOBUFS when the backlog is full (nothing queued: the
  * caller should stop consuming until fh_redis_backlog() drops), -EINVAL for
  * empty or oversized arguments (json over 1 MiB, field over 512 bytes, level
- * not [a-z_]{1,16}), -ESHUTDOWN after fh_redis_close(). Copies everything. */
+ * not [a-z_]{1,16}), -ESHUTDOWN after fh_redis_close(). Copies everything
+ * (once, into a payload). */
 int fh_redis_send(fh_redis *r, const char *json, size_t json_len, const char *field,
                   const char *level, bool cleared, void *token);
 
@@ -75,6 +78,13 @@ int fh_redis_send(fh_redis *r, const char *json, size_t json_len, const char *fi
  * a broken connection or a daemon restart is not delivered twice. */
 int fh_redis_send_once(fh_redis *r, const char *json, size_t json_len, const char *field,
                        const char *level, bool cleared, const char *event_id, void *token);
+
+/* The same for a payload built once and shared (payload.h): the sink
+ * keeps a reference until the alert is answered and copies nothing; the
+ * caller keeps its own. once: at most once per p->dedupe, as
+ * fh_redis_send_once. The same checks and returns as fh_redis_send_once
+ * (-EINVAL also for a payload that is not an alert). */
+int fh_redis_send_payload(fh_redis *r, fh_payload *p, bool once, void *token);
 
 /* Replaces the active hash with exactly these entries (DEL + HSET in a
  * MULTI/EXEC), queued like an alert, so a restarted daemon leaves no stale

@@ -38,14 +38,7 @@ void fh_offsets_clear(fh_offsets *o) {
 }
 
 void fh_outbox_item_clear(fh_outbox_item *it) {
-        free(it->key);
-        free(it->value);
-        free(it->field);
-        free(it->level);
-        free(it->dedupe);
-        free(it->reason);
-        free(it->detail);
-        free(it->src_topic);
+        fh_payload_unref(it->p);
         *it = (fh_outbox_item) { 0 };
 }
 
@@ -101,46 +94,45 @@ static void put_s(fh_buf *b, const char *s, size_t n) {
         fh_buf_str(b, s, n);
 }
 
-static int get_s(fh_rd *rd, char **ret, size_t *ret_len) {
+/* A string of put_s, pointing into the file's bytes (NULL when absent). */
+static int get_s(fh_rd *rd, const char **ret, size_t *ret_len) {
         size_t save = rd->off;
         uint32_t n;
-        const char *p;
-        size_t len;
 
         if (fh_rd_u32(rd, &n) < 0)
                 return -EBADMSG;
         if (n == UINT32_MAX) {
                 *ret = NULL;
-                if (ret_len)
-                        *ret_len = 0;
+                *ret_len = 0;
                 return 0;
         }
         rd->off = save;
-        if (fh_rd_str(rd, &p, &len) < 0)
-                return -EBADMSG;
-        *ret = fh_strndup(p, len);
-        if (ret_len)
-                *ret_len = len;
-        return 0;
+        return fh_rd_str(rd, ret, ret_len) < 0 ? -EBADMSG : 0;
 }
 
+static size_t len_or_0(const char *s) {
+        return s ? strlen(s) : 0;
+}
+
+/* The layout is the one of the outbox items before payloads were shared,
+ * so state files of either version load in the other. */
 static void put_outbox(fh_buf *b, const fh_outbox_item *v, size_t n) {
         fh_buf_u32(b, (uint32_t) n);
         for (size_t i = 0; i < n; i++) {
-                const fh_outbox_item *it = &v[i];
-                fh_buf_u8(b, it->kind);
-                fh_buf_u8(b, it->sinks);
-                fh_buf_u8(b, it->cleared);
-                put_s(b, it->key, it->key_len);
-                put_s(b, it->value, it->value_len);
-                put_s(b, it->field, it->field ? strlen(it->field) : 0);
-                put_s(b, it->level, it->level ? strlen(it->level) : 0);
-                put_s(b, it->dedupe, it->dedupe ? strlen(it->dedupe) : 0);
-                put_s(b, it->reason, it->reason ? strlen(it->reason) : 0);
-                put_s(b, it->detail, it->detail ? strlen(it->detail) : 0);
-                put_s(b, it->src_topic, it->src_topic ? strlen(it->src_topic) : 0);
-                fh_buf_u32(b, (uint32_t) it->src_partition);
-                fh_buf_u64(b, (uint64_t) it->src_offset);
+                const fh_payload *p = v[i].p;
+                fh_buf_u8(b, p->kind);
+                fh_buf_u8(b, v[i].sinks);
+                fh_buf_u8(b, p->cleared);
+                put_s(b, p->key, p->key_len);
+                put_s(b, p->value, p->value_len);
+                put_s(b, p->field, p->field_len);
+                put_s(b, p->level, len_or_0(p->level));
+                put_s(b, p->dedupe, len_or_0(p->dedupe));
+                put_s(b, p->reason, len_or_0(p->reason));
+                put_s(b, p->detail, len_or_0(p->detail));
+                put_s(b, p->src_topic, len_or_0(p->src_topic));
+                fh_buf_u32(b, (uint32_t) p->src_partition);
+                fh_buf_u64(b, (uint64_t) p->src_offset);
         }
 }
 
@@ -152,24 +144,25 @@ static int get_outbox(fh_rd *rd, fh_checkpoint *c) {
                 return -EBADMSG;
         c->outbox = n ? fh_calloc(n, sizeof(*c->outbox)) : NULL;
         for (uint32_t i = 0; i < n; i++) {
-                fh_outbox_item *it = &c->outbox[i];
-                uint8_t cleared;
+                fh_payload_parts pp = { 0 };
+                uint8_t cleared, sinks;
                 uint32_t part;
                 uint64_t off;
-                c->n_outbox = i + 1;
-                if (fh_rd_u8(rd, &it->kind) < 0 || fh_rd_u8(rd, &it->sinks) < 0 || fh_rd_u8(rd, &cleared) < 0 ||
-                    get_s(rd, &it->key, &it->key_len) < 0 || get_s(rd, &it->value, &it->value_len) < 0 ||
-                    get_s(rd, &it->field, NULL) < 0 || get_s(rd, &it->level, NULL) < 0 ||
-                    get_s(rd, &it->dedupe, NULL) < 0 || get_s(rd, &it->reason, NULL) < 0 ||
-                    get_s(rd, &it->detail, NULL) < 0 || get_s(rd, &it->src_topic, NULL) < 0 ||
+                if (fh_rd_u8(rd, &pp.kind) < 0 || fh_rd_u8(rd, &sinks) < 0 || fh_rd_u8(rd, &cleared) < 0 ||
+                    get_s(rd, &pp.key, &pp.key_len) < 0 || get_s(rd, &pp.value, &pp.value_len) < 0 ||
+                    get_s(rd, &pp.field, &pp.field_len) < 0 || get_s(rd, &pp.level, &pp.level_len) < 0 ||
+                    get_s(rd, &pp.dedupe, &pp.dedupe_len) < 0 || get_s(rd, &pp.reason, &pp.reason_len) < 0 ||
+                    get_s(rd, &pp.detail, &pp.detail_len) < 0 || get_s(rd, &pp.src_topic, &pp.src_topic_len) < 0 ||
                     fh_rd_u32(rd, &part) < 0 || fh_rd_u64(rd, &off) < 0)
                         return -EBADMSG;
-                it->cleared = cleared;
-                it->src_partition = (int32_t) part;
-                it->src_offset = (int64_t) off;
-                if (!it->value || (it->kind != FH_OUT_ALERT && it->kind != FH_OUT_DEAD_LETTER && it->kind != FH_OUT_CAP) ||
-                    (it->kind == FH_OUT_CAP && !it->dedupe))
+                if (!pp.value || (pp.kind != FH_OUT_ALERT && pp.kind != FH_OUT_DEAD_LETTER && pp.kind != FH_OUT_CAP) ||
+                    (pp.kind == FH_OUT_CAP && !pp.dedupe))
                         return -EBADMSG;
+                pp.cleared = cleared;
+                pp.src_partition = (int32_t) part;
+                pp.src_offset = (int64_t) off;
+                c->outbox[i] = (fh_outbox_item) { .sinks = sinks, .p = fh_payload_new(&pp) };
+                c->n_outbox = i + 1;
         }
         return 0;
 }

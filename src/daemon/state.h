@@ -9,6 +9,7 @@
 
 #include "fenghuo/buf.h"
 #include "fenghuo/engine.h"
+#include "payload.h"
 
 typedef struct fh_offset {
         char *topic;
@@ -28,27 +29,14 @@ void fh_offsets_clear(fh_offsets *o);
 
 /* Something produced but not yet confirmed by every sink: saved with a
  * checkpoint so that a crash loses none of it. */
-enum { FH_OUT_ALERT = 1, FH_OUT_DEAD_LETTER = 2, FH_OUT_CAP = 3 };
 /* FH_SINK_FILE: a CAP message's file in cap_dir. */
 enum { FH_SINK_KAFKA = 1, FH_SINK_REDIS = 2, FH_SINK_FILE = 4 };
 typedef struct fh_outbox_item {
-        uint8_t kind;
         uint8_t sinks;             /* those still to confirm */
-        char *key;                 /* Kafka key: the sensor (or the original key) */
-        /* CAP: value is the XML, dedupe its identifier (and file name). */
-        size_t key_len;
-        char *value;               /* the alert JSON, or the rejected message's bytes */
-        size_t value_len;
-        char *field;               /* alert: "rule:sensor" of the active hash */
-        char *level;               /* alert: new level name */
-        bool cleared;
-        char *dedupe;              /* alert: "alert_id|event|ts", the same on every replay */
-        char *reason, *detail;     /* dead letter */
-        char *src_topic;
-        int32_t src_partition;
-        int64_t src_offset;
+        fh_payload *p;             /* one reference */
 } fh_outbox_item;
 
+/* Drops the payload's reference. */
 void fh_outbox_item_clear(fh_outbox_item *it);
 
 typedef struct fh_checkpoint {
