@@ -91,7 +91,7 @@ typedef struct item {
 } item;
 
 /* Alert items kept for reuse: a steady stream of alerts allocates none. */
-#define FREE_ITEMS_MAX  256
+#define FREE_ITEMS_MAX  4096
 
 enum state {
         ST_DOWN,               /* no connection; reconnect timer running or shutting down */

@@ -21,9 +21,25 @@ struct fh_track {
         fh_track *next;
 };
 
+/* Tracks are made TRACK_BLOCK at a time and reused: every message behind
+ * an alert not yet delivered has one, so their number follows the alert
+ * latency times the input rate, and a burst grows them by blocks, not
+ * one malloc per message. */
+#define TRACK_BLOCK 1024
+
+typedef struct track_block {
+        struct track_block *next;
+        fh_track v[TRACK_BLOCK];
+} track_block;
+
 struct fh_tracker {
         part *parts;
+        /* The partition of the last message begun: consecutive messages
+         * mostly come from one partition (a fetch brings a run of each),
+         * so most lookups compare one name, not one per partition. */
+        part *last;
         fh_track *free_list;
+        track_block *blocks;
         size_t pending;
         part *orphans;           /* forgotten partitions with tracks still held */
 };
@@ -43,24 +59,24 @@ fh_tracker *fh_tracker_free(fh_tracker *t) {
         for (int pass = 0; pass < 2; pass++)
                 for (part *p = pass ? t->orphans : t->parts, *n; p; p = n) {
                         n = p->next;
-                        for (fh_track *k = p->head, *kn; k; k = kn) {
-                                kn = k->next;
-                                free(k);
-                        }
                         part_free(p);
                 }
-        for (fh_track *k = t->free_list, *n; k; k = n) {
-                n = k->next;
-                free(k);
+        for (track_block *b = t->blocks, *n; b; b = n) {
+                n = b->next;
+                free(b);
         }
         free(t);
         return NULL;
 }
 
 static part *find_part(fh_tracker *t, const char *topic, int32_t partition, bool create) {
+        if (t->last && t->last->partition == partition && strcmp(t->last->topic, topic) == 0)
+                return t->last;
         for (part *p = t->parts; p; p = p->next)
-                if (p->partition == partition && strcmp(p->topic, topic) == 0)
+                if (p->partition == partition && strcmp(p->topic, topic) == 0) {
+                        t->last = p;
                         return p;
+                }
         if (!create)
                 return NULL;
         part *p = fh_calloc(1, sizeof(*p));
@@ -70,17 +86,25 @@ static part *find_part(fh_tracker *t, const char *topic, int32_t partition, bool
         p->processed_next = -1;
         p->next = t->parts;
         t->parts = p;
+        t->last = p;
         return p;
 }
 
 fh_track *fh_tracker_begin(fh_tracker *t, const char *topic, int32_t partition, int64_t offset) {
         part *p = find_part(t, topic, partition, true);
-        fh_track *k = t->free_list;
+        fh_track *k;
 
-        if (k)
-                t->free_list = k->next;
-        else
-                k = fh_malloc(sizeof(*k));
+        if (!t->free_list) {
+                track_block *b = fh_malloc(sizeof(*b));
+                b->next = t->blocks;
+                t->blocks = b;
+                for (size_t i = TRACK_BLOCK; i-- > 0;) {
+                        b->v[i].next = t->free_list;
+                        t->free_list = &b->v[i];
+                }
+        }
+        k = t->free_list;
+        t->free_list = k->next;
         *k = (fh_track) { .p = p, .offset = offset, .holds = 1 };
         if (offset + 1 > p->processed_next)
                 p->processed_next = offset + 1;
@@ -155,6 +179,7 @@ void fh_tracker_forget(fh_tracker *t, const char *topic, int32_t partition) {
                 return;
         part *p = *pp;
         *pp = p->next;
+        t->last = NULL;
         if (!p->head) {
                 part_free(p);
                 return;
