@@ -140,6 +140,67 @@ static void json_escapes_cells_and_keeps_numbers_as_numbers(void **state) {
         fh_engine_free(e);
 }
 
+/* What JSON numbers were before the decimal fast path: the shortest of
+ * %.15g..%.17g that reads back exactly (integers as integers, -0 as 0). */
+static void reference_number(double v, char *out, size_t n) {
+        if (!isfinite(v)) {
+                snprintf(out, n, "null");
+                return;
+        }
+        if (v == 0) {
+                snprintf(out, n, "0");
+                return;
+        }
+        if (fabs(v) < 1e15 && v == (double) (int64_t) v) {
+                snprintf(out, n, "%lld", (long long) (int64_t) v);
+                return;
+        }
+        for (int prec = 15; prec <= 17; prec++) {
+                snprintf(out, n, "%.*g", prec, v);
+                if (strtod(out, NULL) == v)
+                        return;
+        }
+}
+
+static void check_number(double v) {
+        char want[64];
+        fh_buf b = FH_BUF_NULL;
+
+        reference_number(v, want, sizeof(want));
+        fh_buf_json_number(&b, v);
+        if (strcmp(b.data, want) != 0)
+                fail_msg("%.17g: got %s, want %s", v, b.data, want);
+        fh_buf_free(&b);
+}
+
+/* Readings' and stations' values are mostly short decimals, printed
+ * without snprintf now: every kind of value prints as it did. */
+static void json_numbers_print_as_the_shortest_exact_form(void **state) {
+        static const double edges[] = {
+                0.1, 0.2, 0.1 + 0.2, 63.5, -63.5, 40.3767, 116.8441, 1e-4, 1.5e-4, 9.9e-5, 0.00012345,
+                0.0001234567, 999999999.5, 1e9 + 0.5, 123456789.123456, 1e-7, 5e-324, 1.7976931348623157e308,
+                2.5, -0.05, 0.05, 1.000001, 1.0000001, 123.4560, 4e12 + 0.25, NAN, INFINITY, -0.0, 7,
+        };
+        uint64_t x = 88172645463325252ULL;
+
+        for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
+                check_number(edges[i]);
+        for (int i = 0; i < 300000; i++) {
+                /* xorshift64: k / 10^d over every magnitude, and raw bits. */
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                int d = (int) (x % 9);
+                double k = (double) ((x >> 8) % 2000000000000ULL) / pow(10, (double) ((x >> 4) % 8));
+                double v = rint(k) / pow(10, d) * ((x & 1) ? -1 : 1);
+                check_number(v);
+                double raw;
+                memcpy(&raw, &x, sizeof(raw));
+                check_number(raw);
+                check_number(nextafter(v, 0));
+        }
+}
+
 static void unit_renders_the_declared_unit_of_the_field_report_reads(void **state) {
         rec r;
         fh_engine *e = engine("fields:\n  rain:\n    x: mm/h\n"
@@ -160,6 +221,7 @@ int main(void) {
                 cmocka_unit_test(empty_cell_renders_as_nothing_and_a_tiny_negative_as_zero),
                 cmocka_unit_test(json_escapes_cells_and_keeps_numbers_as_numbers),
                 cmocka_unit_test(unit_renders_the_declared_unit_of_the_field_report_reads),
+                cmocka_unit_test(json_numbers_print_as_the_shortest_exact_form),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
