@@ -935,6 +935,39 @@ static void test_an_event_sent_twice_with_its_id_is_delivered_once(void **state)
         assert_int_equal(sink_close(f, 1000), 0);
 }
 
+/* Each event sends the script's SHA1 (EVALSHA), not its text; after a
+ * SCRIPT FLUSH on the server the next event is refused with NOSCRIPT, and
+ * goes through on a new connection, which loads the script again. */
+static void test_the_event_script_is_sent_once_per_connection_and_loaded_again_after_a_flush(void **state) {
+        fixture *f = *state;
+        char json[256];
+        redisReply *rep;
+
+        sink_open(f);
+        redis_do(f, "CONFIG RESETSTAT");
+        alert_json(json, sizeof(json), 1, "red");
+        assert_int_equal(fh_redis_send_once(f->r, json, strlen(json), "rainstorm:MY-RG-0001", "red", false,
+                                            "rainstorm:MY-RG-0001:1|raised|t", &f->acks[1]), 0);
+        assert_true(run_until(f, backlog_empty, 5000));
+        rep = query(f, "INFO commandstats");
+        assert_non_null(strstr(rep->str, "cmdstat_evalsha:calls=1,"));
+        assert_null(strstr(rep->str, "cmdstat_eval:"));
+        freeReplyObject(rep);
+
+        redis_do(f, "SCRIPT FLUSH");
+        alert_json(json, sizeof(json), 2, "orange");
+        assert_int_equal(fh_redis_send_once(f->r, json, strlen(json), "rainstorm:MY-RG-0002", "orange", false,
+                                            "rainstorm:MY-RG-0002:1|raised|t", &f->acks[2]), 0);
+        assert_true(run_until(f, backlog_empty, 5000));
+        assert_int_equal(f->acks[2].status, FH_REDIS_DELIVERED);
+        assert_int_equal(f->acks[2].count, 1);
+        rep = query(f, "XLEN %s", STREAM);
+        assert_int_equal(rep->integer, 2);
+        freeReplyObject(rep);
+        assert_true(fh_redis_stats_get(f->r)->reconnects >= 1);
+        assert_int_equal(sink_close(f, 1000), 0);
+}
+
 /* The console's silence (docs/integration.md): the per-level channel an SMS
  * gateway follows stays quiet while the key lives; the event still reaches
  * the all-events channel and the stream, marked silenced (with who and until
@@ -1010,6 +1043,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_an_alert_reaches_the_subscribers_the_stream_and_the_active_hash, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_an_event_sent_twice_with_its_id_is_delivered_once, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_the_event_script_is_sent_once_per_connection_and_loaded_again_after_a_flush, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_a_silenced_sensor_or_rule_keeps_its_events_off_the_level_channels, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_a_cleared_alert_removes_its_field_from_the_active_hash, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_alerts_sent_while_redis_is_down_are_delivered_in_order_once_it_is_back, setup, teardown),

@@ -139,6 +139,9 @@ struct fh_redis {
         size_t maxlen_len;
         char seen_ttl[24];
         size_t seen_ttl_len;
+        /* SHA1 of once_script as this connection's server loaded it (SCRIPT
+         * LOAD at connect); "" sends the script itself (EVAL). */
+        char once_sha[41];
         size_t max_backlog;
         uint64_t backoff_min_ms, backoff_max_ms, timeout_ms;
 
@@ -522,6 +525,59 @@ static void on_handshake_reply(redisAsyncContext *ac, void *reply, void *privdat
                 ready(r);
 }
 
+/* One event, once: the SET NX of its id and everything it does run as one
+ * script, so a resend after a broken connection (or a restarted daemon
+ * re-sending its outbox) changes nothing the second time.
+ * A silence the console set ("<channel>:silence:sensor:<sensor>" or
+ * "...:rule:<rule>", ARGV[5] being "<rule>:<sensor>") keeps the event off
+ * the per-level channels the SMS gateways follow. The all-events channel
+ * and the stream get the event marked `"silenced":true`, with who set the
+ * silence and its end when the key holds the console's JSON (a key set by
+ * hand may hold anything: it is decoded under pcall); the stream entry also
+ * has a `silenced` field for readers that skip without parsing. The active
+ * hash keeps the event unmarked: a silence can end or start while the alert
+ * stays, and the console reads the silence keys for it.
+ * The silence keys are not in KEYS: fenghuo's Redis is one node. */
+static const char once_script[] =
+        "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[7]) then "
+        "local r, s = string.match(ARGV[5], '^([^:]*):(.*)$') "
+        "local sil = r ~= nil and (redis.call('GET', ARGV[2] .. ':silence:sensor:' .. s) "
+        "or redis.call('GET', ARGV[2] .. ':silence:rule:' .. r)) "
+        "local m = ARGV[1] "
+        "if sil and #m > 2 and string.sub(m, -1) == '}' then "
+        "local x = ',\"silenced\":true' "
+        "local ok, d = pcall(cjson.decode, sil) "
+        "if ok and type(d) == 'table' then "
+        "if type(d.user) == 'string' then x = x .. ',\"silenced_by\":' .. cjson.encode(d.user) end "
+        "if type(d['until']) == 'number' and d['until'] >= 0 and d['until'] < 1e15 then "
+        "x = x .. ',\"silenced_until\":' .. string.format('%d', math.floor(d['until'])) end end "
+        "m = string.sub(m, 1, -2) .. x .. '}' end "
+        "redis.call('PUBLISH', ARGV[2], m) "
+        "if sil then "
+        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', m, 'silenced', '1') "
+        "else "
+        "redis.call('PUBLISH', ARGV[3], m) "
+        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', m) end "
+        "if ARGV[6] == '1' then redis.call('HDEL', KEYS[3], ARGV[5]) "
+        "else redis.call('HSET', KEYS[3], ARGV[5], ARGV[1]) end "
+        "return 1 end return 0";
+
+/* The script of fh_redis_send_once once per connection, so that each alert
+ * sends its 40-character SHA1 (EVALSHA) instead of the whole text, which
+ * the server would also hash again for every EVAL. A server that refuses
+ * SCRIPT LOAD still gets EVAL. */
+static void on_script_loaded(redisAsyncContext *ac, void *reply, void *privdata) {
+        fh_redis *r = ac->data;
+        redisReply *rep = reply;
+
+        if (!rep || r->state != ST_HANDSHAKE)
+                return;
+        if (rep->type == REDIS_REPLY_STRING && rep->len == 40)
+                memcpy(r->once_sha, rep->str, 41);
+        if (--r->handshake_pending == 0)
+                ready(r);
+}
+
 static void on_connect(const redisAsyncContext *cac, int status) {
         fh_redis *r = cac->data;
         redisAsyncContext *ac = r->ac;
@@ -550,6 +606,13 @@ static void on_connect(const redisAsyncContext *cac, int status) {
                 const char *argv[] = { "SELECT", db };
                 const size_t lens[] = { 6, (size_t)n };
                 if (redisAsyncCommandArgv(ac, on_handshake_reply, (void *)"SELECT", 2, argv, lens) == REDIS_OK)
+                        r->handshake_pending++;
+        }
+        r->once_sha[0] = '\0';
+        {
+                const char *argv[] = { "SCRIPT", "LOAD", once_script };
+                const size_t lens[] = { 6, 4, sizeof(once_script) - 1 };
+                if (redisAsyncCommandArgv(ac, on_script_loaded, NULL, 3, argv, lens) == REDIS_OK)
                         r->handshake_pending++;
         }
         if (r->handshake_pending == 0)
@@ -665,6 +728,8 @@ static void start_connect(fh_redis *r) {
 static bool error_is_transient(const char *s) {
         static const char *const prefixes[] = {
                 "LOADING", "BUSY", "MISCONF", "READONLY", "OOM", "NOAUTH", "NOPERM",
+                /* SCRIPT FLUSH on the server: the new connection loads it again. */
+                "NOSCRIPT",
                 "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS",
         };
 
@@ -747,43 +812,6 @@ static void cmd(fh_redis *r, item *it, int *rc, int argc, const char **argv, con
                 *rc = -EIO;
 }
 
-/* One event, once: the SET NX of its id and everything it does run as one
- * script, so a resend after a broken connection (or a restarted daemon
- * re-sending its outbox) changes nothing the second time.
- * A silence the console set ("<channel>:silence:sensor:<sensor>" or
- * "...:rule:<rule>", ARGV[5] being "<rule>:<sensor>") keeps the event off
- * the per-level channels the SMS gateways follow. The all-events channel
- * and the stream get the event marked `"silenced":true`, with who set the
- * silence and its end when the key holds the console's JSON (a key set by
- * hand may hold anything: it is decoded under pcall); the stream entry also
- * has a `silenced` field for readers that skip without parsing. The active
- * hash keeps the event unmarked: a silence can end or start while the alert
- * stays, and the console reads the silence keys for it.
- * The silence keys are not in KEYS: fenghuo's Redis is one node. */
-static const char once_script[] =
-        "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[7]) then "
-        "local r, s = string.match(ARGV[5], '^([^:]*):(.*)$') "
-        "local sil = r ~= nil and (redis.call('GET', ARGV[2] .. ':silence:sensor:' .. s) "
-        "or redis.call('GET', ARGV[2] .. ':silence:rule:' .. r)) "
-        "local m = ARGV[1] "
-        "if sil and #m > 2 and string.sub(m, -1) == '}' then "
-        "local x = ',\"silenced\":true' "
-        "local ok, d = pcall(cjson.decode, sil) "
-        "if ok and type(d) == 'table' then "
-        "if type(d.user) == 'string' then x = x .. ',\"silenced_by\":' .. cjson.encode(d.user) end "
-        "if type(d['until']) == 'number' and d['until'] >= 0 and d['until'] < 1e15 then "
-        "x = x .. ',\"silenced_until\":' .. string.format('%d', math.floor(d['until'])) end end "
-        "m = string.sub(m, 1, -2) .. x .. '}' end "
-        "redis.call('PUBLISH', ARGV[2], m) "
-        "if sil then "
-        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', m, 'silenced', '1') "
-        "else "
-        "redis.call('PUBLISH', ARGV[3], m) "
-        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'alert', m) end "
-        "if ARGV[6] == '1' then redis.call('HDEL', KEYS[3], ARGV[5]) "
-        "else redis.call('HSET', KEYS[3], ARGV[5], ARGV[1]) end "
-        "return 1 end return 0";
-
 /* hiredis formats each command into its output buffer, copying every
  * argument: these two strings need to live only until it returns. */
 static size_t make_chan(const fh_redis *r, const fh_payload *p, char *buf) {
@@ -799,11 +827,12 @@ static int send_alert_once(fh_redis *r, item *it, const char *chan, size_t chan_
         const fh_payload *p = it->p;
         char seen[KEY_MAX + sizeof(":seen:") + FIELD_MAX];
         size_t seen_len = (size_t)snprintf(seen, sizeof(seen), "%s:seen:%s", r->stream, p->dedupe);
-        const char *argv[] = { "EVAL", once_script, "3", seen, r->stream, r->active_hash,
-                               p->value, r->channel, chan, r->maxlen, p->field,
+        bool sha = r->once_sha[0] != '\0';
+        const char *argv[] = { sha ? "EVALSHA" : "EVAL", sha ? r->once_sha : once_script, "3", seen, r->stream,
+                               r->active_hash, p->value, r->channel, chan, r->maxlen, p->field,
                                p->cleared ? "1" : "0", r->seen_ttl };
-        const size_t lens[] = { 4, sizeof(once_script) - 1, 1, seen_len, r->stream_len, r->hash_len,
-                                p->value_len, r->channel_len, chan_len, r->maxlen_len, p->field_len,
+        const size_t lens[] = { sha ? 7 : 4, sha ? 40 : sizeof(once_script) - 1, 1, seen_len, r->stream_len,
+                                r->hash_len, p->value_len, r->channel_len, chan_len, r->maxlen_len, p->field_len,
                                 1, r->seen_ttl_len };
         int rc = 0;
 
