@@ -19,11 +19,13 @@ static void touch_checkpoint(const fh_checkpoint *c) {
                 for (size_t i = 0; i < lists[l]->n; i++)
                         bytes += strlen(lists[l]->v[i].topic);
         for (size_t i = 0; i < c->n_outbox; i++) {
-                const fh_outbox_item *it = &c->outbox[i];
-                if (!it->value || (it->kind != FH_OUT_ALERT && it->kind != FH_OUT_DEAD_LETTER))
+                const fh_payload *p = c->outbox[i].p;
+                if (!p || !p->value || (p->kind != FH_OUT_ALERT && p->kind != FH_OUT_DEAD_LETTER && p->kind != FH_OUT_CAP))
                         abort();
-                bytes += it->value_len + it->key_len;
-                if (it->key && memchr(it->key, 0, it->key_len + 1) == NULL)
+                if (p->kind == FH_OUT_CAP && !p->dedupe)
+                        abort();
+                bytes += p->value_len + p->key_len;
+                if (p->key && memchr(p->key, 0, p->key_len + 1) == NULL)
                         abort();
         }
         for (size_t i = 0; i < c->n_sensors; i++) {

@@ -92,17 +92,20 @@ int main(int argc, char **argv) {
                 if (k > 1) {
                         cp.n_outbox = 2;
                         cp.outbox = fh_calloc(2, sizeof(*cp.outbox));
-                        cp.outbox[0] = (fh_outbox_item) { .kind = FH_OUT_ALERT, .sinks = 3,
-                                .key = fh_strdup("R1"), .key_len = 2, .value = fh_strdup("{\"event\":\"raised\"}"),
-                                .value_len = 18, .field = fh_strdup("storm:R1"), .level = fh_strdup("red"),
-                                .dedupe = fh_strdup("storm|R1|raised|1"), .src_topic = fh_strdup("readings"),
-                                .src_offset = 9 };
-                        cp.outbox[1] = (fh_outbox_item) { .kind = FH_OUT_DEAD_LETTER, .sinks = 1,
-                                .value = fh_strdup("{bad"), .value_len = 4, .reason = fh_strdup("malformed_json"),
-                                .detail = fh_strdup("unexpected end"), .src_topic = fh_strdup("readings"),
-                                .src_partition = 1, .src_offset = 3 };
+                        cp.outbox[0] = (fh_outbox_item) { .sinks = 3, .p = fh_payload_new(&(fh_payload_parts) {
+                                .kind = FH_OUT_ALERT, .key = "R1", .key_len = SIZE_MAX,
+                                .value = "{\"event\":\"raised\"}", .value_len = SIZE_MAX,
+                                .field = "storm:R1", .field_len = SIZE_MAX, .level = "red", .level_len = SIZE_MAX,
+                                .dedupe = "storm|R1|raised|1", .dedupe_len = SIZE_MAX,
+                                .src_topic = "readings", .src_topic_len = SIZE_MAX, .src_offset = 9 }) };
+                        cp.outbox[1] = (fh_outbox_item) { .sinks = 1, .p = fh_payload_new(&(fh_payload_parts) {
+                                .kind = FH_OUT_DEAD_LETTER, .value = "{bad", .value_len = SIZE_MAX,
+                                .reason = "malformed_json", .reason_len = SIZE_MAX,
+                                .detail = "unexpected end", .detail_len = SIZE_MAX,
+                                .src_topic = "readings", .src_topic_len = SIZE_MAX,
+                                .src_partition = 1, .src_offset = 3 }) };
                 }
-                if (!mkdtemp(tmpl) || fh_state_save(tmpl, e, &cp) != 0)
+                if (!mkdtemp(tmpl) || fh_state_save(tmpl, (const fh_engine *const *) &e, 1, &cp) != 0)
                         abort();
                 char path[600];
                 snprintf(path, sizeof(path), "%s/state", tmpl);
