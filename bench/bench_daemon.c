@@ -344,6 +344,48 @@ static double child_cpu_s(pid_t pid) {
         return (double) (ut + st) / (double) sysconf(_SC_CLK_TCK);
 }
 
+/* The whole machine's CPU time in seconds, busy and all, from the first
+ * line of /proc/stat (idle and iowait are not busy). With the broker on
+ * the same machine, busy/all over a run says whether the run had cores
+ * left: the daemon's rate is bounded by what the broker and the rest of
+ * the machine leave it. */
+typedef struct machine_cpu {
+        double busy, all;
+} machine_cpu;
+
+static machine_cpu machine_cpu_now(void) {
+        machine_cpu m = { NAN, NAN };
+        unsigned long long v[8] = { 0 };
+        FILE *f = fopen("/proc/stat", "re");
+        if (!f)
+                return m;
+        int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                       &v[6], &v[7]);
+        fclose(f);
+        if (n < 5)
+                return m;
+        double tck = (double) sysconf(_SC_CLK_TCK), all = 0;
+        for (int i = 0; i < 8; i++)
+                all += (double) v[i];
+        m.all = all / tck;
+        m.busy = (all - (double) v[3] - (double) v[4]) / tck;
+        return m;
+}
+
+/* "PREFIX.machine_busy_cores" (every process, other jobs' too),
+ * "PREFIX.broker_cpu_s" and "PREFIX.cores" (the machine's CPUs) of a run
+ * from M0/B0, taken at its start. */
+static void print_machine(pid_t broker, const char *prefix, machine_cpu m0, double b0) {
+        machine_cpu m1 = machine_cpu_now();
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        double wall = (m1.all - m0.all) / (double) (ncpu > 0 ? ncpu : 1);
+        if (wall > 0)
+                printf("%s.machine_busy_cores %.2f\n", prefix, (m1.busy - m0.busy) / wall);
+        printf("%s.cores %ld\n", prefix, ncpu);
+        if (broker > 0)
+                printf("%s.broker_cpu_s %.2f\n", prefix, child_cpu_s(broker) - b0);
+}
+
 typedef struct thread_cpu {
         char comm[32];
         double cpu_s;
@@ -533,6 +575,7 @@ typedef struct opts {
         int shards;                    /* the daemon's `shards:`, -1: none written */
         daemon_spec daemons[RUNS_MAX];
         size_t n_daemons;
+        pid_t broker_pid;              /* 0: unknown, its CPU not measured */
         char tag[32];
 } opts;
 
@@ -688,9 +731,12 @@ static void plain_run(const opts *o, const variant *v, const char *prefix, const
                           "--topics", (char *) list, "--count", count, "--props", (char *) v->props, NULL };
         note("%s: plain consumer draining %lld messages (consumer properties: %s)", prefix, (long long) total,
              v->props[0] ? v->props : "none");
+        machine_cpu m0 = machine_cpu_now();
+        double b0 = o->broker_pid > 0 ? child_cpu_s(o->broker_pid) : NAN;
         spawn(&c, dargv, path);
         done = wait_committed(o, group, ends, total, &c, 600, &first);
         cpu = child_cpu_s(c.pid);
+        print_machine(o->broker_pid, prefix, m0, b0);
         print_threads(c.pid, prefix);
         child_stop(&c);
         if (isnan(done))
@@ -757,10 +803,13 @@ static void daemon_run(const opts *o, const variant *v, const daemon_spec *ds, c
         free(name);
         char *argv[] = { (char *) fenghuo, "run", "--config", cfgpath, NULL };
         note("%s: daemon consuming %lld messages", prefix, (long long) total);
+        machine_cpu m0 = machine_cpu_now();
+        double b0 = o->broker_pid > 0 ? child_cpu_s(o->broker_pid) : NAN;
         spawn(&c, argv, path);
         c.total = total;
         done = wait_committed(o, group, ends, total, &c, 600, &first);
         cpu = child_cpu_s(c.pid);
+        print_machine(o->broker_pid, prefix, m0, b0);
         print_threads(c.pid, prefix);
         child_stop(&c);
         if (isnan(done))
@@ -1632,7 +1681,7 @@ static void usage(FILE *f) {
               "                    --workdir DIR [--readings N] [--variant NAME:PROPS]...\n"
               "                    [--daemon NAME:SHARDS[:FENGHUO]]... [--rate PER_S] [--seconds S]\n"
               "                    [--latency-run NAME:LINGER:DAEMON_LINGER[:SHARDS[:FENGHUO]]]...\n"
-              "                    [--skip-throughput] [--skip-latency] [--shards N|-]\n"
+              "                    [--skip-throughput] [--skip-latency] [--shards N|-] [--broker-pid PID]\n"
               "       bench_daemon --soak SECONDS --rate PER_S --brokers .. --fenghuo .. --rules DIR\n"
               "                    --stations FILE --workdir DIR [--lateness DURATION]\n"
               "Throughput of `fenghuo run` from Kafka against a plain consumer, and the\n"
@@ -1640,6 +1689,7 @@ static void usage(FILE *f) {
               "Defaults: --variant shipped: --daemon daemon:SHARDS --latency-run shipped:5:-\n"
               "SHARDS: the `shards:` written into the daemon's configuration; - (the\n"
               "default of --shards) writes none, for a daemon from before shards.\n"
+              "--broker-pid: the broker's CPU seconds during each throughput run too.\n"
               "--soak: only the soak, readings at a steady rate with wall-clock timestamps\n"
               "(RULES may use age() then), the daemon's memory and lag every 10 s.\n", f);
 }
@@ -1717,6 +1767,7 @@ int main(int argc, char **argv) {
                 { "lateness", required_argument, NULL, 'A' },
                 { "shards", required_argument, NULL, 'H' },
                 { "daemon", required_argument, NULL, 'D' },
+                { "broker-pid", required_argument, NULL, 'P' },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -1752,6 +1803,7 @@ int main(int argc, char **argv) {
                                 die("--shards wants a count (0: one per CPU) or -, got '%s'", optarg);
                         break;
                 case 'D': add_daemon(&o, optarg); break;
+                case 'P': o.broker_pid = (pid_t) atoi(optarg); break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }

@@ -253,7 +253,7 @@ bench_daemon() {
         # (src/daemon/kafka_in.c): the reference is the bare consumer at its
         # fastest, not librdkafka's defaults.
         "$tool" --brokers "$broker" --fenghuo "$FENGHUO" --rules "$rules" --stations "$TMP/stations.csv" \
-                --workdir "$TMP/daemon" --readings "$READINGS" \
+                --workdir "$TMP/daemon" --readings "$READINGS" --broker-pid "$(cat "$KAFKA_DIR/kafka.pid")" \
                 --variant "$v:queued.min.messages=1000000" "${daemons[@]}" \
                 --seconds "$LAT_SECONDS" "${runs[@]}" >"$out"
         echo "== daemon throughput from Kafka: $(get produced "$out") readings, $(get stations "$out") stations," \
@@ -275,6 +275,16 @@ bench_daemon() {
                         "$(get "$p.per_s" "$out")" "$(get "$p.s" "$out")" "$(get "$p.cpu_s" "$out")" \
                         "$(get "$p.us_cpu_per_reading" "$out")" "$(get "$p.vs_plain" "$out")" \
                         "$(get "$p.steady_per_s" "$out")" "$(get "$p.vs_plain_steady" "$out")"
+        done
+        # The broker shares the machine: a run whose machine is busy on
+        # every core could not have gone faster, whatever the daemon did.
+        echo "the machine during each run: busy cores of $(get $v.plain_before.cores "$out") (every process)," \
+                "the broker's CPU-s"
+        for d in plain_before "${names[@]}" plain_after; do
+                [ -n "$(get "$v.$d.machine_busy_cores" "$out")" ] || continue
+                printf '  %-14s busy %5s  broker %6s CPU-s  %s %6s CPU-s\n' "$d" \
+                        "$(get "$v.$d.machine_busy_cores" "$out")" "$(get "$v.$d.broker_cpu_s" "$out")" \
+                        "$(case $d in plain*) echo consumer ;; *) echo daemon ;; esac)" "$(get "$v.$d.cpu_s" "$out")"
         done
         echo "CPU-s of the busiest threads (a thread near the run's seconds is what bounds it):"
         for d in plain_before "${names[@]}"; do
