@@ -10,7 +10,9 @@
 #   callgrind  engine: instructions per reading (valgrind)
 #   daemon     `fenghuo run` against a real Kafka broker, in one run: a plain
 #              consumer, the daemon as shipped and at each of BENCH_SHARDS
-#              shards, the plain consumer again (rate, CPU, ratios); then
+#              shards, the plain consumer again (rate, CPU, ratios, and the
+#              machine's busy cores and the broker's CPU during each run,
+#              after the broker settles and one uncounted daemon run); then
 #              produce-to-alert latency at 10,000 readings/s against one
 #              bare Kafka hop
 #   stall      the daemon's loop during checkpoints, a reload and two rebalances
@@ -280,12 +282,16 @@ bench_daemon() {
         # every core could not have gone faster, whatever the daemon did.
         echo "the machine during each run: busy cores of $(get $v.plain_before.cores "$out") (every process)," \
                 "the broker's CPU-s"
-        for d in plain_before "${names[@]}" plain_after; do
+        local who
+        for d in warmup plain_before "${names[@]}" plain_after; do
                 [ -n "$(get "$v.$d.machine_busy_cores" "$out")" ] || continue
-                printf '  %-14s busy %5s  broker %6s CPU-s  %s %6s CPU-s\n' "$d" \
+                who=daemon
+                [ "${d#plain}" != "$d" ] && who=consumer
+                printf '  %-14s busy %5s  broker %6s CPU-s  %s %6s CPU-s  %s/s\n' "$d" \
                         "$(get "$v.$d.machine_busy_cores" "$out")" "$(get "$v.$d.broker_cpu_s" "$out")" \
-                        "$(case $d in plain*) echo consumer ;; *) echo daemon ;; esac)" "$(get "$v.$d.cpu_s" "$out")"
+                        "$who" "$(get "$v.$d.cpu_s" "$out")" "$(get "$v.$d.per_s" "$out")"
         done
+        echo "(warmup: the daemon as shipped once first, not compared: the broker's first daemon runs cost it more)"
         echo "CPU-s of the busiest threads (a thread near the run's seconds is what bounds it):"
         for d in plain_before "${names[@]}"; do
                 if [ -n "$(get "$v.$d.threads" "$out")" ]; then

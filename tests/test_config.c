@@ -52,7 +52,7 @@ static void shipped_example_loads_with_every_section(void **state) {
         assert_int_equal(c.max_readings_per_minute, 60);
         assert_int_equal(c.max_window_samples, 50000);
         assert_int_equal(c.tz_offset_min, 480);
-        assert_int_equal(c.shards, 1);
+        assert_int_equal(c.shards, 0);
         assert_true(c.redis_enabled);
         assert_int_equal(c.redis.port, 6379);
         assert_string_equal(c.path, p);
@@ -77,7 +77,7 @@ static void defaults_fill_what_is_left_out(void **state) {
         assert_null(c.topics[FH_KIND_WATER_LEVEL]);
         assert_false(c.redis_enabled);
         assert_false(c.event_clock);
-        assert_int_equal(c.shards, 1);
+        assert_int_equal(c.shards, 0);
         fh_daemon_config_free(&c);
 }
 

@@ -713,7 +713,9 @@ int fh_cmd_demo(int argc, char **argv) {
                         fh_registry_free(reg);
                         return 1;
                 }
-                fprintf(f, "rules: \"%s\"\nstations: \"%s\"\nclock: event\nstats_interval: 0s\ncheckpoint_interval: 0s\n"
+                /* One shard: the alerts print in the order replay gives
+                 * them, not as two shard threads interleave them. */
+                fprintf(f, "rules: \"%s\"\nstations: \"%s\"\nclock: event\nshards: 1\nstats_interval: 0s\ncheckpoint_interval: 0s\n"
                            "shutdown_timeout: 5s\nlog_level: %s\n"
                            "kafka:\n  brokers: \"%s\"\n  group_id: fenghuo-demo\n  alerts_topic: fenghuo.alerts\n"
                            "  dead_letter_topic: fenghuo.deadletter\n  topics:\n",
