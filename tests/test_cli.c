@@ -571,7 +571,8 @@ static void replay_leaks_nothing_under_valgrind(void **state) {
         }
         snprintf(cmd, sizeof(cmd),
                  "%s simulate --stations %s --seed 5 --duration 6h --bad 0.05 > %s/vg.jsonl && "
-                 "valgrind -q --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all --error-exitcode=99 "
+                 "valgrind -q --soname-synonyms=somalloc=*jemalloc* --leak-check=full --show-leak-kinds=all "
+                 "--errors-for-leak-kinds=all --error-exitcode=99 "
                  "%s replay --rules %s --stations %s %s/vg.jsonl > /dev/null",
                  it.bin, path("stations/miyun.csv"), it.tmpdir, it.bin, path("rules"), path("stations/miyun.csv"), it.tmpdir);
         result r = sh(cmd);

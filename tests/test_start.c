@@ -60,7 +60,9 @@ static result run_config(const char *name, const char *rest, bool check) {
         fclose(f);
         snprintf(out, sizeof(out), "%s/%s.out", it.tmpdir, name);
         snprintf(err, sizeof(err), "%s/%s.err", it.tmpdir, name);
-        const char *vg[] = { "valgrind", "-q", "--leak-check=full", "--show-leak-kinds=definite,indirect,possible",
+        /* The synonyms: valgrind replaces jemalloc's malloc as it does
+         * libc's, where the program is linked with it (meson.build). */
+        const char *vg[] = { "valgrind", "-q", "--soname-synonyms=somalloc=*jemalloc*", "--leak-check=full", "--show-leak-kinds=definite,indirect,possible",
                              "--errors-for-leak-kinds=definite,indirect,possible", "--error-exitcode=99",
                              it.bin, "run", "--config", cfg, check ? "--check" : NULL, NULL };
         const char *plain[] = { it.bin, "run", "--config", cfg, check ? "--check" : NULL, NULL };
