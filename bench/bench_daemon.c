@@ -1587,6 +1587,8 @@ static void soak(const opts *o, const fh_registry *reg) {
          * detection): at 5-s reporting the default hour is 720 of them. */
         if (o->lateness)
                 fh_buf_printf(&cfg, "lateness: %s\n", o->lateness);
+        if (o->shards >= 0)
+                fh_buf_printf(&cfg, "shards: %d\n", o->shards);
         write_file(cfgpath, cfg.data);
         char *argv[] = { (char *) o->fenghuo, "run", "--config", cfgpath, NULL };
         spawn(&c, argv, logpath);
@@ -1713,7 +1715,7 @@ static void usage(FILE *f) {
               "                    [--latency-run NAME:LINGER:DAEMON_LINGER[:SHARDS[:FENGHUO]]]...\n"
               "                    [--skip-throughput] [--skip-latency] [--shards N|-] [--broker-pid PID]\n"
               "       bench_daemon --soak SECONDS --rate PER_S --brokers .. --fenghuo .. --rules DIR\n"
-              "                    --stations FILE --workdir DIR [--lateness DURATION]\n"
+              "                    --stations FILE --workdir DIR [--lateness DURATION] [--shards N|-]\n"
               "Throughput of `fenghuo run` from Kafka against a plain consumer, and the\n"
               "latency from produce to alert at a steady rate. RULES must not use age().\n"
               "Defaults: --variant shipped: --daemon daemon:SHARDS --latency-run shipped:5:-\n"
