@@ -871,11 +871,11 @@ static void throughput_variant(const opts *o, const variant *v, char **topics, c
         }
 }
 
-/* After the backlog is produced the broker keeps working for a while
- * (about 4 CPU-s after 10 M readings, 2026-12-07): without a wait that
- * work lands on the first runs and makes them look slower than the
- * later ones. Waits until the broker uses under a tenth of a core over
- * a second, for at most a minute. */
+/* Whatever the broker still does after the produce (flushes, segment
+ * work) must not land on the first run timed: waits until it uses under
+ * a tenth of a core over a second, for at most a minute. On 2026-12-07
+ * that took a second; the broker's extra CPU during the first daemon runs
+ * is something else (the warm-up run in throughput_variant). */
 static void settle_broker(const opts *o) {
         if (o->broker_pid <= 0)
                 return;
